@@ -1,0 +1,263 @@
+"""The ``tdmi`` command: parse arguments, load the config, call one function. No logic lives here.
+
+Each subcommand has a ``_add_<name>`` function that declares its arguments (with an example in ``--help``)
+and a ``_run_<name>`` function that imports the implementing module lazily, so ``tdmi --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Optional
+
+from tdmi import __version__
+from tdmi.errors import CommandError, TdmiError  # noqa: F401  (CommandError re-exported for commands)
+
+
+
+def _parser(subparsers, name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+    return subparsers.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_config_options(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--config", required=required, help="experiment YAML file (see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set train.lr=5e-4 (repeatable)")
+
+
+def _load_config(args):
+    from tdmi.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+# ---------------------------------------------------------------------------------------------------------------- info
+
+
+def _add_info(sub) -> None:
+    p = _parser(sub, "info", "print the model summary: parameters, multiply-adds, input/heatmap sizes, joints",
+                "tdmi info --config configs/tdmi_w48_pt17.yaml")
+    _add_config_options(p, required=True)
+    p.add_argument("--json-out", help="also write the summary as JSON to this file")
+    p.set_defaults(run=_run_info)
+
+
+def _run_info(args) -> int:
+    cfg = _load_config(args)
+    from tdmi.models.summary import print_model_summary
+
+    return print_model_summary(cfg, json_out=args.json_out)
+
+
+# --------------------------------------------------------------------------------------------------------------- synth
+
+
+def _add_synth(sub) -> None:
+    p = _parser(sub, "synth", "generate SynthTrack, a procedural multi-person video set in the PoseTrack18 layout",
+                "tdmi synth --out data/synthtrack --sequences 10 --frames 30 --seed 0")
+    p.add_argument("--out", required=True, help="output root (images/, annotations/, detections)")
+    p.add_argument("--sequences", type=int, default=10, help="number of sequences (default 10)")
+    p.add_argument("--frames", type=int, default=30, help="frames per sequence (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the output is deterministic per seed")
+    p.add_argument("--split", default="val", help="split name used in paths and file names (default val)")
+    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("W", "H"), help="frame size in pixels")
+    p.set_defaults(run=_run_synth)
+
+
+def _run_synth(args) -> int:
+    from tdmi.data.synthetic import synth_command
+
+    return synth_command(args)
+
+
+# ------------------------------------------------------------------------------------------------------------- prepare
+
+
+def _add_prepare(sub) -> None:
+    p = _parser(sub, "prepare", "check (and convert where needed) a downloaded PoseTrack17/18/21 or HiEve tree",
+                "tdmi prepare posetrack18 --root /data/posetrack18")
+    p.add_argument("dataset", choices=["posetrack17", "posetrack18", "posetrack21", "hieve"])
+    p.add_argument("--root", required=True, help="dataset root folder")
+    p.add_argument("--json-out", help="also write the report as JSON to this file")
+    p.set_defaults(run=_run_prepare)
+
+
+def _run_prepare(args) -> int:
+    from tdmi.data.prepare import prepare_command
+
+    return prepare_command(args)
+
+
+# ------------------------------------------------------------------------------------------------------------ evaluate
+
+
+def _add_evaluate(sub) -> None:
+    p = _parser(sub, "evaluate", "PoseTrack mAP of prediction files, identical to the official poseval",
+                "tdmi evaluate --gt data/posetrack18/annotations/val --pred runs/test/predictions")
+    p.add_argument("--gt", required=True, help="folder of per-sequence ground-truth JSON files")
+    p.add_argument("--pred", required=True, help="folder of per-sequence prediction JSON files (same names)")
+    p.add_argument("--protocol", choices=["poseval", "pt21"], default="poseval",
+                   help="poseval (PoseTrack17/18, default) or the PoseTrack21 evaluation kit's rules")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="score a GT sequence without a prediction file as all misses instead of failing")
+    p.add_argument("--json-out", help="write the table (8 keys, percent) and per-joint APs as JSON")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from tdmi.evaluation.posetrack_ap import evaluate_command
+
+    return evaluate_command(args)
+
+
+# ---------------------------------------------------------------------------------------------------------------- test
+
+
+def _add_test(sub) -> None:
+    p = _parser(sub, "test", "run a checkpoint over a split, write prediction files and print the mAP table",
+                "tdmi test --config configs/tdmi_w48_pt17.yaml --checkpoint runs/tdmi/best.safetensors --boxes gt")
+    _add_config_options(p)
+    p.add_argument("--checkpoint", required=True, help="tdmi .safetensors checkpoint")
+    p.add_argument("--boxes", help="'gt' or a detection file; overrides test.boxes")
+    p.add_argument("--out", help="output folder (default: test.out_dir)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.set_defaults(run=_run_test)
+
+
+def _run_test(args) -> int:
+    from tdmi.engine.test import test_command
+
+    return test_command(args)
+
+
+# --------------------------------------------------------------------------------------------------------------- train
+
+
+def _add_train(sub) -> None:
+    p = _parser(sub, "train", "train a model (single process, or one process per GPU under torchrun)",
+                "tdmi train --config configs/tdmi_w48_pt17.yaml --set train.batch_size=8\n"
+                "  torchrun --nproc_per_node 2 -m tdmi train --config configs/tdmi_w48_pt17.yaml")
+    _add_config_options(p, required=True)
+    p.add_argument("--resume", help="run folder (or checkpoint) to continue from")
+    p.add_argument("--out", help="run folder (default: train.out_dir)")
+    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args) -> int:
+    from tdmi.engine.train import train_command
+
+    return train_command(args)
+
+
+# --------------------------------------------------------------------------------------------------------------- infer
+
+
+def _add_infer(sub) -> None:
+    p = _parser(sub, "infer", "video or frame folder in, tracked poses out (PoseTrack18 JSON, optional MP4)",
+                "tdmi infer street.mp4 --checkpoint model.safetensors --out out/ --render")
+    p.add_argument("inputs", nargs="+", help="video files or folders of frames")
+    p.add_argument("--checkpoint", help="tdmi .safetensors checkpoint (default: the shipped demo model)")
+    _add_config_options(p)
+    box_source = p.add_mutually_exclusive_group()
+    box_source.add_argument("--boxes", help="person boxes file (COCO results or PoseTrack-style)")
+    box_source.add_argument("--detector", default=None, help="person detector name (default: best available)")
+    p.add_argument("--out", default="tdmi-out", help="output folder (default tdmi-out)")
+    p.add_argument("--render", action="store_true", help="also write an MP4 with skeletons coloured per track")
+    p.add_argument("--online", action="store_true", help="causal clips (t-2delta..t) for live use")
+    p.add_argument("--mode", choices=["tube", "exact"], default="tube",
+                   help="feature sharing: tube (one crop per track window, fast) or exact (paper's per-key-frame crop)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.set_defaults(run=_run_infer)
+
+
+def _run_infer(args) -> int:
+    from tdmi.inference.pipeline import infer_command
+
+    return infer_command(args)
+
+
+# ---------------------------------------------------------------------------------------------------------------- demo
+
+
+def _add_demo(sub) -> None:
+    p = _parser(sub, "demo", "the embedded default: synthesise a clip, run the shipped model, render and score it",
+                "tdmi demo            # or: tdmi demo --video street.mp4")
+    p.add_argument("--video", help="run on this video instead of a synthetic clip")
+    p.add_argument("--out", default="tdmi-demo", help="output folder (default tdmi-demo)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from tdmi.inference.demo import demo_command
+
+    return demo_command(args)
+
+
+# -------------------------------------------------------------------------------------------------------------- export
+
+
+def _add_export(sub) -> None:
+    p = _parser(sub, "export", "export the per-frame encoder and the clip decoder as two ONNX graphs",
+                "tdmi export --checkpoint model.safetensors --format onnx --out export/")
+    p.add_argument("--checkpoint", help="tdmi .safetensors checkpoint (default: the shipped demo model)")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", default="tdmi-export", help="output folder (default tdmi-export)")
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args) -> int:
+    from tdmi.inference.export import export_command
+
+    return export_command(args)
+
+
+# -------------------------------------------------------------------------------------------------------------- main
+
+_COMMANDS: tuple[Callable, ...] = (
+    _add_demo, _add_infer, _add_train, _add_test, _add_evaluate, _add_synth, _add_prepare, _add_export, _add_info,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tdmi",
+        description="TDMI: mutual-information-based temporal difference learning for video pose estimation.",
+        epilog="example:\n  tdmi demo\n  tdmi <command> --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tdmi {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for add in _COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "run", None) is None:
+        parser.print_help()
+        return 2
+    from tdmi.config import ConfigError
+
+    try:
+        return int(args.run(args) or 0)
+    except (TdmiError, ConfigError, FileNotFoundError) as err:
+        print(f"tdmi {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tdmi {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

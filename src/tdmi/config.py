@@ -1,0 +1,352 @@
+"""Typed experiment configs: dataclasses with documented defaults, loaded from YAML, overridable from the CLI.
+
+One YAML file per experiment lives in ``configs/``. A file only states what differs from the defaults below,
+so the defaults are the paper's TDMI on PoseTrack17 (W48, 384x288, delta=2; ``model-facts.md`` (e)). Every
+field says where its value comes from; "ours" marks a choice the paper leaves open.
+
+    cfg = load_config("configs/tdmi_w48_pt17.yaml", overrides=["train.lr=5e-4", "model.tde.modulation=false"])
+    print(dump_config(cfg))     # the fully resolved config, as YAML
+
+Unknown keys, wrong types and values outside a closed set are errors that name the key, the value and the
+choices. Sizes are written ``[w, h]`` (as HRNet's yaml files do); tensors are ``[..., h, w]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from tdmi.errors import TdmiError
+
+
+class ConfigError(TdmiError, ValueError):
+    """A config file or override is invalid; the message names the key and the problem."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model
+
+
+@dataclass
+class BackboneConfig:
+    width: int = 48
+    """HRNet width C (branches C, 2C, 4C, 8C). 48 = the paper's HRNet-W48; 32 and 18 are official too; any
+    positive width builds (tiny widths for tests)."""
+    pretrained: Optional[str] = None
+    """Path to a COCO-pretrained HRNet checkpoint (official ``pose_hrnet_w48_384x288.pth``, mmpose, DCPose or
+    FAMI files all load). None = random init. Nothing is ever downloaded."""
+    freeze: bool = True
+    """Freeze the backbone's weights (DCPose/FAMI do; the paper trains only the new modules)."""
+    bn_eval: bool = True
+    """Keep the frozen backbone's BatchNorm in eval mode (running statistics are used and not updated).
+    DCPose/FAMI only set requires_grad=False, which leaves BN in train mode; set false to copy that."""
+
+
+@dataclass
+class TDEConfig:
+    """Temporal Difference Encoder (paper section 3.2, eq. 1-5)."""
+
+    channels: int = 48
+    """Width of D^j, the modulated features, M, Mu, Mn and F~ (ours: FAMI's 48; model-facts.md (e))."""
+    blocks_per_stage: list[int] = field(default_factory=lambda: [3, 3, 2, 2])
+    """Residual blocks fusing the differences inside each stage (paper: {3, 3, 2, 2})."""
+    differences: Literal["all_stages", "final_stage"] = "all_stages"
+    """Which stages' feature differences are used. ``final_stage`` = table 6's "S^4 only" ablation."""
+    aggregation: Literal["progressive", "concat"] = "progressive"
+    """How stages are combined into M: the paper's progressive accumulation (eq. 5) or table 6's
+    "multi-stage concat + conv" ablation."""
+    modulation: bool = True
+    """Spatial modulation of each stage with DCNv2 (eq. 3-4). False = table 6's "progressive" row."""
+    deform_groups: int = 12
+    """Offset groups of the DCN (ours: FAMI's 12; channels must be divisible by it)."""
+    deform_dilation: int = 3
+    """Dilation of the 3x3 DCN and of the offset/mask predictors (ours: FAMI's 3)."""
+    accumulation_blocks: int = 1
+    """Residual blocks after each accumulation step ("several 3x3 convolutions", eq. 5; ours: 1)."""
+
+
+@dataclass
+class RDMConfig:
+    """Representation Disentanglement Module (paper section 3.3, eq. 6)."""
+
+    enabled: bool = True
+    """False = table 5's "TDE only": the motion feature M is fused directly, with no useful/noisy split."""
+    factorisation: Literal["gates", "channel_split"] = "gates"
+    """``gates``: two independent GAP-MLP-sigmoid channel attentions (the paper). ``channel_split``: table 7's
+    alternative that takes the first half of M's channels as useful and the rest as noisy."""
+    reduction: int = 4
+    """MLP reduction ratio r (C -> C/r -> C). Ours: 4, since SE's 16 leaves 3 hidden units at C=48."""
+
+
+@dataclass
+class MIConfig:
+    """Mutual-information objective (paper section 3.4, eq. 7-13; model-facts.md (d))."""
+
+    enabled: bool = True
+    """False = table 7's "RDM without MI" row (heatmap loss only)."""
+    alpha: float = 1.0
+    """Weight of L_MI in L = L_H + alpha * L_MI (paper: 1)."""
+    formulation: Literal["vsd", "fami"] = "vsd"
+    """``vsd``: the bounded Variational Self-Distillation terms of model-facts.md (default). ``fami``: the
+    literal FAMI-Pose estimators (probabilities passed to kl_div; kept for comparison only)."""
+    temperature: float = 0.05
+    """Softmax temperature over heatmap pixels (FAMI's 0.05)."""
+    epsilon: float = 1e-4
+    """Floor mixed into student distributions so every KL is at most log(N / epsilon)."""
+    gate_distillation: bool = True
+    """Distil the conditional terms only where the teacher beats the fused prediction (model-facts.md (d));
+    false = the paper-literal VSD use on every joint."""
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["tdmi", "tdmi_st", "hrnet"] = "tdmi"
+    """``tdmi``: fuse Mu with the key frame's stage-4 feature. ``tdmi_st``: fuse with a spatio-temporal feature
+    of the whole clip (TDMI-ST). ``hrnet``: the single-frame baseline (key frame only)."""
+    num_joints: int = 17
+    """Heatmap channels, in PoseTrack's 17-slot order (keypoints.POSETRACK17)."""
+    input_size: list[int] = field(default_factory=lambda: [288, 384])
+    """Network input [w, h] (the W48 COCO checkpoint's 288x384)."""
+    heatmap_size: list[int] = field(default_factory=lambda: [72, 96])
+    """Heatmap [w, h]; input / 4."""
+    delta: int = 2
+    """Supporting frames on each side of the key frame; a clip has T = 2*delta + 1 frames (paper: 2)."""
+    fusion_blocks: int = 3
+    """Residual blocks fusing [Mu, key-frame feature] into F~ (ours: FAMI's 3)."""
+    st_blocks: int = 2
+    """TDMI-ST only: residual blocks reducing the concatenated stage-4 features of all T frames (ours: 2)."""
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    tde: TDEConfig = field(default_factory=TDEConfig)
+    rdm: RDMConfig = field(default_factory=RDMConfig)
+    mi: MIConfig = field(default_factory=MIConfig)
+
+    @property
+    def num_frames(self) -> int:
+        return 2 * self.delta + 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation with the reference distributions (posetrack-facts.md 5.3)."""
+
+    enabled: bool = True
+    scale_factor: float = 0.35
+    """scale *= clip(N(0,1) * sf + 1, 1 - sf, 1 + sf)."""
+    rotation_factor: float = 45.0
+    """rotation = clip(N(0,1) * rf, -2 rf, 2 rf) degrees, applied with probability ``rotation_prob``."""
+    rotation_prob: float = 0.6
+    flip: bool = True
+    """Horizontal flip with probability 0.5, applied to every frame of the clip, joints swapped."""
+    half_body_prob: float = 0.3
+    half_body_min_joints: int = 8
+    """Half-body is tried only when more than this many joints are labelled."""
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["posetrack17", "posetrack18", "posetrack21", "hieve", "synthtrack"] = "posetrack17"
+    root: str = "data/posetrack17"
+    """Dataset root. Annotation and image paths below are relative to it unless absolute."""
+    train_annotations: str = "annotations/train"
+    """A folder of per-sequence JSON files or one merged COCO-style file."""
+    val_annotations: str = "annotations/val"
+    image_root: str = "."
+    """Folder that the annotation files' ``file_name`` entries are relative to."""
+    val_boxes: str = "gt"
+    """``gt`` or a person-detection file (COCO results or DCPose/PoseWarper box list) for validation/test."""
+    box_score_threshold: float = 0.2
+    """Detections below this score are dropped (DCPose/FAMI IMAGE_THRE 0.2)."""
+    padding: Literal["key_frame", "fami", "clamp"] = "key_frame"
+    """Which frame replaces a supporting frame beyond the sequence ends: the key frame (ours; FAMI's training
+    rule in spirit), FAMI's exact asymmetric rule, or mmpose's clamp to the nearest valid frame."""
+    missing_frames: Literal["error", "pad"] = "error"
+    """A supporting frame file that does not exist: raise (default) or treat it like a sequence end."""
+    sigma: float = 3.0
+    """Gaussian sigma of the target heatmaps (3 at 96x72, 2 at 64x48)."""
+    bbox_enlarge: float = 1.25
+    """Box enlargement before cropping (paper: 25%)."""
+    workers: int = 4
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training and testing
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    """Paper: 20 epochs."""
+    lr: float = 1e-3
+    """Adam learning rate (paper: 1e-3)."""
+    lr_steps: list[int] = field(default_factory=lambda: [6, 12, 18])
+    """Epochs after which lr is multiplied by ``lr_factor`` (paper: 1e-4, 1e-5, 1e-6 at 6, 12, 18)."""
+    lr_factor: float = 0.1
+    weight_decay: float = 0.0
+    """Adam weight decay (HRNet and FAMI use none)."""
+    batch_size: int = 16
+    """Clips per process (per GPU under torchrun). Not given in the paper; FAMI used 48 on one GPU."""
+    grad_accum: int = 1
+    """Optimizer step every this many batches."""
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    """Autocast dtype; fp16 uses a gradient scaler."""
+    heatmap_loss_factor: float = 1.0
+    """Factor on the joint-weighted MSE: 1.0 as DCPose/FAMI (HRNet uses 0.5). It sets alpha's scale."""
+    seed: int = 0
+    deterministic: bool = False
+    val_every: int = 1
+    """Validate (the `tdmi test` path) every this many epochs; 0 = never."""
+    out_dir: str = "runs/experiment"
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0 = no limit); for smoke tests."""
+
+
+@dataclass
+class TestConfig:
+    batch_size: int = 32
+    flip_test: bool = False
+    """HRNet-style flip test (off by default for parity with DCPose/FAMI)."""
+    boxes: str = "gt"
+    """``gt`` or a detection file; overrides ``data.val_boxes`` for `tdmi test`."""
+    protocol: Literal["poseval", "pt21"] = "poseval"
+    out_dir: str = "runs/test"
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "tdmi"
+    """Short experiment name, used in output folder names."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading, overriding, validating
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
+        raw = loaded
+    for item in overrides:
+        apply_override(raw, item)
+    where = str(path) if path is not None else "<defaults>"
+    return from_dict(ExperimentConfig, raw, where=where)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``a.b.c=value`` override to a raw nested dict; the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=5e-4")
+    key, _, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {item!r}: empty key component")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+
+
+def from_dict(cls: type, raw: Any, where: str = "<config>", prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, checking keys, types and closed choices."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: {prefix or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in raw if k not in known]
+    if unknown:
+        name = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"{where}: unknown key {name!r}; valid keys here: {', '.join(known)}")
+    kwargs = {}
+    for key, value in raw.items():
+        name = f"{prefix}.{key}" if prefix else key
+        kwargs[key] = _coerce(hints[key], value, where, name)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where, name)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where, name)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {name}={value!r} is not allowed; choose one of: {', '.join(map(str, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: {name} must be a list, got {value!r}")
+        return [_coerce(args[0], v, where, f"{name}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {name} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: {name} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            # PyYAML (YAML 1.1) reads "5e-4" as a string; accept any text Python parses as a number.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: {name} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {name} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain nested dicts and lists (JSON/YAML-serialisable)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Any) -> str:
+    """The fully resolved config as YAML text."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def config_from_dict(raw: dict[str, Any], where: str = "<dict>") -> ExperimentConfig:
+    """Rebuild an :class:`ExperimentConfig` from :func:`to_dict` output (e.g. a checkpoint sidecar)."""
+    return from_dict(ExperimentConfig, raw, where=where)

@@ -1,0 +1,41 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tdmi.cli import build_parser, main
+
+COMMANDS = ["demo", "infer", "train", "test", "evaluate", "synth", "prepare", "export", "info"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "example:" in out and f"tdmi {command}" in out
+
+
+def test_parser_lists_all_commands():
+    help_text = build_parser().format_help()
+    for command in COMMANDS:
+        assert command in help_text
+
+
+def test_module_entry_point_runs():
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-m", "tdmi", "--version"], capture_output=True, text=True, check=True,
+                         env=env)
+    assert out.stdout.startswith("tdmi ")
+
+
+def test_bad_config_is_one_line_error(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("nonsense: 1\n")
+    assert main(["info", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "nonsense" in err and "Traceback" not in err
