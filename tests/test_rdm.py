@@ -73,3 +73,12 @@ def test_invalid_arguments():
         RepresentationDisentanglement(8, reduction=0)
     with pytest.raises(ValueError, match=r"\[B, 8, h, w\]"):
         RepresentationDisentanglement(8)(torch.randn(2, 4, 3, 3))
+
+
+def test_no_hidden_unit_starts_dead_on_non_negative_motion():
+    torch.manual_seed(0)
+    rdm = RepresentationDisentanglement(48, reduction=4)
+    motion = torch.relu(torch.randn(4, 48, 6, 5)) * 3  # M leaves the TDE through a ReLU
+    pooled = motion.mean(dim=(2, 3))
+    for gate in (rdm.useful_gate, rdm.noisy_gate):
+        assert (gate.mlp[0](pooled) > 0).all()

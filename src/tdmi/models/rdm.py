@@ -19,6 +19,8 @@ from torch import Tensor, nn
 from tdmi.models.blocks import init_normal_
 
 FACTORISATION_CHOICES = ("gates", "channel_split")
+HIDDEN_BIAS_INIT = 0.1
+"""Initial bias of the gates' hidden layer (ours; see ChannelGate)."""
 
 
 class ChannelGate(nn.Module):
@@ -33,8 +35,11 @@ class ChannelGate(nn.Module):
             raise ValueError(f"RDM reduction must be >= 1, got {reduction}")
         hidden = max(1, channels // reduction)
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
-        # N(0, 0.001) weights: both gates start at sigmoid(0) = 0.5, so Mu = Mn = M / 2 until training separates them.
+        # N(0, 0.001) weights: both gates start at about sigmoid(0) = 0.5, so Mu = Mn = M / 2 until training
+        # separates them. M comes out of a ReLU, so its pooled vector is non-negative and a zero hidden bias would
+        # leave about half the hidden units dead from the start (the sign of W1 . GAP(M)); 0.1 keeps them all alive.
         init_normal_(self)
+        nn.init.constant_(self.mlp[0].bias, HIDDEN_BIAS_INIT)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.sigmoid(self.mlp(x.mean(dim=(2, 3))))[:, :, None, None]
