@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model_helpers import perturb_zero_predictors
 from tdmi.models.blocks import BasicBlock, BlockChain, count_parameters
 from tdmi.models.tde import SpatialModulation, TemporalDifferenceEncoder, temporal_differences
 
@@ -23,16 +24,6 @@ def small_tde(**kwargs) -> TemporalDifferenceEncoder:
                 deform_groups=2, dilation=3)
     args.update(kwargs)
     return TemporalDifferenceEncoder(**args)
-
-
-def perturb_zero_predictors(module: torch.nn.Module) -> None:
-    """Give the zero-initialised offset/mask convs random weights so gradients reach the layers before them."""
-    gen = torch.Generator().manual_seed(1)
-    for layer in module.modules():
-        if isinstance(layer, SpatialModulation):
-            for conv in (layer.offset_predictor[1], layer.mask_predictor[1]):
-                with torch.no_grad():
-                    conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 0.05)
 
 
 def test_temporal_differences_are_consecutive_and_in_temporal_order():

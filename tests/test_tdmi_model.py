@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from model_helpers import perturb_zero_predictors
 from tdmi.config import ConfigError, ModelConfig, load_config
 from tdmi.models.blocks import BasicBlock, count_parameters
 from tdmi.models.rdm import RepresentationDisentanglement
-from tdmi.models.tde import SpatialModulation, TemporalDifferenceEncoder
+from tdmi.models.tde import TemporalDifferenceEncoder
 from tdmi.models.tdmi import TDMI, SingleFrameHRNet, TDMIOutput, build_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -61,16 +62,6 @@ def build_tiny(cfg: ModelConfig, seed: int = 0) -> nn.Module:
 
 def clip(batch: int = 2, frames: int = 5, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, frames, 3, H, W, generator=torch.Generator().manual_seed(seed))
-
-
-def perturb_zero_predictors(model: nn.Module) -> None:
-    """Zero-initialised offset/mask convs pass no gradient upstream; give them small random weights."""
-    gen = torch.Generator().manual_seed(1)
-    for layer in model.modules():
-        if isinstance(layer, SpatialModulation):
-            for conv in (layer.offset_predictor[1], layer.mask_predictor[1]):
-                with torch.no_grad():
-                    conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 0.05)
 
 
 def training_loss(output: TDMIOutput, mi_enabled: bool) -> torch.Tensor:
