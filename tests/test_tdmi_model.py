@@ -296,3 +296,15 @@ def test_parameter_count_of_the_new_modules_at_w48():
     assert count_parameters(model.head) == 48 * 17 * 9 + 17
     assert sum(count_parameters(m.deform_conv) for m in model.tde.modulation) == 4 * (48 * 48 * 9 + 48)
     assert count_parameters(model.tde.accumulate) == 4 * (2 * 48 * 48 * 9 + 4 * 48)
+
+
+@pytest.mark.parametrize("arch", ["tdmi", "tdmi_st", "hrnet"])
+def test_only_temporal_models_look_at_supporting_frames(arch):
+    model = build_tiny(tiny_model_config(None, f"model.arch={arch}")).eval()
+    perturb_zero_predictors(model)
+    frames = clip()
+    moved = frames.clone()
+    moved[:, 0] = torch.roll(moved[:, 0], shifts=3, dims=-1)  # the first supporting frame changes
+    with torch.no_grad():
+        same = torch.equal(model(frames).heatmaps, model(moved).heatmaps)
+    assert same == (arch == "hrnet")
