@@ -283,6 +283,11 @@ def test_invalid_models_raise_clear_errors():
     model = TDMI(backbone, tde, None, delta=1, num_joints=J)
     with pytest.raises(ValueError, match=r"\[B, T, 3, H, W\]"):
         model(torch.randn(2, 3, H, W))
+    baseline = SingleFrameHRNet(TinyBackbone(), delta=1)
+    with pytest.raises(ValueError, match=r"T = 2\*delta \+ 1 = 3 frames \(delta=1\), got T=5"):
+        baseline(clip())
+    with pytest.raises(ValueError, match="delta must be >= 0"):
+        SingleFrameHRNet(TinyBackbone(), delta=-1)
 
 
 def test_parameter_count_of_the_new_modules_at_w48():

@@ -98,22 +98,25 @@ class _ClipModel(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
             return self.backbone(frames)
 
-    def _check_clip(self, stage_features) -> tuple[int, int]:
+    def _check_frames(self, frames: int) -> None:
+        if frames != self.num_frames:
+            raise ValueError(f"this model takes clips of T = 2*delta + 1 = {self.num_frames} frames "
+                             f"(delta={self.delta}), got T={frames}")
+
+    def _check_clip(self, stage_features) -> None:
         batch, frames = stage_features[0].shape[:2]
         for j, features in enumerate(stage_features):
             if features.dim() != 5 or features.shape[:2] != (batch, frames):
                 raise ValueError(f"decode expects stage features [B, T, C, h, w] with equal B and T; stage {j + 1} "
                                  f"is {tuple(features.shape)}")
-        if frames != self.num_frames:
-            raise ValueError(f"this model takes clips of T = 2*delta + 1 = {self.num_frames} frames "
-                             f"(delta={self.delta}), got T={frames}")
-        return batch, frames
+        self._check_frames(frames)
 
     def forward(self, frames: Tensor) -> TDMIOutput:
         """``frames [B, T, 3, H, W]`` (key frame at index delta) -> :class:`TDMIOutput`."""
         if frames.dim() != 5:
             raise ValueError(f"forward expects frames [B, T, 3, H, W], got {tuple(frames.shape)}")
         batch, num_frames = frames.shape[:2]
+        self._check_frames(num_frames)  # before the expensive backbone
         stage_features = self.encode(frames.flatten(0, 1))
         return self.decode(stage_features._make(f.unflatten(0, (batch, num_frames)) for f in stage_features))
 
@@ -208,8 +211,9 @@ class SingleFrameHRNet(_ClipModel):
 
     def forward(self, frames: Tensor) -> TDMIOutput:
         """``frames [B, T, 3, H, W]`` -> :class:`TDMIOutput`; only the key frame goes through the backbone."""
-        if frames.dim() != 5 or frames.shape[1] != self.num_frames:
-            raise ValueError(f"forward expects frames [B, T={self.num_frames}, 3, H, W], got {tuple(frames.shape)}")
+        if frames.dim() != 5:
+            raise ValueError(f"forward expects frames [B, T, 3, H, W], got {tuple(frames.shape)}")
+        self._check_frames(frames.shape[1])
         return self._predict(self.encode(frames[:, self.delta])[-1])
 
 
