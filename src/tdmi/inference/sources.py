@@ -312,8 +312,8 @@ def _open_video(path: Path, fps: Optional[float], size_policy: str) -> CaptureSo
         raise DataFormatError(f"{path}: the video file is empty (0 bytes)")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
-        raise DataFormatError(f"{path}: OpenCV cannot open this file as a video (not a video, corrupt, or a "
-                              f"container/codec this OpenCV build lacks; backends: FFMPEG)")
+        raise DataFormatError(f"{path}: OpenCV cannot open this file as a video (not a video, corrupt, truncated "
+                              f"before its index, or a container/codec this OpenCV build lacks)")
     return CaptureSource(capture, path.name, "video", fps, size_policy)
 
 

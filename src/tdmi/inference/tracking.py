@@ -140,15 +140,17 @@ class IoUTracker:
         self._next_id = 0
         self._last_frame: Optional[int] = None
 
-    def _new_id(self) -> int:
+    def _new_id(self, taken: set[int]) -> int:
+        """The next unused id; ``taken`` holds the ids of live tracks and is updated."""
         if self._next_id < MAX_TRACK_ID:
             self._next_id += 1
-            return self._next_id - 1
-        taken = {t.track_id for t in self.live}
-        free = next((i for i in range(MAX_TRACK_ID) if i not in taken), None)
-        if free is None:
-            raise RuntimeError(f"more than {MAX_TRACK_ID} people tracked at once")
-        return free
+            new = self._next_id - 1
+        else:
+            new = next((i for i in range(MAX_TRACK_ID) if i not in taken), -1)
+            if new < 0:
+                raise RuntimeError(f"more than {MAX_TRACK_ID} people tracked at once")
+        taken.add(new)
+        return new
 
     def update(self, frame_index: int, boxes, scores, width: Optional[int] = None,
                height: Optional[int] = None) -> TrackedFrame:
@@ -189,12 +191,13 @@ class IoUTracker:
             if track.missed <= self.max_missed:
                 survivors.append(track)
         ids = np.empty(len(boxes), np.int64)
+        taken = {t.track_id for t in self.live}
         for c in range(len(boxes)):
             if track_of[c] >= 0:
                 track = self.live[track_of[c]]
                 self._extend(track, frame_index, boxes[c], float(scores[c]))
             else:
-                track = Track(track_id=self._new_id())
+                track = Track(track_id=self._new_id(taken))
                 track.boxes[frame_index] = boxes[c].copy()
                 track.scores[frame_index] = float(scores[c])
                 self.tracks[track.track_id] = track
