@@ -8,6 +8,7 @@ here is vectorised with NumPy so that thousands of boxes per frame stay cheap (n
 from __future__ import annotations
 
 import warnings
+from typing import Optional
 
 import numpy as np
 
@@ -57,10 +58,28 @@ def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.stack([x1, y1, np.maximum(x2 - x1, 0), np.maximum(y2 - y1, 0)], axis=1).astype(np.float32)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+def intersection_over_smaller(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """Intersection area over the smaller box's area for every pair: ``[N, 4]`` x ``[M, 4]`` -> ``[N, M]``.
+
+    1 when one box lies inside the other, whatever their sizes (IoU is small for nested boxes).
+    """
+    a = as_boxes(boxes_a)
+    b = as_boxes(boxes_b)
+    inter_w = np.clip(np.minimum(a[:, 0:1] + a[:, 2:3], b[None, :, 0] + b[None, :, 2])
+                      - np.maximum(a[:, 0:1], b[None, :, 0]), 0, None)
+    inter_h = np.clip(np.minimum(a[:, 1:2] + a[:, 3:4], b[None, :, 1] + b[None, :, 3])
+                      - np.maximum(a[:, 1:2], b[None, :, 1]), 0, None)
+    smaller = np.minimum(a[:, 2:3] * a[:, 3:4], b[None, :, 2] * b[None, :, 3])
+    return np.where(smaller > 0, inter_w * inter_h / np.maximum(smaller, 1e-12), 0.0).astype(np.float32)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
+        containment_threshold: Optional[float] = None) -> np.ndarray:
     """Greedy non-maximum suppression; returns kept indices, best score first.
 
-    One vectorised IoU row per kept box, so the cost is O(kept x N) rather than O(N^2) Python work.
+    A box is suppressed by a better one when their IoU exceeds ``iou_threshold`` or, if given, when their
+    :func:`intersection_over_smaller` exceeds ``containment_threshold`` (nested duplicates at another scale).
+    One vectorised row per kept box, so the cost is O(kept x N) rather than O(N^2) Python work.
     """
     b = as_boxes(boxes)
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
@@ -70,8 +89,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
         keep.append(best)
         if order.size == 1:
             break
-        overlap = iou_matrix(b[best:best + 1], b[order[1:]])[0]
-        order = order[1:][overlap <= iou_threshold]
+        rest = order[1:]
+        suppressed = iou_matrix(b[best:best + 1], b[rest])[0] > iou_threshold
+        if containment_threshold is not None:
+            suppressed |= intersection_over_smaller(b[best:best + 1], b[rest])[0] > containment_threshold
+        order = rest[~suppressed]
     return np.asarray(keep, dtype=np.int64)
 
 

@@ -15,7 +15,9 @@ Detectors, best first:
 - :class:`BoxFileDetector`: COCO detection results (``image_id``, ``bbox``, ``score``, ``category_id``),
   DCPose/PoseWarper box lists (``image_name`` instead of ``image_id``), PoseTrack-style files
   (``images`` + ``annotations`` with ``bbox``), and the per-frame file our ``infer`` writes
-  (:func:`write_boxes_file`, ``"format": "tdmi-boxes"``).
+  (:func:`write_boxes_file`, ``"format": "tdmi-boxes"``). Records are keyed by file name (sequence folder and
+  frame stem), by PoseTrack image id (sequence number and frame), or else by ``image_id`` as the 0-based
+  frame index.
 - :class:`TorchvisionDetector`: a torchvision COCO detector, only when torchvision imports AND its weights
   file is already in the torch hub cache (``torch.hub.get_dir()/checkpoints``). Nothing is ever downloaded.
 - :class:`HOGPeopleDetector`: Dalal & Triggs' HOG + linear SVM for upright people (CVPR 2005), the model
@@ -86,10 +88,12 @@ def _record_key(name: str) -> tuple[str, str]:
     return path.parent.name, path.stem
 
 
-def _frame_of_image_id(image_id: int) -> int:
-    """Frame index of a COCO ``image_id``: PoseTrack18 ids are T*10^10 + S*10^4 + F (``posetrack-facts.md``
-    section 2), other ids are taken as the 0-based frame index."""
-    return image_id % 10_000 if image_id >= 10**8 else image_id
+def _posetrack_image_name(image_id: int) -> Optional[str]:
+    """``<sequence>/<frame>`` of a PoseTrack18 image id (T*10^10 + S*10^4 + F, ``posetrack-facts.md`` section 2),
+    e.g. 10128340012 -> ``012834/000012``; None for ids too small to be one (then the id is the frame index)."""
+    if image_id < 10**8:
+        return None
+    return f"{(image_id // 10**4) % 10**6:06d}/{image_id % 10**4:06d}"
 
 
 class BoxFileDetector:
@@ -112,7 +116,7 @@ class BoxFileDetector:
         self.frames_seen = 0
         self.frames_matched = 0
         self._load()
-        self.sequences = sorted({seq for seq, _ in self._by_name})
+        self.sequences = sorted({seq for seq, _ in self._by_name})  # "" for names without a folder
         count = sum(len(v) for v in self._by_name.values()) + sum(len(v) for v in self._by_index.values())
         self.description = (f"boxes from {self.path.name} ({count} boxes, "
                             f"{len(self._by_name) + len(self._by_index)} frames, score >= {score_threshold:g})")
@@ -171,12 +175,13 @@ class BoxFileDetector:
             index = None
             if name is None:
                 image_id = record.get("image_id")
+                if isinstance(image_id, str) and image_id.isdigit():
+                    image_id = int(image_id)
                 if image_names is not None and image_id in image_names:
                     name = image_names[image_id]
                 elif isinstance(image_id, int):
-                    index = _frame_of_image_id(image_id)
-                elif isinstance(image_id, str) and image_id.isdigit():
-                    index = _frame_of_image_id(int(image_id))
+                    name = _posetrack_image_name(image_id)
+                    index = image_id if name is None else None
                 else:
                     raise DataFormatError(f"{self.path}: {where}: needs 'image_name' or an integer 'image_id'")
             self._add(where, record["bbox"], record.get("score", 1.0), name, index)
@@ -203,11 +208,20 @@ class BoxFileDetector:
                 self._add(f"{where}.boxes[{j}]", bbox, score, key, frame.get("index"))
 
     def select_sequence(self, sequence: Optional[str]) -> None:
-        """Restrict name look-ups to one sequence folder (needed when the file holds several)."""
-        if sequence is not None and self.sequences and sequence not in self.sequences:
+        """Restrict name look-ups to one sequence (needed when the file holds several).
+
+        ``sequence`` is the folder or video name of the frames; a file keyed by PoseTrack image ids lists
+        sequences by number (``012834``), which matches ``012834_mpii_test`` too.
+        """
+        if sequence is None or not self.sequences:
+            self.sequence = None
+            return
+        stem = Path(sequence).stem
+        candidates = [s for s in self.sequences if s in (sequence, stem, stem.split("_")[0])]
+        if len(candidates) != 1:
             shown = ", ".join(self.sequences[:5]) + (" ..." if len(self.sequences) > 5 else "")
             raise CommandError(f"{self.path}: has no boxes for sequence {sequence!r}; it lists: {shown}")
-        self.sequence = sequence
+        self.sequence = candidates[0]
 
     def detect(self, frame_bgr: np.ndarray, frame_index: Optional[int] = None,
                frame_name: Optional[str] = None) -> Detections:
@@ -365,7 +379,8 @@ class HOGPeopleDetector:
         min_person_height: smallest person height (pixels) to find; the image is enlarged when this is below
             the ~96 px a person fills in the 128 px training window.
         scale_step: ratio between pyramid levels (smaller: slower, finds more sizes).
-        nms_iou: windows overlapping a better one by more than this are merged into it.
+        nms_iou: windows overlapping a better one by more than this are merged into it; so are windows that
+            nest with a better one (80% of the smaller inside the larger), the same person at another scale.
         min_support: a detection must be backed by at least this many raw windows (across positions and scales)
             with IoU > 0.5; isolated single-window hits are mostly background clutter.
         max_people: cap on detections per frame.
@@ -434,10 +449,14 @@ class HOGPeopleDetector:
         windows, margins = self._raw_windows(np.ascontiguousarray(frame_bgr))
         if windows.shape[0] == 0:
             return Detections.empty()
-        keep = nms(windows, margins, self.nms_iou)
-        support = (iou_matrix(windows[keep], windows) > 0.5).sum(axis=1)
-        keep = keep[support >= self.min_support][: self.max_people]
-        boxes = windows[keep].copy()
+        keep = nms(windows, margins, self.nms_iou, containment_threshold=0.8)
+        cluster = iou_matrix(windows[keep], windows) > 0.5  # [kept, raw]: the windows backing each detection
+        supported = cluster.sum(axis=1) >= self.min_support
+        keep, cluster = keep[supported][: self.max_people], cluster[supported][: self.max_people]
+        # The margin-weighted mean of a detection's windows is steadier from frame to frame than its best
+        # window alone, which jumps between pyramid levels.
+        weights = cluster * np.maximum(margins - self.hit_threshold, 1e-3)[None, :]
+        boxes = (weights @ windows) / weights.sum(axis=1, keepdims=True)
         boxes[:, 0] += 0.15 * boxes[:, 2]
         boxes[:, 1] += 0.1 * boxes[:, 3]
         boxes[:, 2] *= 0.7
