@@ -279,7 +279,8 @@ def _save_pt17_mat(path: Path, doc: dict) -> None:
                   "annopoints": struct_array([{"point": points(r["annopoints"][0]["point"])}], ["point"])}
                  for r in entry["annorect"]]
         regions = [struct_array([{"point": struct_array([{"x": p["x"][0], "y": p["y"][0]} for p in reg["point"]],
-                                                        ["x", "y"])}], ["point"]) for reg in entry.get("ignore_regions", [])]
+                                                        ["x", "y"])}], ["point"])
+                   for reg in entry.get("ignore_regions", [])]
         frames.append({
             "image": struct_array([{"name": entry["image"][0]["name"]}], ["name"]),
             "imgnum": entry["imgnum"][0], "is_labeled": entry["is_labeled"][0],

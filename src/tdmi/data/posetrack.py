@@ -517,7 +517,9 @@ def load_sequences(path: str | Path, dataset: Optional[str] = None, progress: bo
             joint-existence rule (module docstring) and ``Sequence.dataset``.
         progress: show a progress bar while reading a folder.
     Returns:
-        Sequences in file-name order (merged files: in order of first appearance).
+        Sequences in file-name order (merged files: in order of first appearance). A sequence is named after its
+        file (the name prediction files must carry); sequences from a merged file holding several are named after
+        their frame folder (``images/val/003418_mpii_test/...`` -> ``003418_mpii_test``).
     Raises:
         FileNotFoundError: ``path`` does not exist.
         DataFormatError: a file is malformed (the message names the file and the field), or a folder holds no

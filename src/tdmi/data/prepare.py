@@ -22,11 +22,10 @@ split are problems. Exit status 0 = usable (no problems), 1 = problems (listed).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Optional
+from typing import Callable, Optional
 
 from tqdm import tqdm
 
@@ -270,31 +269,28 @@ def _looks_like_mot(path: Path) -> bool:
     return False
 
 
+def _read_hieve_sources(paths: list[Path], load: Callable[[Path], Sequence], split: str,
+                        report: PrepareReport) -> SplitCheck:
+    """Parse each HiEve annotation source, counting readable sequences and listing the unreadable ones."""
+    check = SplitCheck(split=split, annotation_dir=report.root)
+    for path in tqdm(paths, desc=f"checking hieve {split}", unit="sequence", leave=False):
+        try:
+            sequence = load(path)
+        except DataFormatError as err:
+            report.problems.append(str(err))
+            continue
+        check.sequences += 1
+        check.sequence_checks.append(SequenceCheck(name=sequence.name, annotation_file=str(path),
+                                                   nframes=sequence.nframes, frames_listed=len(sequence.frames),
+                                                   frames_on_disk=0))
+    return check
+
+
 def _check_hieve(root: Path, report: PrepareReport) -> None:
     xml_folders = sorted(Path(d) for d, _, files in os.walk(root) if any(f.lower().endswith(".xml") for f in files))
     mot_files = sorted(p for p in root.rglob("*.txt") if _looks_like_mot(p))
-    poses = SplitCheck(split="all-track xml", annotation_dir=str(root))
-    boxes = SplitCheck(split="track-1 txt", annotation_dir=str(root))
-    for folder in tqdm(xml_folders, desc="checking hieve xml", unit="sequence", leave=False):
-        try:
-            sequence = load_hieve_sequence(folder)
-        except DataFormatError as err:
-            report.problems.append(str(err))
-            continue
-        poses.sequences += 1
-        poses.sequence_checks.append(SequenceCheck(name=sequence.name, annotation_file=str(folder),
-                                                   nframes=sequence.nframes, frames_listed=len(sequence.frames),
-                                                   frames_on_disk=0))
-    for path in tqdm(mot_files, desc="checking hieve txt", unit="sequence", leave=False):
-        try:
-            sequence = load_hieve_mot(path)
-        except DataFormatError as err:
-            report.problems.append(str(err))
-            continue
-        boxes.sequences += 1
-        boxes.sequence_checks.append(SequenceCheck(name=sequence.name, annotation_file=str(path),
-                                                   nframes=sequence.nframes, frames_listed=len(sequence.frames),
-                                                   frames_on_disk=0))
+    poses = _read_hieve_sources(xml_folders, load_hieve_sequence, "all-track xml", report)
+    boxes = _read_hieve_sources(mot_files, load_hieve_mot, "track-1 txt", report)
     report.splits.extend(s for s in (poses, boxes) if s.sequences)
     if not xml_folders and not mot_files:
         report.problems.append(f"{root}: no HiEve annotations (folders of per-frame .xml files, track-1 .txt files)")
