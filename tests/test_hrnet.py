@@ -21,7 +21,8 @@ def tiny_model(num_joints: int = 5) -> HRNet:
 @pytest.mark.parametrize("width,expected_parameters", [(32, 28_536_113), (48, 63_595_745)])
 def test_state_dict_equals_official_manifest(reference_dir, width, expected_parameters):
     manifest = json.loads((reference_dir / f"hrnet_w{width}_coco_keys.json").read_text())
-    model = HRNet(width=width, num_joints=17)
+    with torch.device("meta"):  # shapes only: no memory, no init arithmetic
+        model = HRNet(width=width, num_joints=17)
     state = model.state_dict()
     assert list(state) == list(manifest)  # same names, same order
     for key, shape in manifest.items():
@@ -31,7 +32,8 @@ def test_state_dict_equals_official_manifest(reference_dir, width, expected_para
 
 def test_parameter_count_without_reference():
     # Independent of the shared manifest: W32 totals from model-facts.md (a).
-    model = HRNet(width=32)
+    with torch.device("meta"):
+        model = HRNet(width=32)
     assert sum(p.numel() for p in model.parameters()) == 28_536_113
     assert sum(p.numel() for p in model.final_layer.parameters()) == 32 * 17 + 17
     assert sum(b.numel() for b in model.buffers()) == 54_628
@@ -39,7 +41,8 @@ def test_parameter_count_without_reference():
 
 @pytest.mark.parametrize("width", [1, TINY, 18])
 def test_structure_counts_hold_for_any_width(width):
-    model = HRNet(width=width, num_joints=3)
+    with torch.device("meta"):
+        model = HRNet(width=width, num_joints=3)
     batch_norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert len(batch_norms) == 292
     assert all(bn.momentum == 0.1 and bn.eps == 1e-5 and bn.affine for bn in batch_norms)

@@ -29,7 +29,7 @@ import json
 import os
 import pickle
 import re
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -299,16 +299,18 @@ def _storage_tensors(state: dict[str, Tensor]) -> Iterator[tuple[str, Tensor]]:
         yield name, tensor
 
 
-def _atomic_write(target: Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write(temp_path)`` for a temporary file beside ``target``, then rename it over ``target``."""
+def atomic_write(target: Path, write: Callable[[Path], Any]) -> None:
+    """Call ``write(temp_path)`` for a new temporary file beside ``target``, then rename it over ``target``.
+
+    ``write`` creates the file itself, so it gets the usual umask permissions (``mkstemp`` would make it 0600).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(handle)
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
-        write(Path(temp_name))
-        os.replace(temp_name, target)
+        write(temp)
+        os.replace(temp, target)
     except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
 
 
@@ -341,11 +343,11 @@ def save_checkpoint(path: str | Path, model_state: dict[str, Tensor], metadata: 
         raise CheckpointError(f"{sidecar_path}: metadata is not JSON-serialisable: {err}") from None
 
     tensors = dict(_storage_tensors(model_state))
-    _atomic_write(weights_path, lambda temp: save_file(
+    atomic_write(weights_path, lambda temp: save_file(
         tensors, str(temp), metadata={"format": "pt", "tdmi_format_version": str(FORMAT_VERSION)}))
     sidecar["weights_sha256"] = _sha256(weights_path)
     text = json.dumps(sidecar, indent=2) + "\n"
-    _atomic_write(sidecar_path, lambda temp: temp.write_text(text))
+    atomic_write(sidecar_path, lambda temp: temp.write_text(text))
     return weights_path
 
 
