@@ -161,7 +161,7 @@ class HighResolutionModule(nn.Module):
         branch_outputs = [branch(x) for branch, x in zip(self.branches, inputs)]
         fused = []
         for paths in self.fuse_layers:
-            # Summed in branch order j = 0, 1, ... as the reference does, so results match it bit for bit.
+            # Summed in branch order j = 0, 1, ... (the reference's order, so float rounding matches it).
             # The first sum allocates a fresh tensor; later terms are added into it in place.
             total = paths[0](branch_outputs[0]) + paths[1](branch_outputs[1])
             for path, x in zip(paths[2:], branch_outputs[2:]):
