@@ -176,7 +176,7 @@ def test_tdmi_boxes_round_trip_is_atomic(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("{not json", "not a valid JSON"),
+    ("{not json", "not valid JSON"),
     ('{"something": 1}', "not a box file"),
     ('[{"image_id": 0, "bbox": [1, 2, 3]}]', r"\[0\]: bbox must be \[x, y, w, h\]"),
     ('[{"image_id": 0, "bbox": [1, 2, 3, "a"]}]', "must be numbers"),

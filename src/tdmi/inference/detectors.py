@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Iterable, NamedTuple, Optional, Protocol
 import cv2
 import numpy as np
 
+from tdmi.data.fileio import atomic_write_json, read_json
 from tdmi.errors import CommandError, DataFormatError
 from tdmi.inference.boxes import as_boxes, iou_matrix, nms
 
@@ -124,11 +124,7 @@ class BoxFileDetector:
     def _load(self) -> None:
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such box file")
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DataFormatError(f"{self.path}: not a valid JSON box file ({err})") from None
+        data = read_json(self.path)
         if isinstance(data, list):
             self._load_records(data, "")
         elif isinstance(data, dict) and data.get("format") == "tdmi-boxes":
@@ -254,20 +250,11 @@ def write_boxes_file(path: str | os.PathLike, frames: Iterable[tuple[int, str, n
         frames: ``(index, name, boxes [N, 4] xywh, scores [N])`` per frame.
         source: name of the video or folder the frames came from (kept as the sequence name).
     """
-    path = Path(path)
     doc = {"format": "tdmi-boxes", "version": 1, "source": source, "frames": [
         {"index": int(index), "name": name, "boxes": np.round(as_boxes(boxes), 2).tolist(),
          "scores": np.round(np.asarray(scores, np.float64), 4).tolist()}
         for index, name, boxes, scores in frames]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_json(Path(path), doc)
 
 
 # ------------------------------------------------------------------------------------------------------------ HOG
@@ -281,7 +268,7 @@ _BLOCKS_X, _BLOCKS_Y = 7, 15  # 16x16 blocks at stride 8 in a 64x128 window
 @lru_cache(maxsize=1)
 def _hog_svm() -> tuple[np.ndarray, float]:
     """The people SVM as ``[blocks_y, blocks_x, 36]`` weights and a bias (see the JSON file's ``layout``)."""
-    with resources.files("tdmi").joinpath("weights", "hog_people_svm.json").open("r", encoding="utf-8") as f:
+    with resources.files("tdmi").joinpath("weights").joinpath("hog_people_svm.json").open("r", encoding="utf-8") as f:
         doc = json.load(f)
     weights = np.asarray(doc["weights"], np.float32).reshape(_BLOCKS_X, _BLOCKS_Y, 36).transpose(1, 0, 2)
     return np.ascontiguousarray(weights), float(doc["bias"])
@@ -446,7 +433,11 @@ class HOGPeopleDetector:
 
     def detect(self, frame_bgr: np.ndarray, frame_index: Optional[int] = None,
                frame_name: Optional[str] = None) -> Detections:
-        windows, margins = self._raw_windows(np.ascontiguousarray(frame_bgr))
+        if frame_bgr.ndim == 2:
+            frame_bgr = cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2BGR)
+        elif frame_bgr.shape[2] == 4:
+            frame_bgr = cv2.cvtColor(frame_bgr, cv2.COLOR_BGRA2BGR)
+        windows, margins = self._raw_windows(np.ascontiguousarray(frame_bgr, dtype=np.uint8))
         if windows.shape[0] == 0:
             return Detections.empty()
         keep = nms(windows, margins, self.nms_iou, containment_threshold=0.8)

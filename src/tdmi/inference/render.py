@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from tdmi.data.fileio import atomic_write_bytes
 from tdmi.errors import CommandError
 from tdmi.keypoints import POSETRACK17_DRAW_SKELETON
 
@@ -186,14 +187,7 @@ def write_image(path: str | os.PathLike, image_bgr: np.ndarray) -> Path:
     ok, encoded = cv2.imencode(path.suffix, image_bgr)
     if not ok:
         raise CommandError(f"{path}: OpenCV cannot encode images as {path.suffix!r}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(encoded.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, encoded.tobytes())
     return path
 
 
