@@ -125,6 +125,8 @@ def test_contact_sheet_layout_and_png(tmp_path):
     path = write_contact_sheet(tmp_path / "sheet.png", frames, columns=3, tile_width=120)
     assert cv2.imread(str(path)).shape == sheet.shape
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sheet.png"]
+    with pytest.raises(CommandError, match="cannot encode"):
+        write_contact_sheet(tmp_path / "sheet.xyz", frames)
 
 
 def test_real_ground_truth_poses_render_on_their_frame(posetrack18_sample, tmp_path):

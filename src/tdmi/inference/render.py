@@ -183,8 +183,10 @@ class VideoWriter:
 def write_image(path: str | os.PathLike, image_bgr: np.ndarray) -> Path:
     """Write an image atomically (format from the suffix, e.g. ``.png``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, encoded = cv2.imencode(path.suffix, image_bgr)
+    try:
+        ok, encoded = cv2.imencode(path.suffix, image_bgr)
+    except cv2.error:
+        ok = False
     if not ok:
         raise CommandError(f"{path}: OpenCV cannot encode images as {path.suffix!r}")
     atomic_write_bytes(path, encoded.tobytes())
