@@ -339,8 +339,8 @@ def _height_px(scene: _Scene, person: _Person, ground_y: float) -> float:
 
 _GAITS = {
     # thigh swing, knee flex, arm swing, elbow base flex, elbow swing (radians)
-    "walk": (0.42, 0.75, 0.38, 0.25, 0.35),
-    "run": (0.75, 1.45, 0.80, 1.30, 0.25),
+    "walk": (0.42, 0.6, 0.38, 0.25, 0.35),
+    "run": (0.75, 1.3, 0.80, 1.30, 0.25),
     "stand": (0.03, 0.05, 0.05, 0.15, 0.05),
     "spin": (0.10, 0.20, 0.08, 0.20, 0.08),
     "wave": (0.03, 0.05, 0.05, 0.20, 0.05),
@@ -832,11 +832,11 @@ def _draw_primitive(img: np.ndarray, idmap: Optional[np.ndarray], prim: tuple, e
     elif kind == "poly":
         _, pts, c = prim
         fixed = np.round(pts * _ONE).astype(np.int32)
-        cv2.fillPoly(img, [fixed], _scaled(c, 0.7 if shaded else 0.85), aa, _SHIFT)
+        cv2.fillPoly(img, [fixed], _scaled(c, 0.74 if shaded else 0.85), aa, _SHIFT)
         if shaded:
             centre = pts.mean(axis=0)
             size = float(np.ptp(pts[:, 0]) + np.ptp(pts[:, 1])) / 2
-            for shrink, gain, shift in ((0.8, 0.92, 0.06), (0.45, 1.08, 0.14)):
+            for shrink, gain, shift in ((0.82, 0.86, 0.05), (0.55, 0.97, 0.1)):
                 inner = centre + (pts - centre) * shrink + np.array(_LIGHT) * (shift * size)
                 cv2.fillPoly(img, [np.round(inner * _ONE).astype(np.int32)], _scaled(c, gain), aa, _SHIFT)
         if idmap is not None:
