@@ -374,3 +374,26 @@ def test_people_are_in_the_frames(synth_set):
                 on_people += np.abs(frames[f, int(y), int(x)] - background[int(y), int(x)]).max() > 25
         assert total > 0 and on_people / total > 0.5, name
         assert math.isfinite(background.mean())
+
+
+def test_the_posetrack_readers_load_synthtrack(synth_set):
+    from tdmi.data.detections import load_detections
+    from tdmi.data.posetrack import load_sequences, posetrack18_image_id
+
+    sequences = load_sequences(synth_set / "annotations" / "val")
+    docs = _docs(synth_set)
+    assert [s.name for s in sequences] == list(docs)
+    detections = load_detections(synth_set / "detections" / "val_boxes.json")
+    boxes = json.loads((synth_set / "detections" / "val_boxes.json").read_text())
+    assert len(detections) == len(boxes)
+    for sequence in sequences:
+        doc = docs[sequence.name]
+        assert sequence.nframes == FRAMES and len(sequence.frames) == FRAMES
+        assert sum(len(frame.people) for frame in sequence.frames) == len(doc["annotations"])
+        for frame in sequence.frames:
+            assert frame.image_id == posetrack18_image_id(frame.file_name)
+            for person in frame.people:
+                labelled = person.keypoints[:, 2] > 0
+                assert 2 <= labelled.sum() and not labelled[list(synthetic._EARS)].any()
+        expected = sum(1 for b in boxes if b["image_id"] in {f.image_id for f in sequence.frames})
+        assert sum(len(detections.for_frame(frame)) for frame in sequence.frames) == expected

@@ -78,12 +78,14 @@ from typing import Iterator, Optional
 import cv2
 import numpy as np
 
+from tdmi.data.fileio import atomic_write_bytes
+from tdmi.data.posetrack import POSETRACK18_SOURCE_IDS
 from tdmi.errors import CommandError
 from tdmi.keypoints import POSETRACK17
 
 #: Token after the sequence number in SynthTrack sequence names; PoseTrack18's id formula maps it to T = 2.
 SEQUENCE_TOKEN = "bonn"
-SEQUENCE_TOKEN_ID = 2
+SEQUENCE_TOKEN_ID = POSETRACK18_SOURCE_IDS[SEQUENCE_TOKEN]
 #: Default frame size ``(W, H)``.
 DEFAULT_SIZE = (480, 360)
 #: Bumped whenever the same seed would render different content.
@@ -235,7 +237,11 @@ def image_id(sequence_index: int, frame_index: int) -> int:
 
 
 def pt18_bbox(keypoints: np.ndarray) -> list[float]:
-    """PoseTrack18 GT box of ``keypoints [17, 3]``: the labelled-joint extent enlarged 1.3x about its centre."""
+    """PoseTrack18 GT box of ``keypoints [17, 3]``: the labelled-joint extent enlarged 1.3x about its centre.
+
+    Written out in float64 with the facts' exact expression (x1 = cx - 0.65 w), so that the numbers in the files
+    satisfy the rule exactly (``posetrack.bbox_from_keypoints`` returns float32 for the readers).
+    """
     labelled = keypoints[keypoints[:, 2] > 0]
     x_min, x_max = float(labelled[:, 0].min()), float(labelled[:, 0].max())
     y_min, y_max = float(labelled[:, 1].min()), float(labelled[:, 1].max())
@@ -1074,14 +1080,6 @@ def render_clip(frames: int = 8, seed: int = 0, size: tuple[int, int] = DEFAULT_
 # ------------------------------------------------------------------------------------------------------- writing
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _encode_jpeg(image: np.ndarray, quality: int) -> bytes:
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
@@ -1205,31 +1203,31 @@ def generate_synthtrack(out_dir: str | os.PathLike, sequences: int = 10, frames:
         det_rng = np.random.default_rng([seed, s, 2])
         rows: list[_FrameResult] = []
         for f, row in enumerate(results):
-            _write_atomic(summary.image_dir / name / f"{f:06d}.jpg", _encode_jpeg(row.image, options.jpeg_quality))
+            atomic_write_bytes(summary.image_dir / name / f"{f:06d}.jpg", _encode_jpeg(row.image, options.jpeg_quality))
             mask = np.zeros((size[1], size[0]), np.uint8)
             for poly in row.ignore_regions:
                 cv2.fillPoly(mask, [poly.astype(np.int32)], 255)
-            _write_atomic(out / "mask" / split / name / f"{f:06d}.jpg", _encode_jpeg(mask, 90))
+            atomic_write_bytes(out / "mask" / split / name / f"{f:06d}.jpg", _encode_jpeg(mask, 90))
             detections.extend(_detections(row, image_id(s, f), size, det_rng, options))
             row.image = np.empty(0, np.uint8)  # keep only the labels in memory
             rows.append(row)
         track_ids = [p.track_id for p in scene.people if not p.is_crowd]
         actions = [p.action for p in scene.people if not p.is_crowd]
         doc = _sequence_json(name, split, s, frames, size, rows, labeled, track_ids, actions, scene.summary)
-        _write_atomic(annotation_dir / f"{name}.json", json.dumps(doc).encode())
+        atomic_write_bytes(annotation_dir / f"{name}.json", json.dumps(doc).encode())
         summary.frames += frames
         summary.labeled_frames += int(labeled.sum())
         summary.annotations += len(doc["annotations"])
         summary.blurred_frames += sum(r.tags["motion_blur"] for r in rows)
         summary.occluded_frames += sum(r.tags["occluded"] for r in rows)
-    _write_atomic(summary.detections_file, json.dumps(detections).encode())
+    atomic_write_bytes(summary.detections_file, json.dumps(detections).encode())
     summary.detections = len(detections)
     record = {"version": SYNTHTRACK_VERSION, "seed": seed, "split": split, "sequences": sequences, "frames": frames,
               "size": list(size), "options": asdict(options), "sequence_names": names,
               "counts": {"frames": summary.frames, "labeled_frames": summary.labeled_frames,
                          "annotations": summary.annotations, "detections": summary.detections,
                          "blurred_frames": summary.blurred_frames, "occluded_frames": summary.occluded_frames}}
-    _write_atomic(out / f"synthtrack_{split}.json", json.dumps(record, indent=1).encode())
+    atomic_write_bytes(out / f"synthtrack_{split}.json", json.dumps(record, indent=1).encode())
     summary.seconds = time.perf_counter() - start
     return summary
 
