@@ -946,14 +946,14 @@ def evaluate_dirs(
 # -------------------------------------------------------------------------------------------------------- CLI
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
+def write_json_atomic(path: str | os.PathLike, payload: Any, indent: Optional[int] = 2) -> Path:
     """Write JSON through a temporary file in the same folder, then ``os.replace`` (no half-written files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(payload, out, indent=2, allow_nan=False)
+            json.dump(payload, out, indent=indent, allow_nan=False)
             out.write("\n")
         os.replace(tmp_name, path)
     except BaseException:
