@@ -930,7 +930,12 @@ def evaluate_dirs(
     gt: dict[str, dict] = {}
     predictions: dict[str, Optional[dict]] = {}
     sources: dict[str, tuple[str, str]] = {}
-    for path in files:
+    iterator: Iterable[Path] = files
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(files, desc="read", unit="seq", file=sys.stderr, leave=False)
+    for path in iterator:
         name = path.stem
         pred_path = pred_dir / path.name
         sources[name] = (str(path), str(pred_path))
@@ -940,7 +945,7 @@ def evaluate_dirs(
         elif not allow_missing:
             raise DataFormatError(f"{pred_path}: prediction file missing for GT sequence {path} "
                                   f"(every GT sequence needs one; --allow-missing scores it as all misses)")
-    return evaluate_sequences(gt, predictions, protocol, allow_missing, sources=sources, progress=progress)
+    return evaluate_sequences(gt, predictions, protocol, allow_missing, sources=sources)
 
 
 # -------------------------------------------------------------------------------------------------------- CLI
