@@ -491,23 +491,32 @@ def _empty_predictions(num_frames: int, source: str) -> _PosevalFile:
 # --------------------------------------------------------------------------------------------- ignore regions
 
 
-def _inside_any(points: np.ndarray, polygons: Sequence[np.ndarray]) -> np.ndarray:
+def _build_polygons(polygons: Sequence[np.ndarray]) -> list[tuple[Any, bool]]:
+    """shapely polygons with their validity; regions with fewer than 3 vertices (poseval cannot even build them)
+    are left out, they contain nothing."""
+    import shapely
+
+    built = []
+    for vertices in polygons:
+        if len(vertices) >= 3:
+            polygon = shapely.Polygon(vertices)
+            built.append((polygon, bool(polygon.is_valid)))
+    return built
+
+
+def _inside_any(points: np.ndarray, polygons: Sequence[tuple[Any, bool]]) -> np.ndarray:
     """``[K]`` True where a point lies strictly inside one of the polygons (shapely ``Polygon.contains``).
 
     Valid polygons use shapely's vectorised (prepared) point test, invalid ones (self-intersecting hand-drawn
-    regions) the plain ``contains`` predicate that poseval calls, so both agree with poseval. Regions with fewer
-    than 3 vertices (poseval cannot even build them) contain nothing.
+    regions) the plain ``contains`` predicate that poseval calls, so both agree with poseval.
     """
     import shapely
 
     inside = np.zeros(len(points), dtype=bool)
     if len(points) == 0:
         return inside
-    for vertices in polygons:
-        if len(vertices) < 3:
-            continue
-        polygon = shapely.Polygon(vertices)
-        if polygon.is_valid:
+    for polygon, valid in polygons:
+        if valid:
             inside |= shapely.contains_xy(polygon, points[:, 0], points[:, 1])
         else:
             inside |= shapely.contains(polygon, shapely.points(points))
@@ -527,13 +536,13 @@ def _prepare_poseval(gt: _PosevalFile, pred: _PosevalFile) -> tuple[_People, _Pe
     new_index[evaluated] = np.arange(len(evaluated))
     names = [gt.frame_names[i] for i in evaluated]
 
-    region_frames = [frame for frame in sorted(gt.ignore_regions) if new_index[frame] >= 0]
+    region_polygons = {frame: _build_polygons(gt.ignore_regions[frame])
+                       for frame in sorted(gt.ignore_regions) if new_index[frame] >= 0}
 
     def clean(f: _PosevalFile, is_gt: bool) -> _People:
         keep_person = f.structured & (new_index[f.frame] >= 0) if len(f.frame) else np.zeros(0, bool)
         point_alive = keep_person[f.owner] if len(f.owner) else np.zeros(0, bool)
-        for frame in region_frames:
-            polygons = gt.ignore_regions[frame]
+        for frame, polygons in region_polygons.items():
             in_frame = point_alive & (f.frame[f.owner] == frame)
             idx = np.flatnonzero(in_frame)
             if len(idx):
@@ -657,13 +666,13 @@ def _prepare_pt21(gt: _Pt21File, pred: _Pt21File) -> tuple[_People, _People, lis
                                   f"{gt.image_ids[i]!r}; the PoseTrack21 protocol needs equal ids at each position")
     new_index = np.full(len(gt.image_ids), -1, dtype=np.int64)
     new_index[evaluated] = np.arange(len(evaluated))
+    region_polygons = {frame: _build_polygons(polygons) for frame, polygons in gt.ignore_regions.items()
+                       if new_index[frame] >= 0}
 
     def clean(f: _Pt21File, is_gt: bool) -> _People:
         keep = new_index[f.frame] >= 0 if len(f.frame) else np.zeros(0, bool)
         kp = f.keypoints.copy()
-        for frame, polygons in gt.ignore_regions.items():
-            if new_index[frame] < 0:
-                continue
+        for frame, polygons in region_polygons.items():
             rows = np.flatnonzero(keep & (f.frame == frame))
             if not len(rows):
                 continue
