@@ -110,7 +110,7 @@ def test_rotation_inverse_matches_the_crop_affine():
     image_point = np.array([320.0, 150.0])
     input_point = forward @ np.append(image_point, 1.0)
     hm_point = torch.from_numpy(input_point / 4.0).reshape(1, 1, 2)  # 288x384 input -> 72x96 heatmap
-    back = heatmap_to_image(hm_point, torch.tensor([center]), torch.tensor([scale]), (W, H),
+    back = heatmap_to_image(hm_point, torch.from_numpy(center[None]), torch.from_numpy(scale[None]), (W, H),
                             rotation=torch.tensor([rot]))
     assert back[0, 0].tolist() == pytest.approx(image_point.tolist(), abs=0.05)
 
