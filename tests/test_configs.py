@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from tdmi.config import ExperimentConfig, load_config, to_dict
+from tdmi.models.tdmi import build_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ALL_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
@@ -70,9 +71,6 @@ def test_ablation_changes_only_its_switch(name):
 
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: p.name)
 def test_every_config_builds_its_model(path):
-    pytest.importorskip("tdmi.models.hrnet")
-    from tdmi.models.tdmi import build_model
-
     cfg = load_config(path).model
     model = build_model(cfg)
     assert model.num_frames == cfg.num_frames
@@ -84,9 +82,6 @@ def test_every_config_builds_its_model(path):
 
 @pytest.mark.parametrize("name", ["tdmi_w8_synth_128x96.yaml", "hrnet_w8_synth_128x96.yaml"])
 def test_small_cpu_configs_predict_heatmaps_of_the_configured_size(name):
-    pytest.importorskip("tdmi.models.hrnet")
-    from tdmi.models.tdmi import build_model
-
     cfg = load_config(CONFIGS / name).model
     model = build_model(cfg).eval()
     width, height = cfg.input_size

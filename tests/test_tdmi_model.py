@@ -4,7 +4,6 @@ tables 5-7)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 import torch
@@ -12,65 +11,45 @@ from torch import nn
 
 from model_helpers import perturb_zero_predictors
 from tdmi.config import ConfigError, ModelConfig, load_config
-from tdmi.models.blocks import BasicBlock, count_parameters
+from tdmi.models.blocks import count_parameters
+from tdmi.models.hrnet import HRNet
+from tdmi.models.losses import JointsMSELoss
+from tdmi.models.mi_loss import MIObjective
 from tdmi.models.rdm import RepresentationDisentanglement
 from tdmi.models.tde import TemporalDifferenceEncoder
 from tdmi.models.tdmi import TDMI, SingleFrameHRNet, TDMIOutput, build_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-H, W = 32, 24  # input; features and heatmaps at 8x6
+H, W = 64, 32  # input (HRNet's four branches need multiples of 32); features and heatmaps at 16x8
+h, w = H // 4, W // 4
 J = 5
-
-
-class StageFeatures(NamedTuple):
-    s1: torch.Tensor
-    s2: torch.Tensor
-    s3: torch.Tensor
-    s4: torch.Tensor
-
-
-class TinyBackbone(nn.Module):
-    """A stand-in with HRNet's interface: four stage features at 1/4 resolution and a 1x1 ``final_layer``."""
-
-    def __init__(self, width: int = 4, num_joints: int = J, stage1_channels: int = 6):
-        super().__init__()
-        self.stage_channels = (stage1_channels, width, width, width)
-        self.stem = nn.Sequential(nn.Conv2d(3, stage1_channels, 3, stride=4, padding=1), nn.BatchNorm2d(stage1_channels),
-                                  nn.ReLU())
-        self.stage2 = BasicBlock(stage1_channels, width)
-        self.stage3 = BasicBlock(width, width)
-        self.stage4 = BasicBlock(width, width)
-        self.final_layer = nn.Conv2d(width, num_joints, 1)
-
-    def forward(self, x: torch.Tensor) -> StageFeatures:
-        s1 = self.stem(x)
-        s2 = self.stage2(s1)
-        s3 = self.stage3(s2)
-        return StageFeatures(s1, s2, s3, self.stage4(s3))
+WIDTH = 4
 
 
 def tiny_model_config(path: Path | None = None, *overrides: str) -> ModelConfig:
     """A config from ``configs/`` (or the defaults), shrunk so the model runs in milliseconds on CPU."""
-    shrink = ["model.num_joints=5", "model.tde.channels=8", "model.tde.deform_groups=2", "model.tde.deform_dilation=2"]
+    shrink = [f"model.num_joints={J}", f"model.backbone.width={WIDTH}", "model.tde.channels=8", "model.tde.deform_groups=2",
+              "model.tde.deform_dilation=2"]
     return load_config(path, overrides=shrink + list(overrides)).model
 
 
 def build_tiny(cfg: ModelConfig, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return build_model(cfg, backbone=TinyBackbone(num_joints=cfg.num_joints))
+    return build_model(cfg)
 
 
 def clip(batch: int = 2, frames: int = 5, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, frames, 3, H, W, generator=torch.Generator().manual_seed(seed))
 
 
-def training_loss(output: TDMIOutput, mi_enabled: bool) -> torch.Tensor:
-    """Heatmap MSE plus, when the MI objective is on, a term on every feature that objective reads."""
-    loss = output.heatmaps.square().mean()
-    if mi_enabled:
-        for feature in (output.motion, output.useful, output.noisy, output.fused):
-            if feature is not None:
-                loss = loss + 0.1 * feature.square().mean()
+def training_loss(output: TDMIOutput, cfg: ModelConfig) -> torch.Tensor:
+    """The training objective: L_H, plus the MI objective's total when it is enabled (paper eq. 14, 13)."""
+    gen = torch.Generator().manual_seed(2)
+    target = torch.rand(output.heatmaps.shape, generator=gen)
+    weight = (torch.rand(output.heatmaps.shape[:2], generator=gen) > 0.2).float()
+    loss = JointsMSELoss()(output.heatmaps, target, weight)
+    if cfg.mi.enabled:
+        loss = loss + MIObjective.from_config(cfg)(output, target, weight)["total"]
     return loss
 
 
@@ -97,8 +76,8 @@ def test_experiment_trains_every_trainable_parameter(name):
     perturb_zero_predictors(model)
     frames = clip(frames=cfg.num_frames)
     output = model(frames)
-    assert output.heatmaps.shape == (2, J, 8, 6)
-    training_loss(output, cfg.mi.enabled).backward()
+    assert output.heatmaps.shape == (2, J, h, w)
+    training_loss(output, cfg).backward()
 
     frozen_prefixes = FROZEN_BY_DESIGN.get(name, ())
     trainable = 0
@@ -132,7 +111,7 @@ def test_ablation_switches_build_the_intended_modules():
     split = build_tiny(tiny_model_config(CONFIGS / "ablation_t7_channel_split.yaml"))
     assert split.rdm.factorisation == "channel_split" and count_parameters(split.rdm) == 0
     st = build_tiny(tiny_model_config(CONFIGS / "tdmist_w48_pt17.yaml"))
-    assert st.spatiotemporal_block.in_channels == 5 * 4
+    assert st.spatiotemporal_block.in_channels == 5 * WIDTH
     assert isinstance(build_tiny(tiny_model_config(CONFIGS / "hrnet_w48_pt17.yaml")), SingleFrameHRNet)
 
 
@@ -142,15 +121,15 @@ def test_output_fields_and_shapes(arch):
     model = build_tiny(cfg).eval()
     with torch.no_grad():
         out = model(clip(batch=3))
-    assert out.heatmaps.shape == out.static_heatmaps.shape == (3, J, 8, 6)
-    assert out.visual.shape == (3, 4, 8, 6)
+    assert out.heatmaps.shape == out.static_heatmaps.shape == (3, J, h, w)
+    assert out.visual.shape == (3, WIDTH, h, w)
     torch.testing.assert_close(out.static_heatmaps, model.backbone.final_layer(out.visual))
     if arch == "hrnet":
         assert out.motion is None and out.useful is None and out.noisy is None and out.fused is None
         torch.testing.assert_close(out.heatmaps, out.static_heatmaps)
     else:
         for feature in (out.motion, out.useful, out.noisy, out.fused):
-            assert feature.shape == (3, 8, 8, 6)
+            assert feature.shape == (3, 8, h, w)
 
 
 def test_visual_feature_is_the_key_frames_stage4():
@@ -167,8 +146,8 @@ def test_without_rdm_the_motion_feature_is_fused_directly():
     model = build_tiny(tiny_model_config(None, "model.rdm.enabled=false")).eval()
     with torch.no_grad():
         out = model(clip())
-    assert out.noisy is None
-    assert out.useful is out.motion
+    assert out.noisy is None and out.useful is None and out.motion is not None
+    torch.testing.assert_close(out.heatmaps, model.head(model.fusion(torch.cat([out.motion, out.visual], dim=1))))
 
 
 @pytest.mark.parametrize("arch", ["tdmi", "tdmi_st", "hrnet"])
@@ -211,9 +190,9 @@ def test_frame_by_frame_cached_features_give_the_same_prediction():
 def test_any_delta(delta, arch):
     cfg = tiny_model_config(None, f"model.delta={delta}", f"model.arch={arch}")
     model = build_tiny(cfg)
-    assert model.tde.intra_stage[0][0].conv1.in_channels == 2 * delta * 6
+    assert model.tde.intra_stage[0][0].conv1.in_channels == 2 * delta * 256
     out = model(clip(frames=2 * delta + 1))
-    assert out.heatmaps.shape == (2, J, 8, 6)
+    assert out.heatmaps.shape == (2, J, h, w)
     out.heatmaps.sum().backward()
     with pytest.raises(ValueError, match=f"T = 2\\*delta \\+ 1 = {2 * delta + 1}"):
         model(clip(frames=2 * delta + 3))
@@ -225,17 +204,17 @@ def test_frozen_backbone_runs_without_autograd_and_keeps_bn_in_eval():
     assert model.training and model.tde.training
     assert not any(m.training for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d))
     assert not any(p.requires_grad for p in model.backbone.parameters())
-    before = model.backbone.stem[1].running_mean.clone()
+    before = model.backbone.bn1.running_mean.clone()
     features = model.encode(clip().flatten(0, 1))
     assert not any(f.requires_grad for f in features)
-    assert torch.equal(model.backbone.stem[1].running_mean, before)
+    assert torch.equal(model.backbone.bn1.running_mean, before)
     out = model(clip())
     assert out.heatmaps.requires_grad  # the new modules still train
 
 
 def test_frozen_backbone_with_train_mode_bn_copies_dcpose():
     model = build_tiny(tiny_model_config(None, "model.backbone.bn_eval=false")).train()
-    bn = model.backbone.stem[1]
+    bn = model.backbone.bn1
     assert bn.training
     before = bn.running_mean.clone()
     model.encode(clip().flatten(0, 1))
@@ -245,8 +224,8 @@ def test_frozen_backbone_with_train_mode_bn_copies_dcpose():
 def test_unfrozen_backbone_gets_gradients_through_encode():
     model = build_tiny(tiny_model_config(None, "model.backbone.freeze=false")).train()
     model(clip()).heatmaps.square().mean().backward()
-    assert model.backbone.stem[0].weight.grad is not None
-    assert model.backbone.stem[0].weight.grad.abs().sum() > 0
+    assert model.backbone.conv1.weight.grad is not None
+    assert model.backbone.conv1.weight.grad.abs().sum() > 0
 
 
 def test_new_layers_are_initialised_as_in_model_facts():
@@ -268,7 +247,7 @@ def test_invalid_models_raise_clear_errors():
         build_tiny(tiny_model_config(None, "model.delta=0"))
     with pytest.raises(ConfigError, match=r"model.delta=-1"):
         build_tiny(tiny_model_config(None, "model.delta=-1", "model.arch=hrnet"))
-    backbone = TinyBackbone()
+    backbone = HRNet(width=WIDTH, num_joints=J)
     tde = TemporalDifferenceEncoder(backbone.stage_channels, num_frames=1 + 2, channels=8, deform_groups=2)
     with pytest.raises(ValueError, match="delta must be >= 1, got delta=0"):
         TDMI(backbone, tde, None, delta=0, num_joints=J)
@@ -283,17 +262,18 @@ def test_invalid_models_raise_clear_errors():
     model = TDMI(backbone, tde, None, delta=1, num_joints=J)
     with pytest.raises(ValueError, match=r"\[B, T, 3, H, W\]"):
         model(torch.randn(2, 3, H, W))
-    baseline = SingleFrameHRNet(TinyBackbone(), delta=1)
+    baseline = SingleFrameHRNet(backbone, delta=1)
     with pytest.raises(ValueError, match=r"T = 2\*delta \+ 1 = 3 frames \(delta=1\), got T=5"):
         baseline(clip())
     with pytest.raises(ValueError, match="delta must be >= 0"):
-        SingleFrameHRNet(TinyBackbone(), delta=-1)
+        SingleFrameHRNet(backbone, delta=-1)
 
 
 def test_parameter_count_of_the_new_modules_at_w48():
     """model-facts.md (e) estimates ~2.41 M trainable parameters on top of the frozen W48 backbone."""
-    backbone = TinyBackbone(width=48, num_joints=17, stage1_channels=256)
+    backbone = HRNet(width=48, num_joints=17)
     model = build_model(ModelConfig(), backbone=backbone)
+    assert model.backbone is backbone
     new = count_parameters(model, trainable_only=True)
     assert count_parameters(model) - new == count_parameters(backbone)
     assert 2.3e6 < new < 2.6e6, new

@@ -8,8 +8,9 @@ Data flow of one clip of T = 2*delta + 1 frames (key frame at index delta):
 
 V is the key frame's stage-4 feature F_t^4 (TDMI) or, for TDMI-ST, a block chain over the concatenated stage-4
 features of all T frames (model-facts.md (e): "TDMI-ST spatiotemporal feature"). Without the RDM (table 5's
-"TDE only") Mu = M. ``encode`` / ``decode`` are split so that per-frame backbone features can be cached (a video
-frame is a supporting frame of up to 2*delta other key frames); ``forward`` is ``decode(encode(...))``.
+"TDE only") M itself is fused and ``useful``/``noisy`` are None. ``encode`` / ``decode`` are split so that
+per-frame backbone features can be cached (a video frame is a supporting frame of up to 2*delta other key
+frames); ``forward`` is ``decode(encode(...))``.
 
 All archs share the ``encode / decode / forward`` contract and return :class:`TDMIOutput`, so trainer, tester and
 inference treat them alike. ``build_model`` is the only place where a :class:`~tdmi.config.ModelConfig` is mapped
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from tdmi.config import ConfigError, ModelConfig
 from tdmi.models.blocks import BlockChain, init_normal_
+from tdmi.models.hrnet import HRNet, freeze, set_bn_eval
 from tdmi.models.rdm import RepresentationDisentanglement
 from tdmi.models.tde import TemporalDifferenceEncoder
 
@@ -35,7 +37,7 @@ class TDMIOutput(NamedTuple):
     Attributes:
         heatmaps: ``[B, J, h, w]`` the prediction H for the key frame.
         motion: M ``[B, C, h, w]`` from the TDE; None for the single-frame baseline.
-        useful: Mu ``[B, C, h, w]``; equals ``motion`` when the RDM is disabled; None for the baseline.
+        useful: Mu ``[B, C, h, w]``; None when the RDM is disabled (M itself is fused then) and for the baseline.
         noisy: Mn ``[B, C, h, w]``; None when the RDM is disabled and for the baseline.
         visual: F = the key frame's stage-4 feature F_t^4 ``[B, C4, h, w]`` (``final_layer``'s input).
         fused: F~ ``[B, C, h, w]``, the input of the detection head; None for the baseline.
@@ -59,12 +61,6 @@ def _check_backbone(backbone: nn.Module) -> None:
                             f"{type(backbone).__name__} does not")
 
 
-def _set_bn_eval(module: nn.Module) -> None:
-    for child in module.modules():
-        if isinstance(child, nn.modules.batchnorm._BatchNorm):
-            child.eval()
-
-
 class _ClipModel(nn.Module):
     """The ``encode / decode / forward`` contract and backbone freezing, shared by TDMI and the baseline."""
 
@@ -77,15 +73,16 @@ class _ClipModel(nn.Module):
         self.freeze_backbone = freeze_backbone
         self.backbone_bn_eval = backbone_bn_eval
         if freeze_backbone:
-            for parameter in backbone.parameters():
-                parameter.requires_grad_(False)
-            self.train(self.training)
+            freeze(backbone, bn_eval=backbone_bn_eval)
 
     def train(self, mode: bool = True) -> _ClipModel:
-        """``nn.Module.train``, except that a frozen backbone's BatchNorms stay in eval mode with ``bn_eval``."""
+        """``nn.Module.train``, except that a frozen backbone's BatchNorms stay in eval mode with ``bn_eval``.
+
+        (HRNet does this itself; repeating it here keeps the rule for any other backbone.)
+        """
         super().train(mode)
         if self.freeze_backbone and self.backbone_bn_eval:
-            _set_bn_eval(self.backbone)
+            set_bn_eval(self.backbone)
         return self
 
     def encode(self, frames: Tensor):
@@ -171,12 +168,9 @@ class TDMI(_ClipModel):
         clip_s4 = stage_features[-1]
         visual = clip_s4[:, self.delta]
         motion = self.tde(stage_features)
-        if self.rdm is not None:
-            useful, noisy = self.rdm(motion)
-        else:
-            useful, noisy = motion, None
+        useful, noisy = self.rdm(motion) if self.rdm is not None else (None, None)
         context = self.spatiotemporal_block(clip_s4.flatten(1, 2)) if self.spatiotemporal else visual
-        fused = self.fusion(torch.cat([useful, context], dim=1))
+        fused = self.fusion(torch.cat([motion if useful is None else useful, context], dim=1))
         return TDMIOutput(heatmaps=self.head(fused), motion=motion, useful=useful, noisy=noisy, visual=visual,
                           fused=fused, static_heatmaps=self.backbone.final_layer(visual))
 
@@ -222,8 +216,7 @@ def build_model(cfg: ModelConfig, backbone: nn.Module | None = None) -> nn.Modul
 
     Args:
         cfg: the ``model`` section of an experiment config.
-        backbone: an HRNet-compatible backbone to use instead of ``HRNet(cfg.backbone.width, cfg.num_joints)``
-            (tests pass tiny stand-ins). Pretrained weights (``cfg.backbone.pretrained``) are not read here: the
+        backbone: an HRNet-compatible backbone to use instead of ``HRNet(cfg.backbone.width, cfg.num_joints)``. Pretrained weights (``cfg.backbone.pretrained``) are not read here: the
             caller loads them (``tdmi.models.checkpoints``), before or after building.
 
     Raises:
@@ -238,8 +231,6 @@ def build_model(cfg: ModelConfig, backbone: nn.Module | None = None) -> nn.Modul
         raise ConfigError(f"model.tde.channels={cfg.tde.channels} is not divisible by model.tde.deform_groups="
                           f"{cfg.tde.deform_groups}: each DCN offset group deforms an equal block of channels")
     if backbone is None:
-        from tdmi.models.hrnet import HRNet
-
         backbone = HRNet(width=cfg.backbone.width, num_joints=cfg.num_joints)
 
     if cfg.arch == "hrnet":
