@@ -3,7 +3,7 @@
 For each config the model (random weights) runs ``--repeats`` timed forwards on a ``[batch, T, 3, H, W]`` clip
 batch under ``torch.no_grad`` in eval mode. Reported, all measured in this one run:
 
-- ms per person-clip (median forward time / batch), split into ``encode`` (the backbone on all B*T frames; on
+- ms per person-clip (fastest of ``--repeats`` forwards / batch; the minimum is least affected by other load), split into ``encode`` (the backbone on all B*T frames; on
   the key frames only for the single-frame baseline), timed inside the same forwards, and the rest (``decode``:
   TDE, RDM, fusion, head);
 - multiply-adds per clip, counted with ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2; convs, matmuls,
@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -47,20 +46,31 @@ from tdmi.models.tdmi import build_model
 DEFAULT_CONFIGS = ["configs/tdmi_w48_pt17.yaml", "configs/hrnet_w48_pt17.yaml"]
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` untimed runs."""
+def best_seconds(steps: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                 device: torch.device) -> dict[str, float]:
+    """Minimum wall time of each step over ``repeats`` rounds, after ``warmup`` untimed rounds.
+
+    The steps alternate within every round, so load from other processes hits them alike, and the minimum is the
+    measure least affected by that load (the machine these run on is often shared).
+    """
     for _ in range(warmup):
-        fn()
-    times = []
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, step in steps.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}
+
+
+def min_seconds(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> float:
+    return best_seconds({"fn": fn}, repeats, warmup, device)["fn"]
 
 
 def count_macs(fn: Callable[[], object]) -> int:
@@ -73,7 +83,7 @@ def matmul_rate(size: int, repeats: int, device: torch.device) -> dict:
     """Dense float32 matmul rate of this machine, in multiply-adds per second."""
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
-    seconds = median_seconds(lambda: a @ b, repeats, warmup=2, device=device)
+    seconds = min_seconds(lambda: a @ b, repeats, warmup=2, device=device)
     return {"size": size, "seconds": seconds, "macs_per_s": size ** 3 / seconds}
 
 
@@ -86,7 +96,7 @@ def conv_rate(batch: int, channels: int, height: int, width: int, repeats: int, 
     conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(device)
     x = torch.randn(batch, channels, height, width, device=device)
     with torch.no_grad():
-        seconds = median_seconds(lambda: conv(x), repeats, warmup=1, device=device)
+        seconds = min_seconds(lambda: conv(x), repeats, warmup=1, device=device)
     macs = batch * channels * channels * 9 * height * width
     return {"shape": [batch, channels, height, width], "seconds": seconds, "macs_per_s": macs / seconds}
 
@@ -115,9 +125,9 @@ def model_speed(config: str, batch: int, repeats: int, warmup: int, device: torc
         encode_macs = count_macs(lambda: model.encode(frames[:, model_cfg.delta] if model_cfg.arch == "hrnet"
                                                       else frames.flatten(0, 1)))
         model.encode = timed_encode
-        forward_s = median_seconds(lambda: model(frames), repeats, max(warmup - 1, 0), device)
+        forward_s = min_seconds(lambda: model(frames), repeats, max(warmup - 1, 0), device)
         del model.encode
-    encode_s = statistics.median(encode_times[-repeats:])
+    encode_s = min(encode_times[-repeats:])
     decode_s = forward_s - encode_s
     achieved = macs / forward_s
     return {
@@ -148,8 +158,8 @@ def dcn_speed(batch: int, channels: int, height: int, width: int, repeats: int, 
     def conv_step() -> None:
         conv(x).square().mean().backward()
 
-    dcn_s = median_seconds(dcn_step, repeats, warmup, device)
-    conv_s = median_seconds(conv_step, repeats, warmup, device)
+    best = best_seconds({"dcn": dcn_step, "conv": conv_step}, repeats, warmup, device)
+    dcn_s, conv_s = best["dcn"], best["conv"]
     return {"batch": batch, "channels": channels, "hw": [height, width], "deform_groups": groups,
             "dcn_fwd_bwd_ms": 1e3 * dcn_s, "conv_fwd_bwd_ms": 1e3 * conv_s, "ratio": dcn_s / conv_s}
 
@@ -165,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="experiment YAMLs to time")
     parser.add_argument("--batch", type=int, default=8, help="person-clips per forward (default 8)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (the fastest counts)")
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed runs before timing (the MAC-counting run is the first)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
