@@ -3,9 +3,9 @@
 For each config the model (random weights) runs ``--repeats`` timed forwards on a ``[batch, T, 3, H, W]`` clip
 batch under ``torch.no_grad`` in eval mode. Reported, all measured in this one run:
 
-- ms per person-clip (fastest of ``--repeats`` forwards / batch; the minimum is least affected by other load), split into ``encode`` (the backbone on all B*T frames; on
-  the key frames only for the single-frame baseline), timed inside the same forwards, and the rest (``decode``:
-  TDE, RDM, fusion, head);
+- ms per person-clip (fastest of ``--repeats`` forwards / batch; the minimum is least affected by other load),
+  split into ``encode`` (the backbone on all B*T frames; on the key frames only for the single-frame baseline),
+  timed inside the same forwards, and the rest (``decode``: TDE, RDM, fusion, head);
 - multiply-adds per clip, counted with ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2; convs, matmuls,
   and the DCN's einsum; the DCN's bilinear sampling is not a multiply-add and is not counted);
 - achieved MAC/s and that as a fraction of this machine's dense float32 matmul rate (a square ``--matmul-size``

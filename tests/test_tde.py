@@ -55,7 +55,8 @@ def test_zero_initialised_modulation_is_half_a_plain_dilated_conv():
         layer.deform_conv.weight.normal_()
         layer.deform_conv.bias.normal_()
     d = torch.randn(2, 8, 9, 7)
-    expected = 0.5 * F.conv2d(d, layer.deform_conv.weight, padding=3, dilation=3) + layer.deform_conv.bias.view(1, -1, 1, 1)
+    expected = (0.5 * F.conv2d(d, layer.deform_conv.weight, padding=3, dilation=3)
+                + layer.deform_conv.bias.view(1, -1, 1, 1))
     torch.testing.assert_close(layer(d), expected, atol=1e-5, rtol=1e-4)
 
 

@@ -28,8 +28,8 @@ WIDTH = 4
 
 def tiny_model_config(path: Path | None = None, *overrides: str) -> ModelConfig:
     """A config from ``configs/`` (or the defaults), shrunk so the model runs in milliseconds on CPU."""
-    shrink = [f"model.num_joints={J}", f"model.backbone.width={WIDTH}", "model.tde.channels=8", "model.tde.deform_groups=2",
-              "model.tde.deform_dilation=2"]
+    shrink = [f"model.num_joints={J}", f"model.backbone.width={WIDTH}", "model.tde.channels=8",
+              "model.tde.deform_groups=2", "model.tde.deform_dilation=2"]
     return load_config(path, overrides=shrink + list(overrides)).model
 
 

@@ -216,8 +216,10 @@ def build_model(cfg: ModelConfig, backbone: nn.Module | None = None) -> nn.Modul
 
     Args:
         cfg: the ``model`` section of an experiment config.
-        backbone: an HRNet-compatible backbone to use instead of ``HRNet(cfg.backbone.width, cfg.num_joints)``. Pretrained weights (``cfg.backbone.pretrained``) are not read here: the
-            caller loads them (``tdmi.models.checkpoints``), before or after building.
+        backbone: an HRNet-compatible backbone to use instead of ``HRNet(cfg.backbone.width, cfg.num_joints)``.
+
+    Pretrained weights (``cfg.backbone.pretrained``) are not read here: the caller loads them into
+    ``model.backbone`` (``tdmi.models.checkpoints``), before or after building.
 
     Raises:
         ConfigError: naming the config key, for combinations the model cannot be built with.
