@@ -18,7 +18,8 @@ Which boxes become samples:
 
 - ``train`` and GT-box ``val``/``test``: people of labelled frames with at least one labelled joint; their box is
   sanitised (clipped to the image, facts 4.1). Skipped, and counted in ``skipped``: people without labelled joints
-  (``no_labelled_joints``) and boxes with nothing left inside the image (``box_outside_image``).
+  (``no_labelled_joints``), boxes with zero or negative size (``empty_box``) and boxes with nothing left inside the
+  image (``box_outside_image``).
 - detection ``val``/``test``: every detection of the chosen frames (labelled frames only by default: poseval
   scores nothing else), used raw (no clipping). Boxes with zero or negative size (``empty_box``) or entirely
   outside the image (``box_outside_image``) are skipped and counted.
@@ -168,13 +169,16 @@ class PoseTrackClipDataset(Dataset):
                         if person.num_labeled == 0:
                             self.skipped["no_labelled_joints"] += 1
                             continue
+                        if not _has_area(person.bbox):
+                            self.skipped["empty_box"] += 1
+                            continue
                         box = sanitize_gt_box(person.bbox, width, height)
                         if box is None:
                             self.skipped["box_outside_image"] += 1
                             continue
                     else:
                         box = np.asarray(person.bbox, dtype=np.float64)
-                        if not (np.all(np.isfinite(box)) and box[2] > 0 and box[3] > 0):
+                        if not _has_area(box):
                             self.skipped["empty_box"] += 1
                             continue
                         if not box_overlaps_image(box, width, height):
@@ -276,6 +280,11 @@ class PoseTrackClipDataset(Dataset):
             "key_position": key_position,
         }
         return sample
+
+
+def _has_area(bbox: Sequence[float]) -> bool:
+    box = np.asarray(bbox, dtype=np.float64)
+    return box.shape == (4,) and bool(np.all(np.isfinite(box))) and box[2] > 0 and box[3] > 0
 
 
 def collate_clips(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
