@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tdmi.config import AugmentConfig, ExperimentConfig
-from tdmi.data.dataset import PoseTrackClipDataset, build_dataset, collate_clips, worker_init
+from tdmi.data.dataset import PoseTrackClipDataset, build_dataset, collate_clips
 from tdmi.data.records import Frame, Person, Sequence
 from tdmi.errors import CommandError, DataFormatError
 
@@ -147,8 +147,7 @@ def test_worker_count_does_not_change_samples(clip_root):
     dataset = make_dataset(clip_root, mode="train", augment=STRONG, key_frame_only=True)
     batches = []
     for workers in (0, 1):
-        loader = DataLoader(dataset, batch_size=2, num_workers=workers, collate_fn=collate_clips,
-                            worker_init_fn=worker_init)
+        loader = DataLoader(dataset, batch_size=2, num_workers=workers, collate_fn=collate_clips)
         batches.append([b["frames"] for b in loader])
     assert all(torch.equal(x, y) for x, y in zip(*batches))
 

@@ -27,6 +27,10 @@ Which boxes become samples:
 Randomness: each sample draws its augmentation from ``np.random.default_rng([seed, epoch, index])``, so a sample is
 the same for a given seed and epoch whatever the number of DataLoader workers. Call :meth:`set_epoch` each epoch
 (with ``persistent_workers=True`` the workers keep the epoch they were started with).
+
+Workers: the pipeline needs no ``worker_init_fn``. Do not call ``cv2.setNumThreads`` inside a forked worker after the
+parent process has used OpenCV: that call waited forever on the parent's (absent) thread pool in our benchmark runs
+(OpenCV 5.0, Linux fork).
 """
 
 from __future__ import annotations
@@ -308,13 +312,6 @@ def collate_clips(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
             meta[key] = np.asarray(values)
     batch["meta"] = meta
     return batch
-
-
-def worker_init(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one OpenCV thread per worker (the workers already give the parallelism)."""
-    import cv2
-
-    cv2.setNumThreads(1)
 
 
 def build_dataset(cfg: "ExperimentConfig", split: Mode, boxes: Optional[str] = None) -> PoseTrackClipDataset:
