@@ -310,3 +310,82 @@ def test_build_dataset_on_the_sample(posetrack18_sample):
     assert len(detected) > 0 and detected[0]["target_weight"].sum() == 0
     with pytest.raises(CommandError):
         build_dataset(cfg, "train", boxes="boxes.json")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# build_dataset: config -> readers -> dataset (the readers replaced by recorders, so this runs without D1's modules)
+
+
+class RecordingReaders:
+    def __init__(self, sequence: Sequence, boxes: dict[str, list[Person]]):
+        self.sequence, self.boxes, self.calls = sequence, boxes, []
+
+    def load_sequences(self, path, dataset=None):
+        self.calls.append(("sequences", Path(path), dataset))
+        return [self.sequence]
+
+    def load_detections(self, path, score_threshold=0.2):
+        self.calls.append(("detections", Path(path), score_threshold))
+        return FakeDetections(self.boxes)
+
+
+@pytest.fixture
+def readers(clip_root, monkeypatch) -> RecordingReaders:
+    import types
+
+    recorder = RecordingReaders(make_sequence(), {"seq/000002.png": [detection([10, 10, 20, 20], 0.5)]})
+    posetrack = types.ModuleType("tdmi.data.posetrack")
+    posetrack.load_sequences = recorder.load_sequences
+    detections = types.ModuleType("tdmi.data.detections")
+    detections.load_detections = recorder.load_detections
+    monkeypatch.setitem(sys.modules, "tdmi.data.posetrack", posetrack)
+    monkeypatch.setitem(sys.modules, "tdmi.data.detections", detections)
+    return recorder
+
+
+def small_config(root: Path) -> ExperimentConfig:
+    cfg = ExperimentConfig()
+    cfg.data.root = str(root)
+    cfg.data.dataset = "posetrack18"
+    cfg.model.input_size, cfg.model.heatmap_size = list(INPUT), list(HEATMAP)
+    return cfg
+
+
+def test_build_dataset_train_uses_gt_boxes_and_augmentation(clip_root, readers):
+    cfg = small_config(clip_root)
+    cfg.data.sigma = 2.0
+    cfg.train.seed = 11
+    dataset = build_dataset(cfg, "train")
+    assert readers.calls == [("sequences", clip_root / "annotations/train", "posetrack18")]
+    assert dataset.mode == "train" and dataset.augment is cfg.data.augment and dataset.seed == 11
+    assert len(dataset) == 3 and dataset[0]["frames"].shape == (5, 3, 64, 48)
+    with pytest.raises(CommandError, match="ground-truth"):
+        build_dataset(cfg, "train", boxes="boxes.json")
+
+
+def test_build_dataset_val_and_test_boxes(clip_root, readers):
+    cfg = small_config(clip_root)
+    cfg.data.val_boxes = "boxes/val.json"
+    cfg.data.box_score_threshold = 0.4
+    val = build_dataset(cfg, "val")
+    assert readers.calls[-1] == ("detections", clip_root / "boxes/val.json", 0.4)
+    assert readers.calls[-2] == ("sequences", clip_root / "annotations/val", "posetrack18")
+    assert len(val) == 1 and val.augment is None
+    test_gt = build_dataset(cfg, "test")  # test.boxes defaults to "gt"
+    assert len(test_gt) == 3 and readers.calls[-1][0] == "sequences"
+    build_dataset(cfg, "test", boxes="given.json")  # an argument is taken as given, not under the root
+    assert readers.calls[-1] == ("detections", Path("given.json"), 0.4)
+
+
+def test_build_dataset_model_options(clip_root, readers):
+    cfg = small_config(clip_root)
+    cfg.model.arch = "hrnet"
+    cfg.data.joint_weights = True
+    sample = build_dataset(cfg, "val")[0]
+    assert sample["frames"].shape[0] == 1  # the single-frame baseline gets key frames only
+    assert sample["target_weight"][9] == pytest.approx(1.5)
+    cfg.model.num_joints = 15
+    with pytest.raises(CommandError, match="num_joints"):
+        build_dataset(cfg, "val")
+    with pytest.raises(CommandError, match="split"):
+        build_dataset(small_config(clip_root), "dev")

@@ -16,6 +16,9 @@ last (position ``2 delta``). Where a wanted neighbour lies beyond the sequence e
   ``[t+1, t+1]``). For delta > 2, "pads with t + 1" is applied literally (FAMI only ran delta = 2, its D = 3).
 - ``"clamp"``: mmpose's rule: the index is clamped to the valid range, so the nearest real frame repeats.
 
+The causal window has only a previous side; each rule applies to it as above (``fami``: real frames farthest first,
+key-frame padding after them).
+
 Frame numbering: PoseTrack18/21 files are ``%06d`` and 0-based; PoseTrack17 (DCPose's renamed frames and the
 original tree) is ``%08d`` and 1-based. Valid indices are ``first .. first + nframes - 1``. A neighbour's file name is
 the key frame's name with the index zero-padded to the key frame's digit count, in the same folder, with the same

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ from torch.utils.data import Dataset
 from tdmi.config import AugmentConfig
 from tdmi.data.clips import MissingFrames, PaddingRule, clip_files
 from tdmi.data.images import read_image, read_image_size
-from tdmi.data.records import Person
+from tdmi.data.records import Frame, Person
 from tdmi.data.records import Sequence as VideoSequence
 from tdmi.data.targets import POSETRACK_JOINT_WEIGHTS, gaussian_heatmaps, target_weights
 from tdmi.data.transforms import (
@@ -61,6 +61,14 @@ if TYPE_CHECKING:
 
 Mode = Literal["train", "val", "test"]
 MODES: tuple[str, ...] = ("train", "val", "test")
+
+
+class PersonBoxes(Protocol):
+    """Anything that lists the person boxes of a frame, e.g. ``tdmi.data.detections.Detections``."""
+
+    def for_frame(self, frame: Frame) -> list[Person]:
+        """The boxes of ``frame`` as :class:`Person` records (keypoints all zero, ``score`` = box score)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,7 @@ class PoseTrackClipDataset(Dataset):
 
     def __init__(
         self, sequences: Sequence[VideoSequence], image_root: str | Path, *, mode: Mode = "train",
-        detections: Any = None, input_size: Sequence[int] = (288, 384), heatmap_size: Sequence[int] = (72, 96),
+        detections: Optional[PersonBoxes] = None, input_size: Sequence[int] = (288, 384), heatmap_size: Sequence[int] = (72, 96),
         sigma: float = 3.0, delta: int = 2, padding: PaddingRule = "key_frame", missing_frames: MissingFrames = "error",
         causal: bool = False, key_frame_only: bool = False, with_heatmaps: bool = True,
         augment: Optional[AugmentConfig] = None, bbox_enlarge: float = 1.25, joint_set: JointSet = POSETRACK17,
@@ -146,7 +154,7 @@ class PoseTrackClipDataset(Dataset):
     # ----------------------------------------------------------------------------------------------------------
     # Index
 
-    def _build_index(self, detections: Any, labeled_frames_only: bool) -> list[ClipEntry]:
+    def _build_index(self, detections: Optional[PersonBoxes], labeled_frames_only: bool) -> list[ClipEntry]:
         entries: list[ClipEntry] = []
         num_joints = self.joint_set.num_joints
         for s, sequence in enumerate(self.sequences):
@@ -192,7 +200,7 @@ class PoseTrackClipDataset(Dataset):
                     entries.append(ClipEntry(s, f, p, person, center, scale))
         return entries
 
-    def _frame_size(self, frame) -> tuple[int, int]:
+    def _frame_size(self, frame: Frame) -> tuple[int, int]:
         if frame.width > 0 and frame.height > 0:
             return frame.width, frame.height
         # Official PoseTrack18 files do not state the size; read it from the image header (no decoding).
