@@ -85,6 +85,7 @@ def _add_prepare(sub) -> None:
     p.add_argument("dataset", choices=["posetrack17", "posetrack18", "posetrack21", "hieve"])
     p.add_argument("--root", required=True, help="dataset root folder")
     p.add_argument("--json-out", help="also write the report as JSON to this file")
+    p.add_argument("--check-only", action="store_true", help="only report; do not convert PoseTrack17 .mat files")
     p.set_defaults(run=_run_prepare)
 
 

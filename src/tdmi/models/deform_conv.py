@@ -1,4 +1,4 @@
-"""Modulated deformable convolution (DCNv2) in pure PyTorch, with torchvision's offset/mask layout.
+"""Modulated deformable convolution (DCNv2, paper eq. 3-4) in pure PyTorch, with torchvision's offset/mask layout.
 
 Semantics (model-facts.md (c)), for input ``[B, Cin, H, W]``, weight ``[Cout, Cin/groups, kh, kw]``, K = kh*kw:
 
@@ -8,18 +8,94 @@ Semantics (model-facts.md (c)), for input ``[B, Cin, H, W]``, weight ``[Cout, Ci
 - ``mask [B, G*K, Ho, Wo]`` multiplies each sample as given (no activation inside); None means 1 (DCNv1).
 - sample point: ``y = yo*stride - pad + i*dil + dy``, ``x = xo*stride - pad + j*dil + dx``; bilinear with zeros
   outside the image (a sample at y <= -1 or y >= H is 0; partial corners contribute only in-image neighbours).
+- columns are ordered channel-major, tap-minor (c*K + k), matching ``weight.view(Cout, Cin/groups * K)``.
 
-This file holds a first, correct version built on ``F.grid_sample(align_corners=True, padding_mode='zeros')``,
-which reproduces the kernels' zero-border bilinear rule exactly.
+Two backends, chosen by ``TDMI_DCN_BACKEND`` (``auto`` | ``torch`` | ``torchvision``, default ``auto``) or at run
+time with :func:`set_backend` / :func:`use_backend`:
+
+- ``torch``: the pure-PyTorch implementation below. Bilinear sampling is ``F.grid_sample(align_corners=True,
+  padding_mode='zeros')``, which reproduces the kernels' zero-border rule exactly (including the partial-corner
+  band -1 < y < 0). It is a custom autograd function that works on chunks of the batch and recomputes the
+  sampled columns in backward instead of storing them, like the im2col CUDA/C++ kernels: the columns are
+  K * Cin/G times larger than the offsets ([B, Cin*K, Ho*Wo], 96 MB for one W48 TDMI DCN at batch 8), so storing
+  them dominates both memory and time (each fresh allocation that large is page-faulted in on CPU).
+- ``torchvision``: ``torchvision.ops.deform_conv2d`` (same semantics), if torchvision imports and its compiled op
+  runs; checked once, lazily, with a tiny call. ``auto`` uses it when it works and the pure path otherwise.
+
+Speed: ``benchmarks/dcn_speed.py`` measures the pure path against a plain 3x3 conv of the same shape.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+BACKENDS = ("auto", "torch", "torchvision")
+_ENV_VAR = "TDMI_DCN_BACKEND"
+
+# Target size of one chunk's sampled columns. Below glibc's largest mmap threshold (32 MiB), freed chunks are
+# reused from the heap rather than page-faulted in again; larger chunks did not run faster.
+_CHUNK_BYTES = 16 * 2**20
+
+
+def _backend_from_env() -> str:
+    value = os.environ.get(_ENV_VAR, "auto").strip().lower() or "auto"
+    if value not in BACKENDS:
+        raise ValueError(f"environment variable {_ENV_VAR}={value!r}: expected one of {', '.join(BACKENDS)}")
+    return value
+
+
+_backend = _backend_from_env()
+_torchvision_ok: bool | None = None
+
+
+def set_backend(name: str) -> None:
+    """Choose the DCN implementation for all later calls: ``auto``, ``torch`` or ``torchvision``."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"DCN backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    if name == "torchvision" and not torchvision_available():
+        raise RuntimeError("DCN backend 'torchvision' requested, but torchvision.ops.deform_conv2d does not "
+                           "import or does not run here; use 'torch' or 'auto'")
+    _backend = name
+
+
+def get_backend() -> str:
+    return _backend
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """``with use_backend("torch"): ...`` runs the block with the given backend, then restores the previous one."""
+    previous = _backend
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def torchvision_available() -> bool:
+    """True if ``torchvision.ops.deform_conv2d`` imports and runs (a tiny CPU call); checked once."""
+    global _torchvision_ok
+    if _torchvision_ok is None:
+        try:
+            from torchvision.ops import deform_conv2d as tv_deform_conv2d
+
+            out = tv_deform_conv2d(torch.ones(1, 1, 3, 3), torch.zeros(1, 18, 3, 3), torch.ones(1, 1, 3, 3),
+                                   padding=(1, 1), mask=torch.ones(1, 9, 3, 3))
+            # a centre sample of a 3x3 box filter over ones sees all 9 in-image taps
+            _torchvision_ok = bool(out.shape == (1, 1, 3, 3) and abs(float(out[0, 0, 1, 1]) - 9.0) < 1e-4)
+        except Exception:  # ImportError, missing compiled ops, ABI mismatch with this torch: all mean "unusable"
+            _torchvision_ok = False
+    return _torchvision_ok
 
 
 def _pair(v) -> tuple[int, int]:
@@ -42,49 +118,165 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | 
     """
     B, Cin, H, W = input.shape
     Cout, Cin_g, kh, kw = weight.shape
-    sh, sw = _pair(stride)
-    ph, pw = _pair(padding)
-    dh, dw = _pair(dilation)
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     K = kh * kw
-    groups = Cin // Cin_g
+    if Cin_g == 0 or Cin % Cin_g or Cout % (Cin // Cin_g):
+        raise ValueError(f"weight {tuple(weight.shape)} does not fit input channels {Cin} with whole conv groups")
     G = offset.shape[1] // (2 * K)
     if G * 2 * K != offset.shape[1] or G == 0 or Cin % G:
         raise ValueError(f"offset has {offset.shape[1]} channels: expected 2*G*{K} with G dividing Cin={Cin}")
-    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    if offset.shape[-2:] != (Ho, Wo):
-        raise ValueError(f"offset spatial size {tuple(offset.shape[-2:])} != output size {(Ho, Wo)}")
-    if mask is not None and mask.shape[1] != G * K:
-        raise ValueError(f"mask has {mask.shape[1]} channels, expected G*K = {G * K}")
+    Ho = (H + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    Wo = (W + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    if offset.shape[0] != B or offset.shape[-2:] != (Ho, Wo):
+        raise ValueError(f"offset shape {tuple(offset.shape)} != expected [{B}, {2 * G * K}, {Ho}, {Wo}]")
+    if mask is not None and (mask.shape[0] != B or mask.shape[1] != G * K or mask.shape[-2:] != (Ho, Wo)):
+        raise ValueError(f"mask shape {tuple(mask.shape)} != expected [{B}, {G * K}, {Ho}, {Wo}]")
 
-    dtype, device = input.dtype, input.device
-    # Regular sampling grid [K, Ho, Wo] in input pixels, before offsets.
-    ys = torch.arange(Ho, device=device, dtype=dtype) * sh - ph
-    xs = torch.arange(Wo, device=device, dtype=dtype) * sw - pw
-    ki = torch.arange(kh, device=device, dtype=dtype).repeat_interleave(kw) * dh
-    kj = torch.arange(kw, device=device, dtype=dtype).repeat(kh) * dw
-    base_y = ki[:, None, None] + ys[None, :, None]
-    base_x = kj[:, None, None] + xs[None, None, :]
+    if _backend == "torchvision" or (_backend == "auto" and torchvision_available()):
+        from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
-    off = offset.view(B, G, K, 2, Ho, Wo)
-    py = base_y + off[:, :, :, 0]  # [B, G, K, Ho, Wo]
-    px = base_x + off[:, :, :, 1]
-    # align_corners=True maps -1..1 onto pixel centres 0..W-1; guard the 1-pixel case against dividing by 0.
-    gy = py * (2.0 / max(H - 1, 1)) - 1.0 if H > 1 else py * 2.0
-    gx = px * (2.0 / max(W - 1, 1)) - 1.0 if W > 1 else px * 2.0
-    grid = torch.stack((gx, gy), dim=-1).view(B * G, K * Ho, Wo, 2)
-    sampled = F.grid_sample(input.reshape(B * G, Cin // G, H, W), grid, mode="bilinear", padding_mode="zeros",
-                            align_corners=True)  # [B*G, Cin/G, K*Ho, Wo]
-    sampled = sampled.view(B, G, Cin // G, K, Ho, Wo)
-    if mask is not None:
-        sampled = sampled * mask.view(B, G, 1, K, Ho, Wo)
-    # Columns ordered channel-major, tap-minor (c*K + k) to match weight.view(Cout, Cin_g*K).
-    columns = sampled.reshape(B, groups, Cin_g * K, Ho * Wo)
-    w = weight.view(groups, Cout // groups, Cin_g * K)
-    out = torch.einsum("goc,bgcn->bgon", w, columns).reshape(B, Cout, Ho, Wo)
-    if bias is not None:
-        out = out + bias.view(1, Cout, 1, 1)
-    return out
+        return tv_deform_conv2d(input, offset, weight, bias, stride=stride, padding=padding, dilation=dilation,
+                                mask=mask)
+    # one compute dtype: bf16/fp16 activations with fp32 parameters (no autocast rule covers this function)
+    dtype = torch.promote_types(input.dtype, weight.dtype)
+    # contiguous: offsets are often channel slices of a predictor's output (chunk/split), which cannot be viewed
+    args = [t if t is None else t.to(dtype).contiguous() for t in (input, offset, weight, bias, mask)]
+    return _DeformConv2dFunction.apply(*args, stride, padding, dilation)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pure-PyTorch path
+
+
+class _Geometry:
+    """Shapes and the regular sampling grid of one call, in grid_sample's normalised [-1, 1] coordinates."""
+
+    def __init__(self, input: Tensor, offset: Tensor, weight: Tensor, stride, padding, dilation):
+        self.B, self.Cin, self.H, self.W = input.shape
+        self.Cout, self.Cin_g, kh, kw = weight.shape
+        self.K = kh * kw
+        self.groups = self.Cin // self.Cin_g
+        self.G = offset.shape[1] // (2 * self.K)
+        self.Ho, self.Wo = offset.shape[-2:]
+        self.P = self.Ho * self.Wo
+        # grid_sample with align_corners=True maps -1..1 onto pixel centres 0..size-1, which is undefined for
+        # size 1; such inputs get one extra zero row/column (also outside the image for the kernels' rule).
+        self.pad_h, self.pad_w = int(self.H == 1), int(self.W == 1)
+        self.scale_y = 2.0 / (self.H + self.pad_h - 1)
+        self.scale_x = 2.0 / (self.W + self.pad_w - 1)
+        dtype, device = offset.dtype, offset.device
+        sh, sw = stride
+        ph, pw = padding
+        dh, dw = dilation
+        ys = torch.arange(self.Ho, device=device, dtype=dtype) * sh - ph
+        xs = torch.arange(self.Wo, device=device, dtype=dtype) * sw - pw
+        tap_y = torch.arange(kh, device=device, dtype=dtype).repeat_interleave(kw) * dh
+        tap_x = torch.arange(kw, device=device, dtype=dtype).repeat(kh) * dw
+        # regular grid [K, Ho, 1] / [K, 1, Wo], already normalised: grid = base + offset * scale
+        self.base_x = (tap_x[:, None, None] + xs[None, None, :]) * self.scale_x - 1.0
+        self.base_y = (tap_y[:, None, None] + ys[None, :, None]) * self.scale_y - 1.0
+
+    def chunks(self, per_sample_elements: int, element_size: int) -> Iterator[slice]:
+        step = max(1, _CHUNK_BYTES // max(1, per_sample_elements * element_size))
+        for start in range(0, self.B, step):
+            yield slice(start, min(start + step, self.B))
+
+    def grid(self, offset: Tensor) -> Tensor:
+        """offset ``[b, 2*G*K, Ho, Wo]`` -> grid ``[b*G, K*Ho, Wo, 2]``."""
+        b = offset.shape[0]
+        pairs = offset.view(b, self.G, self.K, 2, self.Ho, self.Wo)
+        grid = offset.new_empty(b, self.G, self.K, self.Ho, self.Wo, 2)
+        # (dy, dx) pairs -> grid_sample's (x, y), written straight into the strided halves (no flip/stack copies)
+        torch.add(self.base_x, pairs[:, :, :, 1], alpha=self.scale_x, out=grid[..., 0])
+        torch.add(self.base_y, pairs[:, :, :, 0], alpha=self.scale_y, out=grid[..., 1])
+        return grid.view(b * self.G, self.K * self.Ho, self.Wo, 2)
+
+    def offset_gradient(self, grad_grid: Tensor, out: Tensor) -> None:
+        """grad_grid ``[b*G, K*Ho, Wo, 2]`` (x, y; normalised units) -> ``out [b, 2*G*K, Ho, Wo]`` (dy, dx; pixels)."""
+        b = out.shape[0]
+        grad_grid = grad_grid.view(b, self.G, self.K, self.Ho, self.Wo, 2)
+        pairs = out.view(b, self.G, self.K, 2, self.Ho, self.Wo)
+        torch.mul(grad_grid[..., 1], self.scale_y, out=pairs[:, :, :, 0])
+        torch.mul(grad_grid[..., 0], self.scale_x, out=pairs[:, :, :, 1])
+
+    def image(self, input: Tensor) -> Tensor:
+        """input ``[b, Cin, H, W]`` -> ``[b*G, Cin/G, H', W']`` (padded to at least 2x2)."""
+        if self.pad_h or self.pad_w:
+            input = F.pad(input, (0, self.pad_w, 0, self.pad_h))
+        b = input.shape[0]
+        return input.reshape(b * self.G, self.Cin // self.G, *input.shape[-2:])
+
+    def sample(self, image: Tensor, grid: Tensor) -> Tensor:
+        """Bilinear samples ``[b, G, Cin/G, K*P]`` (contiguous, so also columns ``[b, groups, Cin_g*K, P]``)."""
+        sampled = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        return sampled.view(-1, self.G, self.Cin // self.G, self.K * self.P)
+
+
+class _DeformConv2dFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor | None,
+                stride, padding, dilation) -> Tensor:
+        geo = _Geometry(input, offset, weight, stride, padding, dilation)
+        weight_groups = weight.reshape(geo.groups, geo.Cout // geo.groups, geo.Cin_g * geo.K)
+        out = input.new_empty(geo.B, geo.Cout, geo.P)
+        for part in geo.chunks(geo.Cin * geo.K * geo.P, input.element_size()):
+            columns = geo.sample(geo.image(input[part]), geo.grid(offset[part]))
+            if mask is not None:
+                columns.mul_(mask[part].reshape(-1, geo.G, 1, geo.K * geo.P))
+            columns = columns.view(-1, geo.groups, geo.Cin_g * geo.K, geo.P)
+            torch.matmul(weight_groups, columns, out=out[part].view(-1, geo.groups, geo.Cout // geo.groups, geo.P))
+        if bias is not None:
+            out.add_(bias.view(1, geo.Cout, 1))
+        ctx.save_for_backward(input, offset, weight, mask)
+        ctx.geometry_args = (stride, padding, dilation)
+        ctx.has_bias = bias is not None
+        return out.view(geo.B, geo.Cout, geo.Ho, geo.Wo)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        input, offset, weight, mask = ctx.saved_tensors
+        need_input, need_offset, need_weight, need_bias, need_mask = ctx.needs_input_grad[:5]
+        geo = _Geometry(input, offset, weight, *ctx.geometry_args)
+        Og, CK = geo.Cout // geo.groups, geo.Cin_g * geo.K
+        weight_groups = weight.reshape(geo.groups, Og, CK)
+        grad_out = grad_out.reshape(geo.B, geo.groups, Og, geo.P)
+        # every chunk writes its own slice of these, so no zero-fill is needed
+        grad_input = torch.empty_like(input, memory_format=torch.contiguous_format) if need_input else None
+        grad_offset = torch.empty_like(offset, memory_format=torch.contiguous_format) if need_offset else None
+        grad_mask = torch.empty_like(mask, memory_format=torch.contiguous_format) if need_mask else None
+        grad_weight = torch.zeros_like(weight_groups) if need_weight else None
+        for part in geo.chunks(geo.Cin * geo.K * geo.P, input.element_size()):
+            image, grid = geo.image(input[part]), geo.grid(offset[part])
+            b = image.shape[0] // geo.G
+            g_out = grad_out[part]
+            sampled = geo.sample(image, grid) if need_weight or need_mask else None  # unmasked, [b, G, Cg, K*P]
+            mask_part = mask[part].reshape(b, geo.G, 1, geo.K * geo.P) if mask is not None else None
+            if need_weight:
+                columns = sampled * mask_part if mask is not None else sampled
+                grad_weight += torch.matmul(g_out, columns.view(b, geo.groups, CK, geo.P).transpose(-1, -2)).sum(0)
+                del columns
+            if not (need_input or need_offset or need_mask):
+                continue
+            grad_columns = torch.matmul(weight_groups.transpose(-1, -2), g_out)  # [b, groups, CK, P]
+            grad_columns = grad_columns.view(b, geo.G, geo.Cin // geo.G, geo.K * geo.P)
+            if need_mask:
+                grad_mask[part] = (grad_columns * sampled).sum(2).view(b, geo.G * geo.K, geo.Ho, geo.Wo)
+            if not (need_input or need_offset):
+                continue
+            if mask is not None:
+                grad_columns.mul_(mask_part)
+            grad_image, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
+                grad_columns.view(b * geo.G, geo.Cin // geo.G, geo.K * geo.Ho, geo.Wo), image, grid,
+                0, 0, True, [need_input, need_offset])  # bilinear, zeros, align_corners
+            if need_input:
+                grad_input[part] = grad_image.view(b, geo.Cin, *image.shape[-2:])[..., :geo.H, :geo.W]
+            if need_offset:
+                geo.offset_gradient(grad_grid, out=grad_offset[part])
+        grad_bias = grad_out.sum((0, 3)).reshape(geo.Cout) if need_bias and ctx.has_bias else None
+        if grad_weight is not None:
+            grad_weight = grad_weight.view_as(weight)
+        return grad_input, grad_offset, grad_weight, grad_bias, grad_mask, None, None, None
 
 
 class ModulatedDeformConv2d(nn.Module):

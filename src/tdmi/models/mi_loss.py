@@ -1,0 +1,293 @@
+"""The mutual-information objective of TDMI (paper section 3.4, eq. 7-13), as four separately logged terms.
+
+Paper eq. 13:  L_MI = I(Mu; Mn) - I(M; Mu) + I(Mu; y | F~) + I(F; y | F~),  and  L = L_H + alpha * L_MI  (alpha = 1).
+
+Two formulations (``formulation``), following model-facts.md (d):
+
+``"vsd"`` (default): bounded Variational Self-Distillation terms. Every term is >= 0 and minimised, so no term
+carries a negative weight. Distributions are spatial softmaxes over the N = h*w pixels of one heatmap channel
+(b, j) at temperature T (0.05: at a sigma-3 Gaussian 99.93% of the mass lies within 3 px of the peak). Students
+use the epsilon-floor ``log q^ = logaddexp(log(1-eps) + log_softmax(s/T), log(eps/N))``, which keeps every KL in
+[0, log(N/eps)] (18.05 nats at 96x72, eps=1e-4); teachers are detached softmaxes, with ``xlogy`` so 0*log 0 = 0.
+
+=====================  ===========================================  ==================================================
+paper term (eq. 13)    our term (key)                               why this form
+=====================  ===========================================  ==================================================
++ I(Mu; Mn)  (eq. 7)   L1 = mean_bj BC(q_Mu, q_Mn)                  True I(Mu;Mn) is degenerate: both are positive
+                       ``mi_useful_noisy``, in [0, 1]               channel rescalings of the same M. The Bhattacharyya
+                                                                    overlap of their predictions is a scale-sensitive
+                                                                    surrogate: Mn must not predict what Mu predicts.
+- I(M; Mu)  (eq. 8-9)  L2 = mean_bj w KL(sg q_M || q^_Mu)           max I(M;Mu) = H(Mu) is infinite; the intent "Mu
+                       ``mi_motion_useful``, in [0, log(N/eps)]     keeps M's task content" is VSD sufficiency
+                                                                    min I(M; y | Mu), exact since Mu = f(M).
++ I(Mu; y | F~)        L3 = mean_bj w m3 KL(sg q_Mu || q^_H)        eq. 11's I(X;y) - I(X;F~) drops I(X;F~|y), which is
+  (eq. 10-11)          ``mi_useful_label``, in [0, log(N/eps)]      large because F~ is computed from Mu; VSD's
+                                                                    E KL(p(y|X) || p(y|F~)) bounds the conditional MI
+                                                                    instead.
++ I(F; y | F~)         L4 = mean_bj w m4 KL(sg q_F || q^_H)         as L3, with the frozen HRNet head on F (the static
+  (eq. 12)             ``mi_visual_label``, in [0, log(N/eps)]      image prediction) as the calibrated teacher.
+=====================  ===========================================  ==================================================
+
+- q_M, q_Mu, q_Mn = softmax(h_m(.)/T): ``h_m`` is an auxiliary motion head (conv C -> J) owned by this objective.
+  It is trained only by ``L_aux = MSE(h_m(sg M), G) + MSE(h_m(sg Mu), G)`` (target-weighted); inside the MI terms it
+  is applied as a functional conv on detached weights, so "training the estimator" stays separate from "shaping
+  the representation" (as VSD trains its classifier with cross-entropy only).
+- q_H = softmax(H/T) of the model's heatmaps; q_F = softmax(h_hr(F)/T) with h_hr the frozen backbone
+  ``final_layer``, supplied by the model as ``static_heatmaps`` and always detached here.
+- w: joint target weights. m3, m4 (``gate_distillation``): detached gates 1[CE(p_y, q^_teacher) < CE(p_y, q^_H)]
+  with p_y = softmax(G/T): distil only where the teacher is better than the fused prediction, which is where the
+  conditional MI can be positive, and so a diffuse teacher cannot blur H. ``gate_distillation=False`` gives the
+  paper-literal VSD use (m = 1).
+- Output: ``total = alpha * (1/N) * (L1 + L2 + L3 + L4) + L_aux``. The 1/N puts the terms on the per-pixel scale of
+  FAMI/TDMI's 'mean' reduction and of the pixel-mean MSE, so the paper's alpha = 1 keeps its meaning.
+
+``"fami"``: the literal FAMI-Pose estimators that TDMI most likely reused (kept for ablation, not recommended):
+``L_MI = ff(Mu, Mn) - ff(M, Mu) + [fl(Mu, H) - ff(Mu, F~)] + [fl(F, H) - ff(F, F~)]``. Both estimators are
+``kl_div(input=softmax(teacher.detach()/T), target=softmax(student/T), reduction='mean')``, i.e. the mean over all
+elements of ``q log q - q p`` (q student, p teacher): probabilities where kl_div expects log-probabilities, so the
+value is negative and not a KL. ``ff`` softmaxes each feature channel over space; ``fl`` applies a head to its
+first argument. One deviation: FAMI's fl applies the frozen HRNet ``final_layer`` to motion features too; this
+objective does not own the backbone, so fl(Mu, H) uses the motion head h_m (detached weights), and fl(F, H) uses
+``static_heatmaps`` (= final_layer(F), as in FAMI). Each returned term carries its eq.-13 sign, so
+``total = alpha * (sum of terms) + L_aux`` (no 1/N: 'mean' already divides by N).
+
+Missing parts of the model: ``noisy = None`` (RDM disabled) makes ``mi_useful_noisy`` 0. ``useful = None`` as well
+makes ``mi_motion_useful`` 0 and uses M in place of Mu as the motion teacher in term 3 (and in L_aux).
+
+All arithmetic is float32 (fp16/bf16 inputs are upcast before the softmaxes and reductions); every op is
+log_softmax, logsumexp or logaddexp, so the terms are finite for any finite logits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tdmi.models.losses import JointsMSELoss
+
+if TYPE_CHECKING:
+    from tdmi.config import ModelConfig
+
+FORMULATIONS = ("vsd", "fami")
+TERM_NAMES = ("mi_useful_noisy", "mi_motion_useful", "mi_useful_label", "mi_visual_label")
+
+
+class MIInputs(Protocol):
+    """What the objective reads from the model output (``TDMIOutput`` or any object with these attributes).
+
+    All spatial sizes equal the heatmap size [h, w]; C is the TDE width, J the number of joints.
+    """
+
+    heatmaps: Tensor
+    """H = head(F~), ``[B, J, h, w]``."""
+    motion: Tensor
+    """M, ``[B, C, h, w]``."""
+    useful: Tensor | None
+    """Mu, ``[B, C, h, w]``; None when the model has no RDM."""
+    noisy: Tensor | None
+    """Mn, ``[B, C, h, w]``; None when the RDM is disabled."""
+    visual: Tensor
+    """F = key-frame stage-4 feature, ``[B, C, h, w]`` (read by the ``fami`` formulation only)."""
+    fused: Tensor
+    """F~, ``[B, C, h, w]`` (read by the ``fami`` formulation only)."""
+    static_heatmaps: Tensor
+    """h_hr(F) = frozen backbone final_layer applied to F, ``[B, J, h, w]``."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Distribution helpers. A "map" is one channel [h, w] of one sample; distributions are over its N = h*w pixels.
+
+
+def spatial_log_softmax(logits: Tensor, temperature: float) -> Tensor:
+    """``[B, K, h, w]`` -> float32 log-probabilities ``[B, K, N]``, a softmax over the pixels of each map at T."""
+    return torch.log_softmax(logits.flatten(2).float() / temperature, dim=-1)
+
+
+def floor_log_probs(log_probs: Tensor, epsilon: float) -> Tensor:
+    """Log of ``(1 - eps) q + eps / N`` from ``log q`` ``[..., N]``; >= log(eps/N) everywhere, so KL <= log(N/eps)."""
+    num_pixels = log_probs.shape[-1]
+    floor = torch.full((), math.log(epsilon / num_pixels), dtype=log_probs.dtype, device=log_probs.device)
+    return torch.logaddexp(log_probs + math.log1p(-epsilon), floor)
+
+
+def kl_divergence(teacher_log_probs: Tensor, student_log_probs: Tensor) -> Tensor:
+    """``KL(p || q)`` per map, ``[..., N] -> [...]``; p = exp(teacher) (0 log 0 = 0 via xlogy), q the student."""
+    p = teacher_log_probs.exp()
+    return (torch.xlogy(p, p) - p * student_log_probs).sum(-1)
+
+
+def bhattacharyya(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """``sum_n sqrt(p_n q_n)`` per map in [0, 1], ``[..., N] -> [...]``, via logsumexp (no underflow to 0/0)."""
+    return torch.logsumexp(0.5 * (log_p + log_q), dim=-1).exp()
+
+
+def cross_entropy(target_probs: Tensor, log_probs: Tensor) -> Tensor:
+    """``-sum_n p_n log q_n`` per map, ``[..., N] -> [...]``."""
+    return -(target_probs * log_probs).sum(-1)
+
+
+def teacher_gate(label_probs: Tensor, teacher_log_probs: Tensor, student_log_probs: Tensor) -> Tensor:
+    """Detached 0/1 gate ``[...]``: 1 where the teacher explains the label better (lower CE) than the student.
+
+    Pass floored log-probabilities on both sides so the comparison is finite and fair.
+    """
+    with torch.no_grad():
+        return (cross_entropy(label_probs, teacher_log_probs) < cross_entropy(label_probs, student_log_probs)).float()
+
+
+def fami_divergence(teacher_logits: Tensor, student_logits: Tensor, temperature: float) -> Tensor:
+    """FAMI-Pose's estimator: ``mean over [B, K, N] of (q log q - q p)``, p = softmax(sg teacher/T), q = softmax(student/T).
+
+    This is what ``kl_div(input=p, target=q, reduction='mean')`` evaluates when given probabilities as ``input``.
+    Maps are ``[B, K, h, w]`` (K = C feature channels or J heatmaps); channel k of teacher pairs with channel k of
+    the student.
+    """
+    p = spatial_log_softmax(teacher_logits.detach(), temperature).exp()
+    q = spatial_log_softmax(student_logits, temperature).exp()
+    return (torch.xlogy(q, q) - q * p).mean()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class MIObjective(nn.Module):
+    """The MI part of the TDMI loss; ``forward`` returns the four terms, ``aux`` and ``total`` (see module doc).
+
+    Args:
+        channels: C, the width of M, Mu, Mn (the motion head's input).
+        num_joints: J, heatmap channels.
+        alpha: weight of L_MI (paper: 1).
+        formulation: ``"vsd"`` (bounded, default) or ``"fami"`` (literal FAMI-Pose estimators).
+        temperature: T of the spatial softmaxes (FAMI's 0.05).
+        epsilon: floor mixed into student distributions (``vsd`` only); every KL is <= log(N / epsilon).
+        gate_distillation: gate terms 3 and 4 to joints where the teacher beats H (``vsd`` only).
+        motion_head_kernel: kernel of the auxiliary motion head h_m (1 or 3; odd).
+    """
+
+    def __init__(self, channels: int, num_joints: int, alpha: float = 1.0, formulation: str = "vsd",
+                 temperature: float = 0.05, epsilon: float = 1e-4, gate_distillation: bool = True,
+                 motion_head_kernel: int = 1):
+        super().__init__()
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0 < epsilon < 1:
+            raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
+        if motion_head_kernel < 1 or motion_head_kernel % 2 == 0:
+            raise ValueError(f"motion_head_kernel must be odd and >= 1, got {motion_head_kernel}")
+        self.alpha = float(alpha)
+        self.formulation = formulation
+        self.temperature = float(temperature)
+        self.epsilon = float(epsilon)
+        self.gate_distillation = bool(gate_distillation)
+        self.motion_head = nn.Conv2d(channels, num_joints, motion_head_kernel, padding=motion_head_kernel // 2)
+        # HRNet/FAMI init for new convs (model-facts.md (a)): small weights, so h_m starts near-uniform
+        nn.init.normal_(self.motion_head.weight, std=0.001)
+        nn.init.zeros_(self.motion_head.bias)
+        self.heatmap_loss = JointsMSELoss(factor=1.0)
+
+    @classmethod
+    def from_config(cls, model_cfg: ModelConfig) -> MIObjective:
+        """Build from ``ExperimentConfig.model`` (uses ``tde.channels``, ``num_joints`` and ``mi.*``)."""
+        mi = model_cfg.mi
+        return cls(channels=model_cfg.tde.channels, num_joints=model_cfg.num_joints, alpha=mi.alpha,
+                   formulation=mi.formulation, temperature=mi.temperature, epsilon=mi.epsilon,
+                   gate_distillation=mi.gate_distillation)
+
+    def motion_logits(self, features: Tensor) -> Tensor:
+        """h_m with detached weights, float32: ``[B, C, h, w] -> [B, J, h, w]``; gradients reach only ``features``."""
+        head = self.motion_head
+        return F.conv2d(features.float(), head.weight.detach().float(), head.bias.detach().float(),
+                        padding=head.padding)
+
+    def forward(self, output: MIInputs, target_heatmaps: Tensor, target_weight: Tensor) -> dict[str, Tensor]:
+        """Compute the MI terms.
+
+        Args:
+            output: model output with the attributes of :class:`MIInputs`.
+            target_heatmaps: G, ``[B, J, h, w]``.
+            target_weight: ``[B, J]`` (or ``[B, J, 1]``), joint visibility weights.
+
+        Returns:
+            float32 scalars: the four terms (keys ``TERM_NAMES``), ``aux`` (the motion head's L_aux) and ``total``
+            (the quantity to add to L_H).
+        """
+        heatmaps, motion = output.heatmaps, output.motion
+        B, J, h, w = heatmaps.shape
+        if target_heatmaps.shape != heatmaps.shape:
+            raise ValueError(f"target heatmaps {tuple(target_heatmaps.shape)} != heatmaps {tuple(heatmaps.shape)}")
+        for name in ("motion", "useful", "noisy"):
+            feature = getattr(output, name)
+            if feature is not None and (feature.shape[0] != B or feature.shape[1] != self.motion_head.in_channels
+                                        or feature.shape[-2:] != (h, w)):
+                raise ValueError(f"output.{name} has shape {tuple(feature.shape)}; the MI objective needs "
+                                 f"[{B}, {self.motion_head.in_channels}, {h}, {w}] (C channels at heatmap size)")
+        weight = target_weight.reshape(B, J).float().detach()
+
+        useful = output.useful if output.useful is not None else motion
+        aux = (self.heatmap_loss(self.motion_head(motion.detach().to(self.motion_head.weight.dtype)),
+                                 target_heatmaps, weight))
+        if output.useful is not None:
+            aux = aux + self.heatmap_loss(self.motion_head(useful.detach().to(self.motion_head.weight.dtype)),
+                                          target_heatmaps, weight)
+
+        if self.formulation == "vsd":
+            terms = self._vsd_terms(output, useful, target_heatmaps, weight)
+            scale = 1.0 / (h * w)
+        else:
+            terms = self._fami_terms(output, useful)
+            scale = 1.0
+        result = dict(zip(TERM_NAMES, terms))
+        result["aux"] = aux
+        result["total"] = self.alpha * scale * sum(terms) + aux
+        return result
+
+    def _vsd_terms(self, output: MIInputs, useful: Tensor, target_heatmaps: Tensor,
+                   weight: Tensor) -> list[Tensor]:
+        T, eps = self.temperature, self.epsilon
+        zero = output.heatmaps.new_zeros((), dtype=torch.float32)
+        useful_log_probs = spatial_log_softmax(self.motion_logits(useful), T)  # [B, J, N], grads -> Mu
+        heatmap_student = floor_log_probs(spatial_log_softmax(output.heatmaps, T), eps)
+        useful_teacher = useful_log_probs.detach()
+        visual_teacher = spatial_log_softmax(output.static_heatmaps.detach(), T)
+
+        if output.noisy is not None and output.useful is not None:
+            noisy_log_probs = spatial_log_softmax(self.motion_logits(output.noisy), T)
+            useful_noisy = bhattacharyya(useful_log_probs, noisy_log_probs).mean()
+        else:
+            useful_noisy = zero
+
+        if output.useful is not None:
+            with torch.no_grad():
+                motion_teacher = spatial_log_softmax(self.motion_logits(output.motion), T)
+            motion_useful = (weight * kl_divergence(motion_teacher, floor_log_probs(useful_log_probs, eps))).mean()
+        else:
+            motion_useful = zero
+
+        useful_gate = visual_gate = torch.ones_like(weight)
+        if self.gate_distillation:
+            label_probs = spatial_log_softmax(target_heatmaps.detach(), T).exp()
+            student = heatmap_student.detach()
+            useful_gate = teacher_gate(label_probs, floor_log_probs(useful_teacher, eps), student)
+            visual_gate = teacher_gate(label_probs, floor_log_probs(visual_teacher, eps), student)
+        useful_label = (weight * useful_gate * kl_divergence(useful_teacher, heatmap_student)).mean()
+        visual_label = (weight * visual_gate * kl_divergence(visual_teacher, heatmap_student)).mean()
+        return [useful_noisy, motion_useful, useful_label, visual_label]
+
+    def _fami_terms(self, output: MIInputs, useful: Tensor) -> list[Tensor]:
+        T = self.temperature
+        zero = output.heatmaps.new_zeros((), dtype=torch.float32)
+        has_useful = output.useful is not None
+        useful_noisy = (fami_divergence(useful, output.noisy, T)
+                        if output.noisy is not None and has_useful else zero)
+        motion_useful = -fami_divergence(output.motion, useful, T) if has_useful else zero
+        useful_label = (fami_divergence(self.motion_logits(useful), output.heatmaps, T)
+                        - fami_divergence(useful, output.fused, T))
+        visual_label = (fami_divergence(output.static_heatmaps, output.heatmaps, T)
+                        - fami_divergence(output.visual, output.fused, T))
+        return [useful_noisy, motion_useful, useful_label, visual_label]

@@ -1,0 +1,249 @@
+"""Person detectors: box files of every supported layout, the HOG detector (NumPy port and OpenCV), selection."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tdmi.errors import CommandError, DataFormatError
+from tdmi.inference import detectors
+from tdmi.inference.boxes import iou_matrix
+from tdmi.inference.detectors import (BoxFileDetector, HOGPeopleDetector, hog_window_descriptor, make_detector,
+                                      write_boxes_file)
+from tdmi.inference.sources import open_source
+
+DATA = Path(__file__).parent / "data"
+FRAME = np.zeros((48, 64, 3), np.uint8)
+
+
+def _reference_window() -> np.ndarray:
+    """The window whose OpenCV 4.10 HOG descriptor is stored in ``data/hog_opencv410_window.npy``."""
+    y, x = np.mgrid[0:128, 0:64]
+    rng = np.random.default_rng(0)
+    base = 128 + 90 * np.sin(x / 5.0 + y / 9.0)[..., None] * np.array([1.0, 0.6, -0.8])
+    return np.clip(base + rng.normal(0, 25, (128, 64, 3)), 0, 255).astype(np.uint8)
+
+
+def _write_json(path: Path, data) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------- HOG
+
+
+def test_numpy_hog_descriptor_matches_opencv_410():
+    reference = np.load(DATA / "hog_opencv410_window.npy")
+    ours = hog_window_descriptor(_reference_window())
+    assert ours.shape == reference.shape == (3780,)
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+@pytest.mark.skipif(not hasattr(cv2, "HOGDescriptor"), reason="this OpenCV has no HOGDescriptor (OpenCV 5)")
+def test_numpy_hog_descriptor_matches_installed_opencv():
+    rng = np.random.default_rng(3)
+    window = cv2.GaussianBlur(rng.integers(0, 256, (128, 64, 3), dtype=np.uint8), (5, 5), 1.5)
+    np.testing.assert_allclose(hog_window_descriptor(window), cv2.HOGDescriptor().compute(window).ravel(),
+                               atol=1e-4)
+
+
+def test_hog_finds_nobody_in_flat_or_smooth_images():
+    detector = HOGPeopleDetector(backend="numpy")
+    flat = np.full((240, 320, 3), 90, np.uint8)
+    ramp = np.repeat(np.linspace(0, 255, 320, dtype=np.uint8)[None, :, None], 240, axis=0).repeat(3, axis=2)
+    for image in (flat, ramp):
+        boxes, scores = detector.detect(image)
+        assert boxes.shape == (0, 4) and scores.shape == (0,)
+    tiny = np.zeros((50, 30, 3), np.uint8)  # smaller than one detection window
+    assert detector.detect(tiny).boxes.shape == (0, 4)
+
+
+def test_hog_finds_people_in_the_street_video(video_dir):
+    detector = HOGPeopleDetector(backend="numpy")
+    per_frame = []
+    with open_source(video_dir / "vtest.avi") as source:
+        for frame in source:
+            per_frame.append(detector.detect(frame.image))
+            if frame.index >= 4:  # five frames, to stay fast
+                break
+    height, width = 576, 768
+    for boxes, scores in per_frame:
+        assert len(boxes) >= 2  # the street has 5-10 walkers in these frames; HOG is weak but sees some
+        assert boxes.dtype == np.float32 and scores.dtype == np.float32
+        assert ((scores > 0) & (scores < 1)).all()
+        assert (boxes[:, 0] > -20).all() and (boxes[:, 0] + boxes[:, 2] < width + 20).all()
+        assert (boxes[:, 1] > -20).all() and (boxes[:, 1] + boxes[:, 3] < height + 20).all()
+        # Upright walkers: taller than wide, 60-400 px tall in a 576 px frame.
+        assert (boxes[:, 3] > boxes[:, 2]).all() and (boxes[:, 3] > 60).all() and (boxes[:, 3] < 400).all()
+    # People move little from one frame to the next: most detections reappear where they were, once each
+    # (no nested duplicates of one person at two pyramid scales).
+    for (a, _), (b, _) in zip(per_frame, per_frame[1:]):
+        assert (iou_matrix(a, b).max(axis=1) > 0.5).mean() >= 0.6
+    for boxes, _ in per_frame:
+        overlap = iou_matrix(boxes, boxes) - np.eye(len(boxes))
+        assert overlap.max() < 0.4
+
+
+@pytest.mark.skipif(not hasattr(cv2, "HOGDescriptor"), reason="this OpenCV has no HOGDescriptor (OpenCV 5)")
+def test_opencv_and_numpy_backends_agree(video_dir):
+    with open_source(video_dir / "vtest.avi") as source:
+        image = next(iter(source)).image
+    a = HOGPeopleDetector(backend="numpy").detect(image)
+    b = HOGPeopleDetector(backend="opencv").detect(image)
+    assert len(a.boxes) and len(b.boxes)
+    assert (iou_matrix(b.boxes, a.boxes).max(axis=1) > 0.5).mean() >= 0.6
+
+
+# ------------------------------------------------------------------------------------------------------ box files
+
+
+def test_coco_results_by_frame_index_with_category_and_score_filter(tmp_path):
+    path = _write_json(tmp_path / "dets.json", [
+        {"image_id": 0, "bbox": [1, 2, 30, 60], "score": 0.9, "category_id": 1},
+        {"image_id": 0, "bbox": [5, 5, 10, 10], "score": 0.9, "category_id": 3},  # a car: ignored
+        {"image_id": 2, "bbox": [10, 20, 30, 60], "score": 0.1, "category_id": 1},
+        {"image_id": 2, "bbox": [11, 21, 31, 61], "score": 0.5, "category_id": 1},
+    ])
+    detector = BoxFileDetector(path, score_threshold=0.2)
+    boxes, scores = detector.detect(FRAME, frame_index=0, frame_name="000000")
+    np.testing.assert_allclose(boxes, [[1, 2, 30, 60]])
+    np.testing.assert_allclose(scores, [0.9])
+    assert detector.detect(FRAME, frame_index=1).boxes.shape == (0, 4)
+    np.testing.assert_allclose(detector.detect(FRAME, frame_index=2).boxes, [[11, 21, 31, 61]])
+    assert (detector.frames_seen, detector.frames_matched) == (3, 2)
+
+
+def test_posewarper_list_with_several_sequences_needs_a_sequence(tmp_path):
+    path = _write_json(tmp_path / "val_boxes.json", [
+        {"image_name": "images/val/003418_mpii_test/000000.jpg", "bbox": [1, 1, 10, 20], "score": 0.8,
+         "category_id": 1, "nframes": 10, "frame_id": 10034180000},
+        {"image_name": "images/val/009473_mpii_test/000000.jpg", "bbox": [2, 2, 10, 20], "score": 0.7,
+         "category_id": 1, "nframes": 10, "frame_id": 10094730000},
+    ])
+    detector = BoxFileDetector(path)
+    assert detector.sequences == ["003418_mpii_test", "009473_mpii_test"]
+    with pytest.raises(CommandError, match="2 sequences"):
+        detector.detect(FRAME, 0, "000000.jpg")
+    detector.select_sequence("009473_mpii_test")
+    np.testing.assert_allclose(detector.detect(FRAME, 0, "000000.jpg").boxes, [[2, 2, 10, 20]])
+    with pytest.raises(CommandError, match="no boxes for sequence 'street'"):
+        detector.select_sequence("street")
+
+
+def test_real_posetrack_detections_are_keyed_by_sequence_and_frame(posetrack18_sample):
+    path = posetrack18_sample / "annotations" / "test_posetrack18_human_detections.json"
+    records = json.loads(path.read_text())
+    detector = BoxFileDetector(path)
+    assert detector.sequences == ["003418", "009473", "012834"]
+    detector.select_sequence("012834_mpii_test")
+    boxes, scores = detector.detect(FRAME, 0, "000000.jpg")
+    expected = [r for r in records if r["image_id"] == 10128340000 and r["category_id"] == 1]
+    assert len(boxes) == len(expected) > 0
+    np.testing.assert_allclose(boxes[0], expected[0]["bbox"], rtol=1e-6)
+    np.testing.assert_allclose(scores, [r["score"] for r in expected], rtol=1e-6)
+
+
+def test_posetrack_style_file_maps_image_ids_to_file_names(tmp_path):
+    path = _write_json(tmp_path / "seq.json", {
+        "images": [{"id": 7, "file_name": "images/val/seq/000003.jpg"}],
+        "annotations": [{"image_id": 7, "bbox": [4, 5, 6, 7], "track_id": 0, "category_id": 1}],
+    })
+    detector = BoxFileDetector(path)
+    boxes, scores = detector.detect(FRAME, 3, "000003.jpg")
+    np.testing.assert_allclose(boxes, [[4, 5, 6, 7]])
+    np.testing.assert_allclose(scores, [1.0])  # ground-truth boxes score 1
+
+
+def test_tdmi_boxes_round_trip_is_atomic(tmp_path):
+    frames = [(0, "000000", np.array([[1, 2, 3, 4]], np.float32), np.array([0.5])),
+              (1, "000001", np.zeros((0, 4), np.float32), np.zeros(0)),
+              (2, "000002", np.array([[5, 6, 7, 8], [9, 10, 11, 12]], np.float32), np.array([0.9, 0.8]))]
+    out = tmp_path / "out" / "boxes.json"
+    write_boxes_file(out, frames, source="street.mp4")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["boxes.json"]
+    detector = BoxFileDetector(out)
+    for index, name, boxes, scores in frames:
+        got = detector.detect(FRAME, index, name)
+        np.testing.assert_allclose(got.boxes, boxes.reshape(-1, 4))
+        np.testing.assert_allclose(got.scores, scores, atol=1e-4)
+    assert detector.frames_matched == 3  # the empty frame is known, not missing
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"),
+    ('{"something": 1}', "not a box file"),
+    ('[{"image_id": 0, "bbox": [1, 2, 3]}]', r"\[0\]: bbox must be \[x, y, w, h\]"),
+    ('[{"image_id": 0, "bbox": [1, 2, 3, "a"]}]', "must be numbers"),
+    ('[{"image_id": 0, "bbox": [1, 2, 3, NaN]}]', "non-finite"),
+    ('[{"bbox": [1, 2, 3, 4]}]', "needs 'image_name' or an integer 'image_id'"),
+    ('[7]', "expected an object with 'bbox'"),
+])
+def test_malformed_box_files_name_file_and_problem(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(DataFormatError, match=message) as err:
+        BoxFileDetector(path)
+    assert "bad.json" in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------------ selection
+
+
+def test_make_detector_choices(tmp_path, monkeypatch):
+    monkeypatch.setattr(detectors, "torchvision_weights_path", lambda name: None)
+    boxes = _write_json(tmp_path / "b.json", [{"image_id": 0, "bbox": [0, 0, 5, 5], "score": 1.0}])
+    detector, text = make_detector(None, str(boxes))
+    assert isinstance(detector, BoxFileDetector) and "b.json" in text
+    detector, text = make_detector(None, None)
+    assert isinstance(detector, HOGPeopleDetector) and "weak" in text and "no torchvision" in text
+    assert isinstance(make_detector("hog", None)[0], HOGPeopleDetector)
+    with pytest.raises(CommandError, match="either a boxes file or a detector"):
+        make_detector("hog", str(boxes))
+    with pytest.raises(CommandError, match="unknown detector 'yolo'; choose one of: auto, hog"):
+        make_detector("yolo", None)
+    with pytest.raises(CommandError, match="never downloads"):
+        make_detector("fasterrcnn_resnet50_fpn_v2", None)
+
+
+def test_torchvision_detector_used_only_with_local_weights(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    # A stand-in torchvision: the real one is not a dependency. It checks that we look for the weights file in
+    # the hub cache, load it with weights_only, and keep only confident "person" boxes as xywh.
+    fake = types.ModuleType("torchvision")
+    fake_models = types.ModuleType("torchvision.models")
+
+    class TinyDetector(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, images):
+            return [{"boxes": torch.tensor([[10.0, 20.0, 50.0, 120.0], [0.0, 0.0, 5.0, 5.0], [1.0, 1.0, 9.0, 9.0]]),
+                     "labels": torch.tensor([1, 3, 1]), "scores": torch.tensor([0.9, 0.99, 0.2]) + self.bias}]
+
+    weights = types.SimpleNamespace(DEFAULT=types.SimpleNamespace(url="https://example.invalid/tiny-123.pth"))
+    fake_models.get_model_weights = lambda name: weights
+    fake_models.get_model = lambda name, weights=None, weights_backbone=None: TinyDetector()
+    fake.models = fake_models
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
+    monkeypatch.setitem(sys.modules, "torchvision.models", fake_models)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+
+    assert detectors.torchvision_weights_path("fasterrcnn_resnet50_fpn_v2") is None  # not cached: not used
+    assert isinstance(make_detector(None, None)[0], HOGPeopleDetector)
+
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(TinyDetector().state_dict(), cache / "tiny-123.pth")
+    detector, text = make_detector(None, None)
+    assert isinstance(detector, detectors.TorchvisionDetector) and "tiny-123.pth" in text
+    boxes, scores = detector.detect(np.zeros((200, 100, 3), np.uint8))
+    np.testing.assert_allclose(boxes, [[10, 20, 40, 100]])
+    np.testing.assert_allclose(scores, [0.9])
