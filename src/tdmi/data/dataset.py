@@ -37,13 +37,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional, Protocol, Sequence
+from typing import Any, Literal, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tdmi.config import AugmentConfig
+from tdmi.config import AugmentConfig, ExperimentConfig
 from tdmi.data.clips import MissingFrames, PaddingRule, clip_files
 from tdmi.data.images import read_image, read_image_size
 from tdmi.data.records import Frame, Person
@@ -55,9 +55,6 @@ from tdmi.data.transforms import (
 )
 from tdmi.errors import CommandError, DataFormatError
 from tdmi.keypoints import POSETRACK17, JointSet
-
-if TYPE_CHECKING:
-    from tdmi.config import ExperimentConfig
 
 Mode = Literal["train", "val", "test"]
 MODES: tuple[str, ...] = ("train", "val", "test")
@@ -116,7 +113,8 @@ class PoseTrackClipDataset(Dataset):
 
     def __init__(
         self, sequences: Sequence[VideoSequence], image_root: str | Path, *, mode: Mode = "train",
-        detections: Optional[PersonBoxes] = None, input_size: Sequence[int] = (288, 384), heatmap_size: Sequence[int] = (72, 96),
+        detections: Optional[PersonBoxes] = None, input_size: Sequence[int] = (288, 384),
+        heatmap_size: Sequence[int] = (72, 96),
         sigma: float = 3.0, delta: int = 2, padding: PaddingRule = "key_frame", missing_frames: MissingFrames = "error",
         causal: bool = False, key_frame_only: bool = False, with_heatmaps: bool = True,
         augment: Optional[AugmentConfig] = None, bbox_enlarge: float = 1.25, joint_set: JointSet = POSETRACK17,
@@ -322,7 +320,7 @@ def collate_clips(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def build_dataset(cfg: "ExperimentConfig", split: Mode, boxes: Optional[str] = None) -> PoseTrackClipDataset:
+def build_dataset(cfg: ExperimentConfig, split: Mode, boxes: Optional[str] = None) -> PoseTrackClipDataset:
     """The dataset of ``split`` as an experiment config describes it.
 
     Paths in ``cfg.data`` are relative to ``cfg.data.root`` unless absolute. Boxes: ``train`` always uses GT; ``val``

@@ -305,7 +305,8 @@ def sample_augmentation(
     scale = scale * float(np.clip(rng.standard_normal() * scale_factor + 1.0, 1.0 - scale_factor, 1.0 + scale_factor))
     rotation = 0.0
     if rng.random() <= rotation_prob:
-        rotation = float(np.clip(rng.standard_normal() * rotation_factor, -2.0 * rotation_factor, 2.0 * rotation_factor))
+        limit = 2.0 * rotation_factor
+        rotation = float(np.clip(rng.standard_normal() * rotation_factor, -limit, limit))
     do_flip = bool(flip and rng.random() <= 0.5)
     return AugmentParams(center=center, scale=scale, rotation=rotation, flip=do_flip, half_body=half_body)
 
