@@ -175,6 +175,9 @@ class DataConfig:
     """Gaussian sigma of the target heatmaps (3 at 96x72, 2 at 64x48)."""
     bbox_enlarge: float = 1.25
     """Box enlargement before cropping (paper: 25%)."""
+    joint_weights: bool = False
+    """Multiply the target weights by DCPose's per-joint weights (elbows/knees 1.2, wrists/ankles 1.5;
+    ``USE_DIFFERENT_JOINTS_WEIGHT``, off in DCPose/FAMI; posetrack-facts.md 1.1)."""
     workers: int = 4
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
