@@ -161,6 +161,10 @@ class TDMI(_ClipModel):
         self.fusion = BlockChain(channels + context_channels, channels, fusion_blocks)
         self.head = nn.Conv2d(channels, num_joints, kernel_size=3, padding=1)
         init_normal_(self.head)
+        # TDMI never trains HRNet's own head: it only gives the MI objective its static teacher p(y | F)
+        # (model-facts.md (d), h_hr), which is detached there. Fixing it also when the backbone is fine-tuned keeps
+        # every trainable parameter on the loss path (DDP refuses parameters that never get a gradient).
+        backbone.final_layer.requires_grad_(False)
 
     def decode(self, stage_features) -> TDMIOutput:
         """StageFeatures of ``[B, T, C_j, h, w]`` (from :meth:`encode`, possibly cached) -> :class:`TDMIOutput`."""
