@@ -313,3 +313,15 @@ def test_tdmi_test_command_errors_are_one_line(synth_root, tmp_path, capsys):
     assert "describes a different model" in err and "model.backbone.width: 6 vs checkpoint 4" in err
     assert main(["test", "--checkpoint", str(tmp_path / "missing"), "--device", "cpu"]) == 2
     assert "checkpoint weights not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("annotations", ["annotations/val", "annotations/test_posetrack18_val.json"])
+def test_oracle_on_real_posetrack18_frames(posetrack18_sample, annotations, tmp_path):
+    # Real 1920x1080 frames whose size comes from the image header; only the key frames exist, so supporting
+    # frames are padded. The merged COCO-style file must score like the per-sequence folder.
+    cfg = tiny_config(posetrack18_sample, "data.dataset=posetrack18", f"data.val_annotations={annotations}",
+                      "data.missing_frames=pad")
+    dataset = build_dataset(cfg, "val")
+    result = engine_test.run_test(OracleModel(dataset), cfg, out_dir=tmp_path, device="cpu", progress=False)
+    assert result.result.num_sequences == 3 and result.num_samples == len(dataset) > 0
+    assert result.table["Mean"] > 95.0, result.result.format_table()

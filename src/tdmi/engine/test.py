@@ -371,7 +371,8 @@ def load_model_for_test(checkpoint: str | Path, cfg: Optional[ExperimentConfig] 
         differing = model_config_differences(to_dict(cfg.model), stored["model"])
         if differing:
             raise CheckpointError(f"{checkpoint}: --config describes a different model than the checkpoint: "
-                                  f"{'; '.join(differing)}. Drop --config to use the checkpoint's own, or fix these keys")
+                                  f"{'; '.join(differing)}. Drop --config to use the checkpoint's own, "
+                                  f"or fix these keys")
     model = build_model(cfg.model)
     model_state = {k: v for k, v in state.items() if not k.startswith(MI_OBJECTIVE_PREFIX)}
     expected = model.state_dict()
@@ -411,6 +412,7 @@ def test_command(args) -> int:
     print(ap.format_table())
     print(f"boxes: {result.boxes}")
     rate = result.num_samples / result.inference_seconds if result.inference_seconds > 0 else math.inf
-    print(f"test: Mean AP {ap.table['Mean']:.1f} (boxes: {result.boxes}) in {result.inference_seconds:.1f} s "
+    boxes_short = "GT boxes" if result.boxes == "GT" else f"{result.num_samples} detected boxes"
+    print(f"test: Mean AP {ap.table['Mean']:.1f} with {boxes_short} in {result.inference_seconds:.1f} s "
           f"({rate:.1f} boxes/s); wrote {result.predictions_dir} and {result.results_file}")
     return 0
