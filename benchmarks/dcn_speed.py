@@ -21,6 +21,8 @@ Prints one table per thread count and writes JSON (default bench-results/dcn_spe
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import os
 import statistics
@@ -35,6 +37,19 @@ import torch.nn.functional as F
 from tdmi.models import deform_conv
 
 BASELINE = "conv2d"
+
+
+def _keep_freed_memory() -> bool:
+    """Ask glibc malloc to keep freed memory instead of returning it to the OS (as jemalloc/tcmalloc, often used
+    with PyTorch on CPU, do anyway). Then large temporaries are not page-faulted in again on every call, which on
+    a VM can cost as much as the conv itself and depends on allocation order. Returns False where it cannot."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        # 1 GiB trim threshold; mmap threshold at glibc's maximum (32 MiB on 64-bit) keeps most chunks on the heap
+        return bool(libc.mallopt(m_trim_threshold, 2**30) and libc.mallopt(m_mmap_threshold, 32 * 2**20))
+    except (OSError, AttributeError):
+        return False
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, torch.Tensor]:
@@ -157,15 +172,19 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, nargs="+", default=[0],
                         help="CPU thread counts to run, one table each (0 = torch's default)")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="glibc only: keep freed memory in the process (no page faults for reused temporaries)")
     parser.add_argument("--json", type=Path, default=Path("bench-results/dcn_speed.json"))
     args = parser.parse_args()
+    if args.keep_freed_memory and not _keep_freed_memory():
+        parser.error("--keep-freed-memory needs glibc's mallopt")
 
     on_cpu = args.device == "cpu"
     tensors = _inputs(args)
     steps = _steps(tensors, args.dilation, args.device)
     default_threads = torch.get_num_threads()
     shape = (f"B={args.batch} C={args.channels}->{args.channels} {args.height}x{args.width} 3x3 dil={args.dilation} "
-             f"G={args.groups} device={args.device}")
+             f"G={args.groups} device={args.device}" + (" malloc=keep-freed" if args.keep_freed_memory else ""))
     runs = []
     for threads in args.threads:
         torch.set_num_threads(threads or default_threads)
@@ -176,7 +195,7 @@ def main() -> None:
         runs.append({"threads": torch.get_num_threads(), "rows": rows})
 
     result = {"shape": shape, "repeats": args.repeats, "torch": torch.__version__, "device": args.device,
-              "cpu_count": os.cpu_count(), "runs": runs}
+              "cpu_count": os.cpu_count(), "keep_freed_memory": args.keep_freed_memory, "runs": runs}
     headline = runs[0]["rows"]["deform_conv2d[torch] fwd+bwd"]
     result["ratio_torch_vs_conv"] = headline["ratio_wall_min"]
     result["ratio_torch_vs_conv_median"] = headline["ratio_wall_median"]

@@ -195,6 +195,23 @@ def test_float32_gradients_match_float64():
         torch.testing.assert_close(a, b.float(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this torch build")
+def test_onednn_contraction_matches_matmul(monkeypatch):
+    """float32 on CPU contracts with oneDNN 1x1 convolutions; they must give the matmul path's results."""
+    case = make_case(B=3, Cin=8, Cout=5, H=6, W=7, G=4, padding=2, dilation=2, dtype=torch.float32, seed=43)
+    calls = []
+    real = torch.mkldnn_convolution
+    monkeypatch.setattr(torch, "mkldnn_convolution", lambda *args: calls.append(1) or real(*args))
+    with_onednn = _outputs_and_grads(case)
+    assert calls, "the float32 CPU case should have used the oneDNN contraction"
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    calls.clear()
+    with_matmul = _outputs_and_grads(case)
+    assert not calls
+    for a, b in zip(with_onednn, with_matmul):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_non_contiguous_inputs():
     """Offsets and masks are usually channel slices of one predictor output; inputs may be channels-last."""
     case = make_case(G=2, seed=29)

@@ -15,21 +15,21 @@ time with :func:`set_backend` / :func:`use_backend`:
 
 - ``torch``: the pure-PyTorch implementation below. Bilinear sampling is ``F.grid_sample(align_corners=True,
   padding_mode='zeros')``, which reproduces the kernels' zero-border rule exactly (including the partial-corner
-  band -1 < y < 0); the sampled columns ``[B, Cin*K, Ho*Wo]`` are contracted with the weight by a matmul. It is a
-  custom autograd function that works on chunks of the batch, so that temporaries stay small enough to be reused
-  rather than page-faulted in again on CPU. Forward keeps the unmasked columns for backward's weight and mask
-  gradients when they fit in ``_SAVE_COLUMNS_BYTES`` (96 MB for one W48 TDMI DCN at batch 8) and backward samples
-  them again otherwise; gradients nobody asked for are skipped.
+  band -1 < y < 0); the sampled columns ``[B, Cin*K, Ho*Wo]`` are contracted with the weight by matmuls, or on
+  CPUs with oneDNN by 1x1 convolutions over channels-last views of the same memory (see :class:`_Contraction`).
+  It is a custom autograd function that works on chunks of the batch, so that temporaries stay small enough to be
+  reused rather than page-faulted in again on CPU. Forward keeps the unmasked columns for backward's weight and
+  mask gradients when they fit in ``_SAVE_COLUMNS_BYTES`` (96 MB for one W48 TDMI DCN at batch 8; larger calls
+  sample them again in backward); gradients nobody asked for are skipped.
 - ``torchvision``: ``torchvision.ops.deform_conv2d`` (same semantics), if torchvision imports and its compiled op
   runs; checked once, lazily, with a tiny call. ``auto`` uses it when it works and the pure path otherwise.
 
 Speed: ``benchmarks/dcn_speed.py`` measures the pure path against a plain 3x3 conv of the same shape. On a
-2-core AMD EPYC (Zen 5) at the TDMI shape its forward+backward costs about 9x the conv, and most of that is
-fixed by the primitives it is built from: ``grid_sampler_2d_backward`` scatters each of the B*Cin*K*Ho*Wo
-gradient values into 4 input pixels one scalar at a time (about 3x the whole conv by itself), grid_sample's
-forward costs about 1x, and the three matmuls run about 2.5x, because MKL's sgemm takes its AVX2 path on AMD
-while oneDNN's conv uses AVX-512 (a oneDNN convolution form of the contraction was no faster once the reorders
-of the large NCHW column tensor to oneDNN's blocked layout were counted).
+2-core AMD EPYC (Zen 5), one thread, at the TDMI shape, forward+backward costs about 7x the conv (forward alone
+about 6x). Most of that is fixed by the primitives: ``grid_sampler_2d_backward`` scatters each of the
+B*Cin*K*Ho*Wo column gradients into 4 input pixels one scalar at a time, which alone takes about 3x the whole conv;
+grid_sample's forward takes about 1x, the three contractions about 1.2x (the conv's own FLOPs), and the offset and
+mask gradients, which the conv does not have, add 72 MB of fresh output per call at batch 8.
 """
 
 from __future__ import annotations
@@ -234,9 +234,76 @@ class _Geometry:
         sampled = torch.grid_sampler(image, grid, 0, 0, True)  # bilinear, zeros, align_corners
         return sampled.view(-1, self.G, self.Cg, self.K * self.P)
 
-    def as_matrix(self, columns: Tensor) -> Tensor:
-        """``[b, G, Cg, K*P]`` -> ``[b, groups, Cin_g*K, P]`` (a view)."""
-        return columns.view(-1, self.groups, self.Cin_g * self.K, self.P)
+
+class _Contraction:
+    """The three products of columns ``[b, Cin*K, P]`` with ``weight.view(Cout, Cin_g*K)`` per conv group.
+
+    Plain matmuls, except for float32 on CPUs with oneDNN and one conv group: there each product runs as a oneDNN
+    1x1 convolution over channels-last views, which oneDNN reads and writes in place (no reorder of the large
+    column tensor) with its AVX-512 kernels, about twice as fast as MKL's sgemm on CPUs where MKL falls back to AVX2
+    (AMD). Per sample, with j = c*K + k:
+
+    - out[o, p] = sum_j W[o, j] cols[j, p]: oneDNN's weight gradient of a 1x1 conv whose source is cols seen as
+      [1, P, Cin*K, 1] channels-last and whose output gradient is W^T seen as [1, Cout, Cin*K, 1].
+    - grad_cols[j, p] = sum_o W[o, j] g[o, p]: a 1x1 conv of W^T seen as [1, Cout, Cin*K, 1] with weight g^T.
+    - grad_W[o, j] = sum_p g[o, p] cols[j, p]: a 1x1 conv of cols seen as [1, P, Cin*K, 1] with weight g.
+    """
+
+    def __init__(self, geo: _Geometry, weight: Tensor):
+        self.geo = geo
+        Og, CK = geo.Cout // geo.groups, geo.Cin_g * geo.K
+        self.weight_groups = weight.reshape(geo.groups, Og, CK)
+        self.onednn = (weight.device.type == "cpu" and weight.dtype == torch.float32 and geo.groups == 1
+                       and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+        if self.onednn:
+            self.weight_t = self.weight_groups[0].t().contiguous()  # [CK, Cout]
+            self.weight_t_nhwc = self.weight_t.view(1, CK, 1, geo.Cout).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def _nhwc(matrix: Tensor) -> Tensor:
+        """[rows, cols] contiguous -> [1, cols, rows, 1] in channels-last strides (a view)."""
+        return matrix.view(1, matrix.shape[0], 1, matrix.shape[1]).permute(0, 3, 1, 2)
+
+    def forward(self, columns: Tensor, out: Tensor) -> None:
+        """columns ``[b, Cin*K, P]`` -> ``out [b, Cout, P]``."""
+        geo = self.geo
+        if not self.onednn:
+            torch.matmul(self.weight_groups, columns.view(-1, geo.groups, geo.Cin_g * geo.K, geo.P),
+                         out=out.view(-1, geo.groups, geo.Cout // geo.groups, geo.P))
+            return
+        # only shapes are read from the weight argument of a weight-gradient call; 1x1 convolutions with
+        # dilation 1 go to a non-oneDNN kernel, and dilation does not change a 1x1 convolution
+        shape_only = columns.new_empty(1).expand(geo.Cout, geo.P, 1, 1)
+        for i in range(columns.shape[0]):
+            out[i] = torch.ops.aten.convolution_backward(
+                self.weight_t_nhwc, self._nhwc(columns[i]), shape_only, None, [1, 1], [0, 0], [2, 2], False,
+                [0, 0], 1, [False, True, False])[1].view(geo.Cout, geo.P)
+
+    def grad_columns(self, grad: Tensor, buffer: Tensor) -> Tensor:
+        """grad ``[b, Cout, P]`` -> ``[b, Cin*K, P]`` (in ``buffer`` on the matmul path)."""
+        geo = self.geo
+        b, CK = grad.shape[0], geo.Cin_g * geo.K
+        if not self.onednn:
+            out = buffer[: b * geo.Cin * geo.K * geo.P].view(b, geo.groups, CK, geo.P)
+            torch.matmul(self.weight_groups.transpose(-1, -2), grad.view(b, geo.groups, -1, geo.P), out=out)
+            return out.view(b, geo.Cin * geo.K, geo.P)
+        per_sample = [torch.mkldnn_convolution(self.weight_t_nhwc, grad[i].t().contiguous().view(geo.P, geo.Cout, 1, 1),
+                                               None, [0, 0], [1, 1], [1, 1], 1).permute(0, 2, 3, 1).view(CK, geo.P)
+                      for i in range(b)]
+        return per_sample[0].unsqueeze(0) if b == 1 else torch.stack(per_sample)
+
+    def grad_weight(self, grad: Tensor, columns: Tensor) -> Tensor:
+        """grad ``[b, Cout, P]``, columns ``[b, Cin*K, P]`` -> ``[groups, Cout/groups, Cin_g*K]`` summed over b."""
+        geo = self.geo
+        if not self.onednn:
+            return torch.matmul(grad.view(-1, geo.groups, geo.Cout // geo.groups, geo.P),
+                                columns.view(-1, geo.groups, geo.Cin_g * geo.K, geo.P).transpose(-1, -2)).sum(0)
+        total = None
+        for i in range(grad.shape[0]):
+            part = torch.mkldnn_convolution(self._nhwc(columns[i]), grad[i].view(geo.Cout, geo.P, 1, 1), None,
+                                            [0, 0], [1, 1], [1, 1], 1)  # [1, Cout, CK, 1] channels-last
+            total = part if total is None else total.add_(part)
+        return total.reshape(1, geo.Cout, geo.Cin_g * geo.K)  # logical order; the strides are channels-last
 
 
 class _DeformConv2dFunction(torch.autograd.Function):
@@ -244,8 +311,7 @@ class _DeformConv2dFunction(torch.autograd.Function):
     def forward(ctx, input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor | None,
                 stride, padding, dilation) -> Tensor:
         geo = _Geometry(input, offset, weight, stride, padding, dilation)
-        Og = geo.Cout // geo.groups
-        weight_groups = weight.reshape(geo.groups, Og, geo.Cin_g * geo.K)
+        contraction = _Contraction(geo, weight)
         # backward needs the unmasked samples only for the weight and mask gradients; keeping them saves one
         # grid_sample per chunk there, at the cost of holding them (96 MB for a W48 TDMI DCN at batch 8)
         need_weight, need_mask = ctx.needs_input_grad[2], mask is not None and ctx.needs_input_grad[4]
@@ -265,7 +331,7 @@ class _DeformConv2dFunction(torch.autograd.Function):
                     columns = torch.mul(columns, mask_part, out=masked_buffer[: columns.numel()].view_as(columns))
                 else:
                     columns.mul_(mask_part)
-            torch.matmul(weight_groups, geo.as_matrix(columns), out=out[part].view(b, geo.groups, Og, geo.P))
+            contraction.forward(columns.view(b, geo.Cin * geo.K, geo.P), out[part])
             del columns
         if bias is not None:
             out.add_(bias.view(1, geo.Cout, 1))
@@ -284,20 +350,21 @@ class _DeformConv2dFunction(torch.autograd.Function):
         need_mask = need_mask and mask is not None
         geo = _Geometry(input, offset, weight, *ctx.geometry_args)
         G, Cg, KP = geo.G, geo.Cg, geo.K * geo.P
-        Og, CK = geo.Cout // geo.groups, geo.Cin_g * geo.K
-        weight_groups = weight.reshape(geo.groups, Og, CK)
-        grad_out = grad_out.reshape(geo.B, geo.groups, Og, geo.P)
+        contraction = _Contraction(geo, weight)
+        grad_out = grad_out.reshape(geo.B, geo.Cout, geo.P)
         need_sampled = need_weight or need_mask
         need_grad_columns = need_input or need_offset or need_mask
         # every chunk writes its own slice of these, so no zero-fill is needed
         grad_input = torch.empty_like(input, memory_format=torch.contiguous_format) if need_input else None
         grad_offset = torch.empty_like(offset, memory_format=torch.contiguous_format) if need_offset else None
         grad_mask = torch.empty_like(mask, memory_format=torch.contiguous_format) if need_mask else None
-        grad_weight = torch.zeros_like(weight_groups) if need_weight else None
+        grad_weight = torch.zeros_like(contraction.weight_groups) if need_weight else None
         if need_sampled or need_grad_columns:
             grid_buffer = geo.buffer(offset, G * geo.K * geo.P * 2)
-        if need_grad_columns:
+        if need_grad_columns and not contraction.onednn:
             grad_columns_buffer = geo.buffer(input, geo.columns_per_sample)
+        else:
+            grad_columns_buffer = None
         for index, part in enumerate(geo.chunks() if need_sampled or need_grad_columns else ()):
             image, grid = geo.image(input[part]), geo.grid(offset[part], grid_buffer)
             g_out = grad_out[part]
@@ -310,9 +377,7 @@ class _DeformConv2dFunction(torch.autograd.Function):
                 else:
                     sampled = geo.sample(image, grid)
             if need_grad_columns:
-                grad_columns = grad_columns_buffer[: b * geo.columns_per_sample].view(b, geo.groups, CK, geo.P)
-                torch.matmul(weight_groups.transpose(-1, -2), g_out, out=grad_columns)
-                grad_columns = grad_columns.view(b, G, Cg, KP)
+                grad_columns = contraction.grad_columns(g_out, grad_columns_buffer).view(b, G, Cg, KP)
             if need_mask:
                 # the sum over the group's Cg channels, accumulated without a [b, G, Cg, K*P] product temporary
                 grad_mask_part = grad_mask[part].view(b, G, KP)
@@ -322,7 +387,7 @@ class _DeformConv2dFunction(torch.autograd.Function):
             if need_weight:
                 if mask is not None:
                     sampled.mul_(mask_part)  # the masked columns; the unmasked ones are not needed any more
-                grad_weight += torch.matmul(g_out, geo.as_matrix(sampled).transpose(-1, -2)).sum(0)
+                grad_weight += contraction.grad_weight(g_out, sampled.view(b, geo.Cin * geo.K, geo.P))
             del sampled
             if not (need_input or need_offset):
                 continue
@@ -335,7 +400,7 @@ class _DeformConv2dFunction(torch.autograd.Function):
                 grad_input[part] = grad_image.view(b, geo.Cin, *image.shape[-2:])[..., :geo.H, :geo.W]
             if need_offset:
                 geo.offset_gradient(grad_grid, out=grad_offset[part])
-        grad_bias = grad_out.sum((0, 3)).reshape(geo.Cout) if need_bias and ctx.has_bias else None
+        grad_bias = grad_out.sum((0, 2)) if need_bias and ctx.has_bias else None
         if grad_weight is not None:
             grad_weight = grad_weight.view_as(weight)
         return grad_input, grad_offset, grad_weight, grad_bias, grad_mask, None, None, None
