@@ -287,9 +287,11 @@ class _Contraction:
             out = buffer[: b * geo.Cin * geo.K * geo.P].view(b, geo.groups, CK, geo.P)
             torch.matmul(self.weight_groups.transpose(-1, -2), grad.view(b, geo.groups, -1, geo.P), out=out)
             return out.view(b, geo.Cin * geo.K, geo.P)
-        per_sample = [torch.mkldnn_convolution(self.weight_t_nhwc, grad[i].t().contiguous().view(geo.P, geo.Cout, 1, 1),
-                                               None, [0, 0], [1, 1], [1, 1], 1).permute(0, 2, 3, 1).view(CK, geo.P)
-                      for i in range(b)]
+        per_sample = []
+        for i in range(b):
+            grad_t = grad[i].t().contiguous().view(geo.P, geo.Cout, 1, 1)
+            out = torch.mkldnn_convolution(self.weight_t_nhwc, grad_t, None, [0, 0], [1, 1], [1, 1], 1)
+            per_sample.append(out.permute(0, 2, 3, 1).view(CK, geo.P))  # channels-last [1, P, CK, 1] is [CK, P]
         return per_sample[0].unsqueeze(0) if b == 1 else torch.stack(per_sample)
 
     def grad_weight(self, grad: Tensor, columns: Tensor) -> Tensor:
@@ -315,7 +317,8 @@ class _DeformConv2dFunction(torch.autograd.Function):
         # backward needs the unmasked samples only for the weight and mask gradients; keeping them saves one
         # grid_sample per chunk there, at the cost of holding them (96 MB for a W48 TDMI DCN at batch 8)
         need_weight, need_mask = ctx.needs_input_grad[2], mask is not None and ctx.needs_input_grad[4]
-        keep = (need_weight or need_mask) and geo.B * geo.columns_per_sample * input.element_size() <= _SAVE_COLUMNS_BYTES
+        keep = ((need_weight or need_mask)
+                and geo.B * geo.columns_per_sample * input.element_size() <= _SAVE_COLUMNS_BYTES)
         kept = []
         grid_buffer = geo.buffer(offset, geo.G * geo.K * geo.P * 2)
         masked_buffer = geo.buffer(input, geo.columns_per_sample) if keep and mask is not None else None
