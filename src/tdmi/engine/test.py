@@ -36,7 +36,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from tdmi.config import ConfigError, ExperimentConfig, apply_override, config_from_dict, load_config, to_dict
+from tdmi.config import (ConfigError, ExperimentConfig, apply_override, config_from_dict, flatten_dict, load_config,
+                         to_dict)
 from tdmi.data.dataset import Mode, PoseTrackClipDataset, build_dataset, collate_clips
 from tdmi.errors import CheckpointError, CommandError
 from tdmi.evaluation.decode import decode_heatmaps
@@ -304,20 +305,9 @@ def validate_model(model: nn.Module, cfg: ExperimentConfig, epoch: int) -> dict[
 # Checkpoints
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def model_config_differences(given: Mapping[str, Any], stored: Mapping[str, Any]) -> list[str]:
     """``model`` keys whose values differ (``key: given vs stored``), ignoring :data:`TRAINING_ONLY_MODEL_KEYS`."""
-    a, b = _flatten(given), _flatten(stored)
+    a, b = flatten_dict(dict(given)), flatten_dict(dict(stored))
     differing = []
     for key in sorted(set(a) | set(b)):
         if any(key == k or (k.endswith(".") and key.startswith(k)) for k in TRAINING_ONLY_MODEL_KEYS):
