@@ -175,6 +175,8 @@ def _add_infer(sub) -> None:
     p.add_argument("--online", action="store_true", help="causal clips (t-2delta..t) for live use")
     p.add_argument("--mode", choices=["tube", "exact"], default="tube",
                    help="feature sharing: tube (one crop per track window, fast) or exact (paper's per-key-frame crop)")
+    p.add_argument("--window", type=int, default=12,
+                   help="tube mode: key frames sharing one crop box per track (default 12)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.set_defaults(run=_run_infer)
 
