@@ -195,6 +195,7 @@ def _add_demo(sub) -> None:
                 "tdmi demo            # or: tdmi demo --video street.mp4")
     p.add_argument("--video", help="run on this video instead of a synthetic clip")
     p.add_argument("--out", default="tdmi-demo", help="output folder (default tdmi-demo)")
+    p.add_argument("--frames", type=int, default=24, help="frames of the synthetic clip (default 24)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.set_defaults(run=_run_demo)
 

@@ -691,6 +691,7 @@ class InferOutcome:
     people: int
     tracks: int
     notes: list[str] = field(default_factory=list)
+    frames: list[FramePoses] = field(default_factory=list)
 
 
 def _output_stem(spec: str, taken: set[str]) -> str:
@@ -773,7 +774,7 @@ def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detect
     json_path = out_dir / f"{stem}.json"
     atomic_write_json(json_path, poses_document(collected, Path(source.info.name).stem if source.info.kind == "video"
                                                 else source.info.name, source.info.kind, meta))
-    return InferOutcome(json_path, video_path, stats, people, tracks, notes)
+    return InferOutcome(json_path, video_path, stats, people, tracks, notes, collected)
 
 
 def infer_command(args) -> int:
