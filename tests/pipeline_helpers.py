@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 import cv2
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -19,6 +20,15 @@ from tdmi.models.tdmi import build_model
 TINY_MODEL = ("model.input_size=[64, 64]", "model.heatmap_size=[16, 16]", "model.backbone.width=4",
               "model.tde.channels=8", "model.tde.deform_groups=4", "model.tde.blocks_per_stage=[1, 1, 1, 1]",
               "model.fusion_blocks=1")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread: on a busy 2-core machine two OpenMP threads made these runs 20-50x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def tiny_model(delta: int = 2, seed: int = 0) -> tuple[nn.Module, ExperimentConfig]:

@@ -9,18 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline_helpers import frames_with_people, moving_boxes
+from pipeline_helpers import frames_with_people, moving_boxes, one_torch_thread  # noqa: F401 (autouse fixture)
 from tdmi.cli import main
 from tdmi.evaluation.posetrack_ap import evaluate_dirs
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine two OpenMP threads made these runs 20-50x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_demo_writes_poses_video_sheet_and_scores_the_clip(tmp_path, capsys):

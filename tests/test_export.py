@@ -8,19 +8,10 @@ import json
 import pytest
 import torch
 
-from pipeline_helpers import tiny_model
+from pipeline_helpers import one_torch_thread, tiny_model  # noqa: F401 (one_torch_thread: autouse fixture)
 from tdmi.cli import main
 from tdmi.inference.export import OPSET, export_onnx, exportable_copy, functional_deform_conv2d
 from tdmi.models.deform_conv import deform_conv2d, use_backend
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine two OpenMP threads made these runs 20-50x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("groups, offset_groups, stride, padding, dilation, size, with_mask", [

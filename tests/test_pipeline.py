@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import POSETRACK18_SAMPLE, require
+from pipeline_helpers import one_torch_thread  # noqa: F401 (autouse fixture)
 from pipeline_helpers import (EncodeCounter, ListDetector, frames_with_people, moving_boxes, source_frames,
                               tiny_model, write_frames)
 from tdmi.cli import main
@@ -22,15 +23,6 @@ from tdmi.inference.pipeline import (LoadedModel, PipelineOptions, VideoPoseEsti
                                      load_inference_model)
 
 SIZE = (160, 120)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine two OpenMP threads made these runs 20-50x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def run(model, cfg, images, boxes, **options):

@@ -57,13 +57,20 @@ def write_contact_sheet_from_video(video: Path, path: Path, count: int = CONTACT
                                columns=3, tile_width=min(480, frames[0][1].shape[1]))
 
 
-def _print_outcome(outcome: InferOutcome) -> None:
+def _report(outcome: InferOutcome, out: Path) -> None:
+    """Print the run's notes, files and throughput; write the contact sheet from the rendered video."""
+    for note in outcome.notes:
+        print(f"note: {note}", file=sys.stderr)
     s = outcome.stats
     print(f"poses: {outcome.json_path} ({s.frames} frames, {outcome.people} person-frames, {outcome.tracks} tracks)")
     if outcome.video_path is not None:
         print(f"video: {outcome.video_path}")
     print(f"throughput: {s.person_frames_per_second:.1f} person-frames/s for cropping + TDMI ({s.pose_seconds:.2f} s), "
           f"{s.encodes_per_person_frame:.2f} backbone encodes per person-frame; detection {s.detect_seconds:.2f} s")
+    sheet = write_contact_sheet_from_video(outcome.video_path, out / "contact_sheet.png") \
+        if outcome.video_path else None
+    if sheet:
+        print(f"contact sheet: {sheet}")
 
 
 def demo_command(args) -> int:
@@ -88,13 +95,7 @@ def demo_command(args) -> int:
         print(f"detector: {detector_description}")
         outcome = infer_source(args.video, out, loaded, detector, detector_description, options, device,
                                render=True)
-        for note in outcome.notes:
-            print(f"note: {note}", file=sys.stderr)
-        _print_outcome(outcome)
-        sheet = write_contact_sheet_from_video(outcome.video_path, out / "contact_sheet.png") \
-            if outcome.video_path else None
-        if sheet:
-            print(f"contact sheet: {sheet}")
+        _report(outcome, out)
         print(f"demo: {Path(args.video).name}: {outcome.people} person-frames in {outcome.tracks} tracks, no ground "
               f"truth so no mAP{' [RANDOM WEIGHTS]' if loaded.random_init else ''}; wrote {out} in "
               f"{time.perf_counter() - start:.1f} s")
@@ -115,13 +116,7 @@ def demo_command(args) -> int:
     print(f"boxes: {detector_description}")
     outcome = infer_source(str(summary.image_dir / sequence), out, loaded, detector, detector_description, options,
                            device, render=True, output_stem=sequence)
-    for note in outcome.notes:
-        print(f"note: {note}", file=sys.stderr)
-    _print_outcome(outcome)
-    sheet = write_contact_sheet_from_video(outcome.video_path, out / "contact_sheet.png") \
-        if outcome.video_path else None
-    if sheet:
-        print(f"contact sheet: {sheet}")
+    _report(outcome, out)
 
     gt_images = read_json(summary.annotation_dir / f"{sequence}.json")["images"]
     predictions = {(sequence, gt_images[frame.position]["id"]): [p.prediction() for p in frame.people]
