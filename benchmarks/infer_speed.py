@@ -25,7 +25,6 @@ has one); with random weights both modes score ~0 and the comparison says nothin
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time

@@ -6,8 +6,6 @@ import json
 
 import cv2
 import numpy as np
-import pytest
-import torch
 
 from pipeline_helpers import frames_with_people, moving_boxes, one_torch_thread  # noqa: F401 (autouse fixture)
 from tdmi.cli import main

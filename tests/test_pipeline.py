@@ -4,7 +4,6 @@ robustness, and ``tdmi infer`` end to end."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -47,14 +47,13 @@ heatmap maximum x box score (``evaluation.writers.PersonPrediction``).
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple, Optional
+from typing import Callable, Iterable, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -68,6 +67,7 @@ from tdmi.errors import CheckpointError, CommandError, DataFormatError, TdmiErro
 from tdmi.evaluation.decode import decode_heatmaps
 from tdmi.evaluation.writers import POSETRACK18_CATEGORIES, PersonPrediction, posetrack18_annotation
 from tdmi.inference.boxes import MAX_BOXES_PER_FRAME, MIN_BOX_SIDE
+from tdmi.inference.detectors import PersonDetector
 from tdmi.inference.sources import FrameSource, SourceFrame
 from tdmi.inference.tracking import IoUTracker, Track, TrackedFrame, tube_crop_box
 from tdmi.keypoints import POSETRACK17
@@ -78,6 +78,9 @@ MODES = ("tube", "exact", "naive")
 DEFAULT_WINDOW = 12
 """Key frames per tube window. At delta 2: at most (12 + 4) / 12 = 1.33 encodes per person-frame (``benchmarks/
 infer_speed.py`` measures speed and mAP against the window)."""
+
+MAX_NOTES = 10
+"""Warnings of one input kept in its JSON and printed (the rest are counted)."""
 
 DEMO_CHECKPOINT = "tdmi_demo.safetensors"
 """File name of the shipped demo model in ``tdmi/weights`` (trained on SynthTrack; absent in a bare checkout)."""
@@ -211,13 +214,6 @@ class RunStats:
                 "track_seconds": round(self.track_seconds, 4), "wall_seconds": round(self.wall_seconds, 4),
                 "person_frames_per_second": round(self.person_frames_per_second, 3),
                 "encodes_per_person_frame": round(self.encodes_per_person_frame, 4)}
-
-
-class Detector:
-    """What :meth:`VideoPoseEstimator.run` needs from a detector (``tdmi.inference.detectors.PersonDetector``)."""
-
-    def detect(self, frame_bgr: np.ndarray, frame_index: Optional[int] = None, frame_name: Optional[str] = None):
-        raise NotImplementedError
 
 
 # ----------------------------------------------------------------------------------------------------------- model
@@ -387,7 +383,7 @@ class VideoPoseEstimator:
 
     # ------------------------------------------------------------------------------------------------- public
 
-    def run(self, frames: Iterable[SourceFrame], detector: Detector,
+    def run(self, frames: Iterable[SourceFrame], detector: PersonDetector,
             emit: Callable[[FramePoses, np.ndarray], None], *, progress: bool = False,
             total: Optional[int] = None, description: str = "infer") -> RunStats:
         """Process ``frames`` in order; call ``emit(frame_poses, image_bgr)`` once per frame, in frame order.
@@ -464,7 +460,7 @@ class VideoPoseEstimator:
 
     def _release(self, next_key: int) -> None:
         """Drop frames, cached features and tracker history that no key frame >= ``next_key`` can use."""
-        keep_from = next_key - (2 * self.delta if self.options.online else self.delta)
+        keep_from = next_key - self.delta
         for position in [p for p in self._buffer if p < keep_from]:
             del self._buffer[position]
         if self._online_cache:
@@ -752,6 +748,8 @@ def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detect
             writer.abort()
         raise
     notes = list(dict.fromkeys(str(w.message) for w in caught))
+    if len(notes) > MAX_NOTES:  # e.g. a box cap hit in every frame: the first ones tell the story
+        notes = notes[:MAX_NOTES] + [f"... and {len(notes) - MAX_NOTES} more warnings like these"]
     if writer is not None and writer.note:
         notes.append(writer.note)
     people = sum(len(f.people) for f in collected)
