@@ -12,14 +12,16 @@ to feed it, chosen by ``mode``:
   every key frame whose clip contains it (up to T times). Padded slots repeat the key frame's crop and are encoded
   once; every clip of a batch of people (and of a chunk of key frames) goes through the backbone together.
 - ``tube`` (ours, the fast default): one crop box per track and window of up to ``window`` key frames: the union
-  of the track's boxes over the window widened by delta frames on each side (``tracking.tube_crop_box``), then the
-  same aspect fix and 25% enlargement. Every frame crop of a window is shared by all key frames of that window, so
+  of the track's boxes at the window's key frames (``tracking.tube_crop_box`` with no widening: like the paper's
+  key-frame box, the crop need not cover the person in the supporting frames), then the same aspect fix and 25%
+  enlargement. Every frame crop of a window is shared by all key frames of that window, so
   each (track, frame, window) is encoded exactly once and its stage features are cached; only the delta frames at
   each window edge are encoded twice (once per window), i.e. at best (window + 2 delta) / window encodes per
   person-frame instead of T. A shared crop is looser than the paper's when the person moves, and a loose crop
-  costs accuracy (measured: 4.5 mAP on SynthTrack with fixed 12-frame windows), so a window only grows while its
-  crop stays within ``tube_scale_tolerance`` (scale) and ``tube_shift_tolerance`` (centre) of every one of its key
-  frames' own crops; a person too fast for even a one-frame window gets the paper's crop.
+  costs accuracy (measured: 4.5 mAP on SynthTrack with fixed 12-frame windows whose crop also covered the delta
+  frames around them), so a window only grows while its crop stays within ``tube_scale_tolerance`` (scale) and
+  ``tube_shift_tolerance`` (centre) of every one of its key frames' own crops; a one-key-frame window is exactly
+  the paper's crop.
 - ``naive`` (benchmark baseline only): the paper's crops, one ``model(clip [1, T, 3, H, W])`` per person and key
   frame, no batching and no reuse: T encodes per person-frame.
 
@@ -35,9 +37,9 @@ causal clip t-2delta..t with the key frame last would make it predict frame t-de
 ``t-delta .. t`` followed by delta copies of the key frame: exactly the clip the model sees for the LAST frame of a
 sequence in training and offline inference (the same padding rule), so it stays in distribution and the online
 result of frame t equals the offline result of the video cut after frame t (tested). The price: delta past frames
-are used, not 2 delta. In online tube mode the window's crop box is fixed when the window opens, from the track's
-boxes over t-delta .. t only; a key frame that the crop no longer fits (the tolerances above), or the
-``window``-th key frame, opens a new window.
+are used, not 2 delta. In online tube mode a window opens with the paper's crop of its first key frame and keeps
+it; a key frame that the crop no longer fits (the tolerances above), or the ``window``-th key frame, opens a new
+window.
 
 Memory is bounded: frames are kept only while a pending key frame may need them (about window + 2 delta frames
 offline, delta + 1 online), cached features only for the tracks of one group of the current chunk, and the
@@ -529,11 +531,9 @@ class VideoPoseEstimator:
                 start = 0
                 while start < len(span):
                     end = start
-                    crop_params = self._center_scale(tube_crop_box(track, span[start], span[end], self.delta, 1.0))
-                    if not self._fits(crop_params, track.boxes[span[start]]):
-                        crop_params = self._center_scale(track.boxes[span[start]])  # too fast: the paper's crop
+                    crop_params = self._center_scale(track.boxes[span[start]])
                     while end + 1 < len(span):
-                        wider = self._center_scale(tube_crop_box(track, span[start], span[end + 1], self.delta, 1.0))
+                        wider = self._center_scale(tube_crop_box(track, span[start], span[end + 1], 0, 1.0))
                         if not all(self._fits(wider, track.boxes[k]) for k in span[start:end + 2]):
                             break
                         end, crop_params = end + 1, wider
@@ -566,11 +566,7 @@ class VideoPoseEstimator:
                                    or not self._fits((window.center, window.scale), box)):
             window = None
         if window is None:
-            # At this point the tracker has seen nothing after ``key``, so the union over key-delta .. key+delta
-            # holds past boxes only: the crop is causal.
-            center, scale = self._center_scale(tube_crop_box(track, key, key, self.delta, enlarge=1.0))
-            if not self._fits((center, scale), box):
-                center, scale = self._center_scale(box)  # moving too fast for a shared crop: the paper's crop
+            center, scale = self._center_scale(box)  # the window opens with the paper's crop of this key frame
             self._window_counter += 1
             window = _OnlineWindow(self._window_counter, center, scale)
             self._online_windows[track.track_id] = window
