@@ -290,3 +290,22 @@ def test_checkpoint_paths():
     assert checkpoint_paths("runs/a/best") == checkpoint_paths("runs/a/best.safetensors")
     assert checkpoint_paths("runs/a/best.json")[0].name == "best.safetensors"
     assert checkpoint_paths("w.v2")[1].name == "w.v2.json"
+
+
+def test_backbone_from_our_own_safetensors_checkpoint(tmp_path):
+    """A trained tdmi model's backbone initialises another model (SynthTrack's stand-in for COCO pre-training)."""
+    from tdmi.config import load_config
+    from tdmi.models.checkpoints import load_hrnet_weights, save_checkpoint
+    from tdmi.models.tdmi import build_model
+
+    cfg = load_config(None, ["model.arch=hrnet", "model.delta=0", "model.backbone.width=4",
+                             "model.backbone.freeze=false"])
+    torch.manual_seed(3)
+    trained = build_model(cfg.model)
+    save_checkpoint(tmp_path / "baseline.safetensors", trained.state_dict(), {"config": {}})
+    fresh = build_model(load_config(None, ["model.backbone.width=4", "model.tde.channels=12",
+                                           "model.tde.deform_groups=3"]).model)
+    report = load_hrnet_weights(fresh.backbone, tmp_path / "baseline.safetensors")
+    assert not report.missing
+    for key, value in trained.backbone.state_dict().items():
+        assert torch.equal(fresh.backbone.state_dict()[key], value), key

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from tdmi.config import ExperimentConfig, load_config, to_dict
+from tdmi.config import ExperimentConfig, flatten_dict, load_config, to_dict
 from tdmi.models.tdmi import build_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -28,17 +28,6 @@ ABLATIONS = {
 }
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def test_the_expected_experiments_exist():
     names = {p.name for p in ALL_CONFIGS}
     for dataset in ("pt17", "pt18", "pt21"):
@@ -54,8 +43,8 @@ def test_config_loads_and_states_only_what_differs_from_the_defaults(path):
     assert text.startswith("#"), f"{path.name} must open with a comment saying what it reproduces"
     cfg = load_config(path)
     assert cfg.name == path.stem
-    defaults = flatten(to_dict(ExperimentConfig()))
-    for key, value in flatten(yaml.safe_load(text)).items():
+    defaults = flatten_dict(to_dict(ExperimentConfig()))
+    for key, value in flatten_dict(yaml.safe_load(text)).items():
         assert value != defaults[key], f"{path.name}: {key}: {value!r} is the default; leave it out"
     model = cfg.model
     assert [s * 4 for s in model.heatmap_size] == model.input_size, "heatmaps are input / 4"
@@ -63,8 +52,8 @@ def test_config_loads_and_states_only_what_differs_from_the_defaults(path):
 
 @pytest.mark.parametrize("name", sorted(ABLATIONS))
 def test_ablation_changes_only_its_switch(name):
-    full = flatten(to_dict(load_config(CONFIGS / FULL)))
-    ablation = flatten(to_dict(load_config(CONFIGS / name)))
+    full = flatten_dict(to_dict(load_config(CONFIGS / FULL)))
+    ablation = flatten_dict(to_dict(load_config(CONFIGS / name)))
     changed = {k: v for k, v in ablation.items() if v != full[k] and k != "name"}
     assert changed == ABLATIONS[name]
 

@@ -153,6 +153,65 @@ def test_chunked_batches_match_one_chunk(monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def _outputs_and_grads(case, leaves=("input", "offset", "weight", "bias", "mask")):
+    inputs = {k: (v.clone().requires_grad_() if k in leaves and v is not None else v) for k, v in case.items()}
+    out = deform_conv2d(**inputs)
+    out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out))
+    return [out.detach()] + [inputs[k].grad if k in leaves and inputs[k] is not None else None for k in leaves]
+
+
+@pytest.mark.parametrize("with_mask", [True, False])
+@pytest.mark.parametrize("chunk_bytes", [None, 1])
+def test_kept_columns_and_recomputed_columns_agree(monkeypatch, with_mask, chunk_bytes):
+    """Backward either reuses forward's sampled columns or samples again; both must give the same gradients."""
+    case = make_case(B=3, Cin=4, Cout=6, H=5, W=6, G=2, groups=2, mask=with_mask, seed=31)
+    if chunk_bytes is not None:
+        monkeypatch.setattr(deform_conv, "_CHUNK_BYTES", chunk_bytes)
+    kept = _outputs_and_grads(case)
+    monkeypatch.setattr(deform_conv, "_SAVE_COLUMNS_BYTES", 0)
+    recomputed = _outputs_and_grads(case)
+    for a, b in zip(kept, recomputed):
+        if a is None:
+            assert b is None
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("leaf", ["input", "offset", "weight", "bias", "mask"])
+def test_each_gradient_alone_matches_all_gradients(leaf):
+    """Backward skips the work of gradients nobody asked for; what it does compute must not change."""
+    case = make_case(B=2, G=2, groups=2, seed=37)
+    everything = dict(zip(["out", "input", "offset", "weight", "bias", "mask"], _outputs_and_grads(case)))
+    alone = _outputs_and_grads(case, leaves=(leaf,))
+    torch.testing.assert_close(alone[1], everything[leaf], rtol=1e-12, atol=1e-12)
+
+
+def test_float32_gradients_match_float64():
+    case = make_case(B=2, Cin=8, Cout=4, H=7, W=6, G=4, padding=2, dilation=2, seed=41)
+    case["offset"] = away_from_integers(case["offset"])
+    expected = _outputs_and_grads(case)
+    single = {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in case.items()}
+    for a, b in zip(_outputs_and_grads(single), expected):
+        torch.testing.assert_close(a, b.float(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this torch build")
+def test_onednn_contraction_matches_matmul(monkeypatch):
+    """float32 on CPU contracts with oneDNN 1x1 convolutions; they must give the matmul path's results."""
+    case = make_case(B=3, Cin=8, Cout=5, H=6, W=7, G=4, padding=2, dilation=2, dtype=torch.float32, seed=43)
+    calls = []
+    real = torch.mkldnn_convolution
+    monkeypatch.setattr(torch, "mkldnn_convolution", lambda *args: calls.append(1) or real(*args))
+    with_onednn = _outputs_and_grads(case)
+    assert calls, "the float32 CPU case should have used the oneDNN contraction"
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    calls.clear()
+    with_matmul = _outputs_and_grads(case)
+    assert not calls
+    for a, b in zip(with_onednn, with_matmul):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_non_contiguous_inputs():
     """Offsets and masks are usually channel slices of one predictor output; inputs may be channels-last."""
     case = make_case(G=2, seed=29)

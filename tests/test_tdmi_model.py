@@ -293,3 +293,19 @@ def test_only_temporal_models_look_at_supporting_frames(arch):
     with torch.no_grad():
         same = torch.equal(model(frames).heatmaps, model(moved).heatmaps)
     assert same == (arch == "hrnet")
+
+
+def test_baseline_takes_key_frames_only_or_whole_clips():
+    """The dataset gives the baseline T = 1 clips whatever model.delta is; whole clips must give the same answer."""
+    from tdmi.config import load_config
+    from tdmi.models.tdmi import build_model
+
+    cfg = load_config(None, ["model.arch=hrnet", "model.delta=2", "model.backbone.width=4"])
+    model = build_model(cfg.model).eval()
+    clip = torch.randn(2, 5, 3, 64, 64)
+    with torch.no_grad():
+        whole = model(clip).heatmaps
+        key_only = model(clip[:, 2:3]).heatmaps
+    assert torch.equal(whole, key_only)
+    with pytest.raises(ValueError):
+        model(clip[:, :3])

@@ -345,6 +345,18 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def flatten_dict(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys: ``{"model": {"delta": 2}} -> {"model.delta": 2}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_dict(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
 def dump_config(cfg: Any) -> str:
     """The fully resolved config as YAML text."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -197,7 +197,8 @@ def load_hrnet_weights(model: nn.Module, path: str | Path, *, include_final_laye
 
     Args:
         model: the HRNet; its ``state_dict()`` names are the official ones.
-        path: a ``.pth`` file (see the module docstring for the accepted layouts).
+        path: a ``.pth`` file (see the module docstring for the accepted layouts), or one of our ``.safetensors``
+            checkpoints whose model holds the HRNet under ``backbone.``.
         include_final_layer: False loads the backbone only (e.g. a model with other than the file's joints).
 
     Returns:
@@ -205,7 +206,12 @@ def load_hrnet_weights(model: nn.Module, path: str | Path, *, include_final_laye
         differs from the model's (naming the key and both shapes), or a file lacking backbone weights.
     """
     path = Path(path)
-    file_state = _state_dict_from(read_torch_file(path), path)
+    if path.suffix == ".safetensors":
+        # One of our own checkpoints (e.g. a trained single-frame baseline whose backbone initialises TDMI, the
+        # paper's COCO-pretraining step at small scale): its HRNet lives under ``backbone.``.
+        file_state = load_checkpoint(path)[0]
+    else:
+        file_state = _state_dict_from(read_torch_file(path), path)
     wrapper = _detect_wrapper(list(file_state))
     target = model.state_dict()
     report = LoadReport(path=str(path), wrapper=wrapper)

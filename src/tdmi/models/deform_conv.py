@@ -15,14 +15,21 @@ time with :func:`set_backend` / :func:`use_backend`:
 
 - ``torch``: the pure-PyTorch implementation below. Bilinear sampling is ``F.grid_sample(align_corners=True,
   padding_mode='zeros')``, which reproduces the kernels' zero-border rule exactly (including the partial-corner
-  band -1 < y < 0). It is a custom autograd function that works on chunks of the batch and recomputes the
-  sampled columns in backward instead of storing them, like the im2col CUDA/C++ kernels: the columns are
-  K * Cin/G times larger than the offsets ([B, Cin*K, Ho*Wo], 96 MB for one W48 TDMI DCN at batch 8), so storing
-  them dominates both memory and time (each fresh allocation that large is page-faulted in on CPU).
+  band -1 < y < 0); the sampled columns ``[B, Cin*K, Ho*Wo]`` are contracted with the weight by matmuls, or on
+  CPUs with oneDNN by 1x1 convolutions over channels-last views of the same memory (see :class:`_Contraction`).
+  It is a custom autograd function that works on chunks of the batch, so that temporaries stay small enough to be
+  reused rather than page-faulted in again on CPU. Forward keeps the unmasked columns for backward's weight and
+  mask gradients when they fit in ``_SAVE_COLUMNS_BYTES`` (96 MB for one W48 TDMI DCN at batch 8; larger calls
+  sample them again in backward); gradients nobody asked for are skipped.
 - ``torchvision``: ``torchvision.ops.deform_conv2d`` (same semantics), if torchvision imports and its compiled op
   runs; checked once, lazily, with a tiny call. ``auto`` uses it when it works and the pure path otherwise.
 
-Speed: ``benchmarks/dcn_speed.py`` measures the pure path against a plain 3x3 conv of the same shape.
+Speed: ``benchmarks/dcn_speed.py`` measures the pure path against a plain 3x3 conv of the same shape. On a
+2-core AMD EPYC (Zen 5), one thread, at the TDMI shape, forward+backward costs about 7x the conv (forward alone
+about 6x). Most of that is fixed by the primitives: ``grid_sampler_2d_backward`` scatters each of the
+B*Cin*K*Ho*Wo column gradients into 4 input pixels one scalar at a time, which alone takes about 3x the whole conv;
+grid_sample's forward takes about 1x, the three contractions about 1.2x (the conv's own FLOPs), and the offset and
+mask gradients, which the conv does not have, add 72 MB of fresh output per call at batch 8.
 """
 
 from __future__ import annotations
@@ -43,6 +50,11 @@ _ENV_VAR = "TDMI_DCN_BACKEND"
 # Target size of one chunk's sampled columns. Below glibc's largest mmap threshold (32 MiB), freed chunks are
 # reused from the heap rather than page-faulted in again; larger chunks did not run faster.
 _CHUNK_BYTES = 16 * 2**20
+# On GPUs there are no page faults, and fewer, larger chunks mean fewer kernel launches.
+_CHUNK_BYTES_ACCELERATOR = 256 * 2**20
+# Forward keeps the unmasked sampled columns for backward when all of them together take at most this much;
+# larger calls recompute them chunk by chunk in backward instead.
+_SAVE_COLUMNS_BYTES = 512 * 2**20
 
 
 def _backend_from_env() -> str:
@@ -149,14 +161,19 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | 
 
 
 class _Geometry:
-    """Shapes and the regular sampling grid of one call, in grid_sample's normalised [-1, 1] coordinates."""
+    """Shapes and the regular sampling grid of one call, in grid_sample's normalised [-1, 1] coordinates.
 
-    def __init__(self, input: Tensor, offset: Tensor, weight: Tensor, stride, padding, dilation):
+    Columns are ``[b, G, Cin/G, K*Ho*Wo]`` per chunk: per offset group exactly grid_sample's output for a grid
+    ``[b*G, K*Ho, Wo, 2]``, and as a matrix ``[b, groups, Cin_g*K, Ho*Wo]`` in the weight's ``c*K + k`` order.
+    """
+
+    def __init__(self, input: Tensor, offset: Tensor, weight: Tensor, stride, padding, dilation, step: int = 0):
         self.B, self.Cin, self.H, self.W = input.shape
         self.Cout, self.Cin_g, kh, kw = weight.shape
         self.K = kh * kw
         self.groups = self.Cin // self.Cin_g
         self.G = offset.shape[1] // (2 * self.K)
+        self.Cg = self.Cin // self.G
         self.Ho, self.Wo = offset.shape[-2:]
         self.P = self.Ho * self.Wo
         # grid_sample with align_corners=True maps -1..1 onto pixel centres 0..size-1, which is undefined for
@@ -175,17 +192,24 @@ class _Geometry:
         # regular grid [K, Ho, 1] / [K, 1, Wo], already normalised: grid = base + offset * scale
         self.base_x = (tap_x[:, None, None] + xs[None, None, :]) * self.scale_x - 1.0
         self.base_y = (tap_y[:, None, None] + ys[None, :, None]) * self.scale_y - 1.0
+        self.columns_per_sample = self.Cin * self.K * self.P
+        chunk_bytes = _CHUNK_BYTES if device.type == "cpu" else _CHUNK_BYTES_ACCELERATOR
+        # samples per chunk; backward reuses forward's step so that saved columns line up with its chunks
+        self.step = step or max(1, chunk_bytes // max(1, self.columns_per_sample * input.element_size()))
 
-    def chunks(self, per_sample_elements: int, element_size: int) -> Iterator[slice]:
-        step = max(1, _CHUNK_BYTES // max(1, per_sample_elements * element_size))
-        for start in range(0, self.B, step):
-            yield slice(start, min(start + step, self.B))
+    def chunks(self) -> Iterator[slice]:
+        for start in range(0, self.B, self.step):
+            yield slice(start, min(start + self.step, self.B))
 
-    def grid(self, offset: Tensor) -> Tensor:
-        """offset ``[b, 2*G*K, Ho, Wo]`` -> grid ``[b*G, K*Ho, Wo, 2]``."""
+    def buffer(self, like: Tensor, per_sample: int) -> Tensor:
+        """One flat work buffer for the largest chunk, reused by every chunk (one allocation, one page-in)."""
+        return like.new_empty(min(self.step, self.B) * per_sample)
+
+    def grid(self, offset: Tensor, buffer: Tensor) -> Tensor:
+        """offset ``[b, 2*G*K, Ho, Wo]`` -> grid ``[b*G, K*Ho, Wo, 2]``, written into ``buffer``."""
         b = offset.shape[0]
         pairs = offset.view(b, self.G, self.K, 2, self.Ho, self.Wo)
-        grid = offset.new_empty(b, self.G, self.K, self.Ho, self.Wo, 2)
+        grid = buffer[: b * self.G * self.K * self.P * 2].view(b, self.G, self.K, self.Ho, self.Wo, 2)
         # (dy, dx) pairs -> grid_sample's (x, y), written straight into the strided halves (no flip/stack copies)
         torch.add(self.base_x, pairs[:, :, :, 1], alpha=self.scale_x, out=grid[..., 0])
         torch.add(self.base_y, pairs[:, :, :, 0], alpha=self.scale_y, out=grid[..., 1])
@@ -203,13 +227,85 @@ class _Geometry:
         """input ``[b, Cin, H, W]`` -> ``[b*G, Cin/G, H', W']`` (padded to at least 2x2)."""
         if self.pad_h or self.pad_w:
             input = F.pad(input, (0, self.pad_w, 0, self.pad_h))
-        b = input.shape[0]
-        return input.reshape(b * self.G, self.Cin // self.G, *input.shape[-2:])
+        return input.reshape(-1, self.Cg, *input.shape[-2:])
 
     def sample(self, image: Tensor, grid: Tensor) -> Tensor:
-        """Bilinear samples ``[b, G, Cin/G, K*P]`` (contiguous, so also columns ``[b, groups, Cin_g*K, P]``)."""
-        sampled = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-        return sampled.view(-1, self.G, self.Cin // self.G, self.K * self.P)
+        """Bilinear samples ``[b, G, Cin/G, K*P]``: the unmasked columns."""
+        sampled = torch.grid_sampler(image, grid, 0, 0, True)  # bilinear, zeros, align_corners
+        return sampled.view(-1, self.G, self.Cg, self.K * self.P)
+
+
+class _Contraction:
+    """The three products of columns ``[b, Cin*K, P]`` with ``weight.view(Cout, Cin_g*K)`` per conv group.
+
+    Plain matmuls, except for float32 on CPUs with oneDNN and one conv group: there each product runs as a oneDNN
+    1x1 convolution over channels-last views, which oneDNN reads and writes in place (no reorder of the large
+    column tensor) with its AVX-512 kernels, about twice as fast as MKL's sgemm on CPUs where MKL falls back to AVX2
+    (AMD). Per sample, with j = c*K + k:
+
+    - out[o, p] = sum_j W[o, j] cols[j, p]: oneDNN's weight gradient of a 1x1 conv whose source is cols seen as
+      [1, P, Cin*K, 1] channels-last and whose output gradient is W^T seen as [1, Cout, Cin*K, 1].
+    - grad_cols[j, p] = sum_o W[o, j] g[o, p]: a 1x1 conv of W^T seen as [1, Cout, Cin*K, 1] with weight g^T.
+    - grad_W[o, j] = sum_p g[o, p] cols[j, p]: a 1x1 conv of cols seen as [1, P, Cin*K, 1] with weight g.
+    """
+
+    def __init__(self, geo: _Geometry, weight: Tensor):
+        self.geo = geo
+        Og, CK = geo.Cout // geo.groups, geo.Cin_g * geo.K
+        self.weight_groups = weight.reshape(geo.groups, Og, CK)
+        self.onednn = (weight.device.type == "cpu" and weight.dtype == torch.float32 and geo.groups == 1
+                       and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+        if self.onednn:
+            self.weight_t = self.weight_groups[0].t().contiguous()  # [CK, Cout]
+            self.weight_t_nhwc = self.weight_t.view(1, CK, 1, geo.Cout).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def _nhwc(matrix: Tensor) -> Tensor:
+        """[rows, cols] contiguous -> [1, cols, rows, 1] in channels-last strides (a view)."""
+        return matrix.view(1, matrix.shape[0], 1, matrix.shape[1]).permute(0, 3, 1, 2)
+
+    def forward(self, columns: Tensor, out: Tensor) -> None:
+        """columns ``[b, Cin*K, P]`` -> ``out [b, Cout, P]``."""
+        geo = self.geo
+        if not self.onednn:
+            torch.matmul(self.weight_groups, columns.view(-1, geo.groups, geo.Cin_g * geo.K, geo.P),
+                         out=out.view(-1, geo.groups, geo.Cout // geo.groups, geo.P))
+            return
+        # only shapes are read from the weight argument of a weight-gradient call; 1x1 convolutions with
+        # dilation 1 go to a non-oneDNN kernel, and dilation does not change a 1x1 convolution
+        shape_only = columns.new_empty(1).expand(geo.Cout, geo.P, 1, 1)
+        for i in range(columns.shape[0]):
+            out[i] = torch.ops.aten.convolution_backward(
+                self.weight_t_nhwc, self._nhwc(columns[i]), shape_only, None, [1, 1], [0, 0], [2, 2], False,
+                [0, 0], 1, [False, True, False])[1].view(geo.Cout, geo.P)
+
+    def grad_columns(self, grad: Tensor, buffer: Tensor) -> Tensor:
+        """grad ``[b, Cout, P]`` -> ``[b, Cin*K, P]`` (in ``buffer`` on the matmul path)."""
+        geo = self.geo
+        b, CK = grad.shape[0], geo.Cin_g * geo.K
+        if not self.onednn:
+            out = buffer[: b * geo.Cin * geo.K * geo.P].view(b, geo.groups, CK, geo.P)
+            torch.matmul(self.weight_groups.transpose(-1, -2), grad.view(b, geo.groups, -1, geo.P), out=out)
+            return out.view(b, geo.Cin * geo.K, geo.P)
+        per_sample = []
+        for i in range(b):
+            grad_t = grad[i].t().contiguous().view(geo.P, geo.Cout, 1, 1)
+            out = torch.mkldnn_convolution(self.weight_t_nhwc, grad_t, None, [0, 0], [1, 1], [1, 1], 1)
+            per_sample.append(out.permute(0, 2, 3, 1).view(CK, geo.P))  # channels-last [1, P, CK, 1] is [CK, P]
+        return per_sample[0].unsqueeze(0) if b == 1 else torch.stack(per_sample)
+
+    def grad_weight(self, grad: Tensor, columns: Tensor) -> Tensor:
+        """grad ``[b, Cout, P]``, columns ``[b, Cin*K, P]`` -> ``[groups, Cout/groups, Cin_g*K]`` summed over b."""
+        geo = self.geo
+        if not self.onednn:
+            return torch.matmul(grad.view(-1, geo.groups, geo.Cout // geo.groups, geo.P),
+                                columns.view(-1, geo.groups, geo.Cin_g * geo.K, geo.P).transpose(-1, -2)).sum(0)
+        total = None
+        for i in range(grad.shape[0]):
+            part = torch.mkldnn_convolution(self._nhwc(columns[i]), grad[i].view(geo.Cout, geo.P, 1, 1), None,
+                                            [0, 0], [1, 1], [1, 1], 1)  # [1, Cout, CK, 1] channels-last
+            total = part if total is None else total.add_(part)
+        return total.reshape(1, geo.Cout, geo.Cin_g * geo.K)  # logical order; the strides are channels-last
 
 
 class _DeformConv2dFunction(torch.autograd.Function):
@@ -217,18 +313,34 @@ class _DeformConv2dFunction(torch.autograd.Function):
     def forward(ctx, input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor | None,
                 stride, padding, dilation) -> Tensor:
         geo = _Geometry(input, offset, weight, stride, padding, dilation)
-        weight_groups = weight.reshape(geo.groups, geo.Cout // geo.groups, geo.Cin_g * geo.K)
+        contraction = _Contraction(geo, weight)
+        # backward needs the unmasked samples only for the weight and mask gradients; keeping them saves one
+        # grid_sample per chunk there, at the cost of holding them (96 MB for a W48 TDMI DCN at batch 8)
+        need_weight, need_mask = ctx.needs_input_grad[2], mask is not None and ctx.needs_input_grad[4]
+        keep = ((need_weight or need_mask)
+                and geo.B * geo.columns_per_sample * input.element_size() <= _SAVE_COLUMNS_BYTES)
+        kept = []
+        grid_buffer = geo.buffer(offset, geo.G * geo.K * geo.P * 2)
+        masked_buffer = geo.buffer(input, geo.columns_per_sample) if keep and mask is not None else None
         out = input.new_empty(geo.B, geo.Cout, geo.P)
-        for part in geo.chunks(geo.Cin * geo.K * geo.P, input.element_size()):
-            columns = geo.sample(geo.image(input[part]), geo.grid(offset[part]))
+        for part in geo.chunks():
+            columns = geo.sample(geo.image(input[part]), geo.grid(offset[part], grid_buffer))
+            b = columns.shape[0]
+            if keep:
+                kept.append(columns)
             if mask is not None:
-                columns.mul_(mask[part].reshape(-1, geo.G, 1, geo.K * geo.P))
-            columns = columns.view(-1, geo.groups, geo.Cin_g * geo.K, geo.P)
-            torch.matmul(weight_groups, columns, out=out[part].view(-1, geo.groups, geo.Cout // geo.groups, geo.P))
+                mask_part = mask[part].view(b, geo.G, 1, geo.K * geo.P)
+                if keep:
+                    columns = torch.mul(columns, mask_part, out=masked_buffer[: columns.numel()].view_as(columns))
+                else:
+                    columns.mul_(mask_part)
+            contraction.forward(columns.view(b, geo.Cin * geo.K, geo.P), out[part])
+            del columns
         if bias is not None:
             out.add_(bias.view(1, geo.Cout, 1))
         ctx.save_for_backward(input, offset, weight, mask)
-        ctx.geometry_args = (stride, padding, dilation)
+        ctx.kept_columns = kept if keep else None
+        ctx.geometry_args = (stride, padding, dilation, geo.step)
         ctx.has_bias = bias is not None
         return out.view(geo.B, geo.Cout, geo.Ho, geo.Wo)
 
@@ -236,44 +348,62 @@ class _DeformConv2dFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         input, offset, weight, mask = ctx.saved_tensors
+        kept, ctx.kept_columns = ctx.kept_columns, None  # freed chunk by chunk below
         need_input, need_offset, need_weight, need_bias, need_mask = ctx.needs_input_grad[:5]
+        need_mask = need_mask and mask is not None
         geo = _Geometry(input, offset, weight, *ctx.geometry_args)
-        Og, CK = geo.Cout // geo.groups, geo.Cin_g * geo.K
-        weight_groups = weight.reshape(geo.groups, Og, CK)
-        grad_out = grad_out.reshape(geo.B, geo.groups, Og, geo.P)
+        G, Cg, KP = geo.G, geo.Cg, geo.K * geo.P
+        contraction = _Contraction(geo, weight)
+        grad_out = grad_out.reshape(geo.B, geo.Cout, geo.P)
+        need_sampled = need_weight or need_mask
+        need_grad_columns = need_input or need_offset or need_mask
         # every chunk writes its own slice of these, so no zero-fill is needed
         grad_input = torch.empty_like(input, memory_format=torch.contiguous_format) if need_input else None
         grad_offset = torch.empty_like(offset, memory_format=torch.contiguous_format) if need_offset else None
         grad_mask = torch.empty_like(mask, memory_format=torch.contiguous_format) if need_mask else None
-        grad_weight = torch.zeros_like(weight_groups) if need_weight else None
-        for part in geo.chunks(geo.Cin * geo.K * geo.P, input.element_size()):
-            image, grid = geo.image(input[part]), geo.grid(offset[part])
-            b = image.shape[0] // geo.G
+        grad_weight = torch.zeros_like(contraction.weight_groups) if need_weight else None
+        if need_sampled or need_grad_columns:
+            grid_buffer = geo.buffer(offset, G * geo.K * geo.P * 2)
+        if need_grad_columns and not contraction.onednn:
+            grad_columns_buffer = geo.buffer(input, geo.columns_per_sample)
+        else:
+            grad_columns_buffer = None
+        for index, part in enumerate(geo.chunks() if need_sampled or need_grad_columns else ()):
+            image, grid = geo.image(input[part]), geo.grid(offset[part], grid_buffer)
             g_out = grad_out[part]
-            sampled = geo.sample(image, grid) if need_weight or need_mask else None  # unmasked, [b, G, Cg, K*P]
-            mask_part = mask[part].reshape(b, geo.G, 1, geo.K * geo.P) if mask is not None else None
-            if need_weight:
-                columns = sampled * mask_part if mask is not None else sampled
-                grad_weight += torch.matmul(g_out, columns.view(b, geo.groups, CK, geo.P).transpose(-1, -2)).sum(0)
-                del columns
-            if not (need_input or need_offset or need_mask):
-                continue
-            grad_columns = torch.matmul(weight_groups.transpose(-1, -2), g_out)  # [b, groups, CK, P]
-            grad_columns = grad_columns.view(b, geo.G, geo.Cin // geo.G, geo.K * geo.P)
+            b = g_out.shape[0]
+            mask_part = mask[part].view(b, G, 1, KP) if mask is not None else None
+            sampled = None  # unmasked, [b, G, Cg, K*P]
+            if need_sampled:
+                if kept is not None:
+                    sampled, kept[index] = kept[index], None
+                else:
+                    sampled = geo.sample(image, grid)
+            if need_grad_columns:
+                grad_columns = contraction.grad_columns(g_out, grad_columns_buffer).view(b, G, Cg, KP)
             if need_mask:
-                grad_mask[part] = (grad_columns * sampled).sum(2).view(b, geo.G * geo.K, geo.Ho, geo.Wo)
+                # the sum over the group's Cg channels, accumulated without a [b, G, Cg, K*P] product temporary
+                grad_mask_part = grad_mask[part].view(b, G, KP)
+                torch.mul(grad_columns[:, :, 0], sampled[:, :, 0], out=grad_mask_part)
+                for c in range(1, Cg):
+                    grad_mask_part.addcmul_(grad_columns[:, :, c], sampled[:, :, c])
+            if need_weight:
+                if mask is not None:
+                    sampled.mul_(mask_part)  # the masked columns; the unmasked ones are not needed any more
+                grad_weight += contraction.grad_weight(g_out, sampled.view(b, geo.Cin * geo.K, geo.P))
+            del sampled
             if not (need_input or need_offset):
                 continue
             if mask is not None:
                 grad_columns.mul_(mask_part)
             grad_image, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
-                grad_columns.view(b * geo.G, geo.Cin // geo.G, geo.K * geo.Ho, geo.Wo), image, grid,
+                grad_columns.view(b * G, Cg, geo.K * geo.Ho, geo.Wo), image, grid,
                 0, 0, True, [need_input, need_offset])  # bilinear, zeros, align_corners
             if need_input:
                 grad_input[part] = grad_image.view(b, geo.Cin, *image.shape[-2:])[..., :geo.H, :geo.W]
             if need_offset:
                 geo.offset_gradient(grad_grid, out=grad_offset[part])
-        grad_bias = grad_out.sum((0, 3)).reshape(geo.Cout) if need_bias and ctx.has_bias else None
+        grad_bias = grad_out.sum((0, 2)) if need_bias and ctx.has_bias else None
         if grad_weight is not None:
             grad_weight = grad_weight.view_as(weight)
         return grad_input, grad_offset, grad_weight, grad_bias, grad_mask, None, None, None

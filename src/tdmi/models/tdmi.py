@@ -161,6 +161,10 @@ class TDMI(_ClipModel):
         self.fusion = BlockChain(channels + context_channels, channels, fusion_blocks)
         self.head = nn.Conv2d(channels, num_joints, kernel_size=3, padding=1)
         init_normal_(self.head)
+        # TDMI never trains HRNet's own head: it only gives the MI objective its static teacher p(y | F)
+        # (model-facts.md (d), h_hr), which is detached there. Fixing it also when the backbone is fine-tuned keeps
+        # every trainable parameter on the loss path (DDP refuses parameters that never get a gradient).
+        backbone.final_layer.requires_grad_(False)
 
     def decode(self, stage_features) -> TDMIOutput:
         """StageFeatures of ``[B, T, C_j, h, w]`` (from :meth:`encode`, possibly cached) -> :class:`TDMIOutput`."""
@@ -198,17 +202,25 @@ class SingleFrameHRNet(_ClipModel):
         return TDMIOutput(heatmaps=heatmaps, motion=None, useful=None, noisy=None, visual=visual, fused=None,
                           static_heatmaps=heatmaps)
 
+    def _key_index(self, num_frames: int) -> int:
+        # The dataset gives the baseline key frames only (T = 1) whatever its delta; whole clips work too.
+        if num_frames == 1:
+            return 0
+        self._check_frames(num_frames)
+        return self.delta
+
     def decode(self, stage_features) -> TDMIOutput:
-        """StageFeatures of ``[B, T, C_j, h, w]`` -> :class:`TDMIOutput` of the key frame."""
-        self._check_clip(stage_features)
-        return self._predict(stage_features[-1][:, self.delta])
+        """StageFeatures of ``[B, T, C_j, h, w]`` (T = 1 or 2 delta + 1) -> :class:`TDMIOutput` of the key frame."""
+        s4 = stage_features[-1]
+        if s4.dim() != 5:
+            raise ValueError(f"decode expects stage features [B, T, C, h, w], got {tuple(s4.shape)}")
+        return self._predict(s4[:, self._key_index(s4.shape[1])])
 
     def forward(self, frames: Tensor) -> TDMIOutput:
-        """``frames [B, T, 3, H, W]`` -> :class:`TDMIOutput`; only the key frame goes through the backbone."""
+        """``frames [B, T, 3, H, W]`` (T = 1 or 2 delta + 1) -> :class:`TDMIOutput`; only the key frame is encoded."""
         if frames.dim() != 5:
             raise ValueError(f"forward expects frames [B, T, 3, H, W], got {tuple(frames.shape)}")
-        self._check_frames(frames.shape[1])
-        return self._predict(self.encode(frames[:, self.delta])[-1])
+        return self._predict(self.encode(frames[:, self._key_index(frames.shape[1])])[-1])
 
 
 def build_model(cfg: ModelConfig, backbone: nn.Module | None = None) -> nn.Module:

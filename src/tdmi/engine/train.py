@@ -1,0 +1,566 @@
+"""Training loop: one process, or one process per GPU under torchrun; resumable bit-identically on CPU.
+
+    tdmi train --config configs/tdmi_w48_pt17.yaml                        # one process (GPU if available)
+    torchrun --nproc_per_node 2 -m tdmi train --config configs/tdmi_w48_pt17.yaml   # DDP, one process per GPU
+    tdmi train --config ... --resume runs/tdmi_w48_pt17                     # continue where it stopped
+
+The loop reads top to bottom (nanoGPT's shape): distributed set-up from torchrun's environment, model, losses,
+optimizer and schedule, data, then epochs of steps. Loss = heatmap MSE (joint-weighted, paper eq. 14) +
+alpha * L_MI (eq. 13; ``models/mi_loss.py``); every MI term is logged. Adam with the paper's schedule (1e-3, x0.1 at
+epochs 6, 12, 18; 20 epochs). Rank 0 alone logs and writes checkpoints.
+
+Run folder (``train.out_dir`` or ``--out``):
+    last.safetensors / last.json     weights + sidecar (config, epoch, step, metrics), written atomically
+    last.state.pt                    optimizer, schedule, grad scaler, RNG and data-order state (weights_only loadable)
+    epoch_NNN.safetensors            a snapshot per epoch;  best.safetensors  the best validation mAP
+    metrics.jsonl                    one JSON line per logged step / epoch / validation; TensorBoard if installed
+
+Determinism: the data order of epoch e is a permutation drawn from ``seed + e``; each sample's augmentation is drawn
+from ``(seed, epoch, index)`` (the dataset's ``set_epoch``), so a resumed run sees exactly the batches the
+uninterrupted run would have seen, and on CPU continues bit-identically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from tdmi.config import ExperimentConfig, dump_config, load_config, to_dict
+from tdmi.errors import CheckpointError, CommandError, TdmiError
+
+
+class NonFiniteLossError(TdmiError, FloatingPointError):
+    """The loss became NaN or inf; the message names the step and every loss term."""
+
+
+# ---------------------------------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device_request: Optional[str]) -> tuple[DistInfo, torch.device]:
+    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; start NCCL on GPUs and gloo on CPU."""
+    info = DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                    int(os.environ.get("LOCAL_RANK", 0)))
+    if device_request:
+        device = torch.device(device_request)
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CommandError("--device cuda was asked for, but torch sees no CUDA device")
+        if info.enabled or device.index is None:
+            device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if info.enabled and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return info, device
+
+
+# ----------------------------------------------------------------------------------------------------- data order
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Shuffled, rank-sharded sample order that depends only on (seed, epoch) and can start mid-epoch.
+
+    Like ``DistributedSampler`` (the permutation is padded by wrapping so every rank gets the same count), plus
+    ``start_batch`` so a resumed run skips exactly the batches already trained on.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True):
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
+        self.per_rank = math.ceil(num_samples / world_size)
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_samples, generator=g).tolist()
+        else:
+            order = list(range(self.num_samples))
+        total = self.per_rank * self.world_size
+        order += order[: total - len(order)]
+        return order[self.rank:total:self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices()[self.start_batch * self.batch_size:])
+
+    def __len__(self) -> int:
+        return max(0, self.per_rank - self.start_batch * self.batch_size)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Python/numpy global RNGs in workers are not used for augmentation (the dataset draws from (seed, epoch,
+    # index)), but seed them anyway so user transforms stay reproducible.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------------------- losses
+
+
+class TrainStep(nn.Module):
+    """Model + losses in one module, so one DDP wrapper synchronises every trainable parameter (the MI objective's
+    auxiliary head included).
+
+    ``forward(frames [B, T, 3, H, W], heatmaps [B, J, h, w], target_weight [B, J]) -> dict`` of scalar terms,
+    ``loss`` being the total to minimise.
+    """
+
+    def __init__(self, model: nn.Module, heatmap_loss: nn.Module, mi_objective: Optional[nn.Module]):
+        super().__init__()
+        self.model = model
+        self.heatmap_loss = heatmap_loss
+        self.mi_objective = mi_objective
+
+    def forward(self, frames: Tensor, heatmaps: Tensor, target_weight: Tensor) -> dict[str, Tensor]:
+        output = self.model(frames)
+        # Losses in float32 even under autocast: the MI terms take log-softmaxes over thousands of pixels.
+        predicted = output.heatmaps.float()
+        terms = {"heatmap": self.heatmap_loss(predicted, heatmaps, target_weight)}
+        loss = terms["heatmap"]
+        if self.mi_objective is not None:
+            mi_terms = self.mi_objective(output, heatmaps, target_weight)
+            for name, value in mi_terms.items():
+                if name != "total":
+                    terms[name] = value
+            terms["mi_total"] = mi_terms["total"]
+            loss = loss + mi_terms["total"]
+        terms["loss"] = loss
+        return terms
+
+
+def build_train_step(cfg: ExperimentConfig) -> TrainStep:
+    from tdmi.models.mi_loss import JointsMSELoss, MIObjective
+    from tdmi.models.tdmi import build_model
+
+    model = build_model(cfg.model)
+    if cfg.model.backbone.pretrained:
+        from tdmi.models.checkpoints import load_hrnet_weights
+
+        report = load_hrnet_weights(model.backbone, cfg.model.backbone.pretrained)
+        print(f"backbone: {report}")
+    mi_objective = None
+    if cfg.model.arch != "hrnet" and cfg.model.mi.enabled:
+        mi_objective = MIObjective.from_config(cfg.model)
+    return TrainStep(model, JointsMSELoss(factor=cfg.train.heatmap_loss_factor), mi_objective)
+
+
+def check_pretrained(cfg: ExperimentConfig) -> None:
+    """Fail before anything long starts if the configured COCO HRNet checkpoint is missing."""
+    path = cfg.model.backbone.pretrained
+    if path and not Path(path).is_file():
+        raise CheckpointError(
+            f"model.backbone.pretrained: {path} does not exist. The paper initialises from the COCO-pretrained "
+            "HRNet (pose_hrnet_w48_384x288.pth from the HRNet model zoo, "
+            "github.com/leoxiaobin/deep-high-resolution-net.pytorch, or mmpose's hrnet_w48_coco_384x288 file); "
+            "download it yourself and point model.backbone.pretrained at it, or set it to null for random init.")
+
+
+def lr_at_epoch(cfg: ExperimentConfig, epoch: int) -> float:
+    """The paper's step schedule: lr * factor^(number of steps passed)."""
+    return cfg.train.lr * cfg.train.lr_factor ** sum(epoch >= s for s in cfg.train.lr_steps)
+
+
+# ----------------------------------------------------------------------------------------------------- checkpoints
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": _python_rng_to_tensor(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _python_rng_to_tensor() -> dict[str, Any]:
+    version, internal, gauss = random.getstate()
+    return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
+            "gauss": gauss if gauss is not None else float("nan")}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    gauss = None if math.isnan(p["gauss"]) else p["gauss"]
+    random.setstate((p["version"], tuple(p["internal"].tolist()), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_state(run_dir: Path, name: str, step_module: TrainStep, optimizer, scheduler, scaler,
+                        cfg: ExperimentConfig, progress: dict[str, Any], snapshot: bool = True) -> None:
+    """Write ``<name>.safetensors`` + sidecar and ``<name>.state.pt``, each atomically."""
+    from tdmi.models.checkpoints import save_checkpoint
+
+    weights = {k: v for k, v in step_module.model.state_dict().items()}
+    if step_module.mi_objective is not None:
+        weights.update({f"mi_objective.{k}": v for k, v in step_module.mi_objective.state_dict().items()})
+    metadata = {"config": to_dict(cfg), "training": progress}
+    save_checkpoint(run_dir / f"{name}.safetensors", weights, metadata)
+    if snapshot:
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
+            "rng": _rng_state(),
+            "progress": progress,
+        }
+        tmp = run_dir / f".{name}.state.pt.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, run_dir / f"{name}.state.pt")
+
+
+def _resume_paths(resume: str) -> tuple[Path, Path]:
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "last.safetensors"
+    if path.suffix != ".safetensors":
+        path = path.with_suffix(".safetensors")
+    state = path.with_suffix(".state.pt")
+    for p in (path, state):
+        if not p.is_file():
+            raise CheckpointError(f"--resume: {p} not found (expected a run folder with last.safetensors, "
+                                  "last.json and last.state.pt)")
+    return path, state
+
+
+def load_training_state(resume: str, step_module: TrainStep, optimizer, scheduler, scaler) -> dict[str, Any]:
+    from tdmi.models.checkpoints import load_checkpoint
+
+    weights_path, state_path = _resume_paths(resume)
+    weights, _ = load_checkpoint(weights_path)
+    model_weights = {k: v for k, v in weights.items() if not k.startswith("mi_objective.")}
+    step_module.model.load_state_dict(model_weights, strict=True)
+    if step_module.mi_objective is not None:
+        mi_weights = {k[len("mi_objective."):]: v for k, v in weights.items() if k.startswith("mi_objective.")}
+        step_module.mi_objective.load_state_dict(mi_weights, strict=True)
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state["scaler"]:
+        scaler.load_state_dict(state["scaler"])
+    _set_rng_state(state["rng"])
+    return state["progress"]
+
+
+# --------------------------------------------------------------------------------------------------------- logging
+
+
+class MetricsLog:
+    """``metrics.jsonl`` always; TensorBoard scalars when tensorboard is installed. Rank 0 only."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except Exception:  # tensorboard is optional
+                self.tb = None
+
+    def write(self, kind: str, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"kind": kind, "step": step, "time": time.time(), **values}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self.tb.add_scalar(f"{kind}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# -------------------------------------------------------------------------------------------------------- the loop
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "none":
+        return nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    return (batch["frames"].to(device, non_blocking=True), batch["heatmaps"].to(device, non_blocking=True),
+            batch["target_weight"].to(device, non_blocking=True))
+
+
+def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[str] = None,
+          train_dataset=None, val_fn=None) -> dict[str, Any]:
+    """Train ``cfg`` and return the final progress record.
+
+    Args:
+        cfg: the experiment.
+        resume: a run folder or ``.safetensors`` checkpoint to continue from.
+        device: ``cpu``, ``cuda`` or ``cuda:N``; default cuda when available.
+        train_dataset: a ready dataset (tests); default ``data.dataset.build_dataset(cfg, "train")``.
+        val_fn: ``f(model, cfg, epoch) -> dict`` with at least ``Mean``; default the `tdmi test` path on val.
+    """
+    info, dev = setup_distributed(device)
+    run_dir = Path(cfg.train.out_dir)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(cfg))
+    check_pretrained(cfg)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # The same seed on every rank: identical initial weights without a broadcast.
+    torch.manual_seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+    random.seed(cfg.train.seed)
+
+    step_module = build_train_step(cfg).to(dev)
+    trainable = [p for p in step_module.parameters() if p.requires_grad]
+    if not trainable:
+        raise CommandError("nothing to train: every parameter is frozen")
+    optimizer = torch.optim.Adam(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.train.lr_steps,
+                                                     gamma=cfg.train.lr_factor)
+    scaler = torch.amp.GradScaler(dev.type) if cfg.train.amp == "fp16" else None
+
+    progress: dict[str, Any] = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_mean": None, "seed": cfg.train.seed}
+    if resume:
+        progress = load_training_state(resume, step_module, optimizer, scheduler, scaler)
+        if info.is_main:
+            print(f"resumed from {resume}: epoch {progress['epoch']}, batch {progress['batch_in_epoch']}, "
+                  f"step {progress['step']}")
+
+    wrapped: nn.Module = step_module
+    if info.enabled:
+        wrapped = nn.parallel.DistributedDataParallel(step_module, device_ids=[dev.index] if dev.type == "cuda"
+                                                      else None)
+
+    if train_dataset is None:
+        from tdmi.data.dataset import build_dataset
+
+        train_dataset = build_dataset(cfg, "train")
+    if len(train_dataset) == 0:
+        raise CommandError(f"the training set of {cfg.data.root} is empty")
+    sampler = EpochSampler(len(train_dataset), cfg.train.batch_size, cfg.train.seed, info.rank, info.world_size)
+    from tdmi.data.dataset import collate_clips
+
+    loader_generator = torch.Generator().manual_seed(cfg.train.seed + info.rank)
+    loader = torch.utils.data.DataLoader(
+        train_dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=cfg.data.workers,
+        collate_fn=collate_clips, drop_last=False, worker_init_fn=_seed_worker, generator=loader_generator,
+        pin_memory=dev.type == "cuda", persistent_workers=False)
+
+    log = MetricsLog(run_dir, info.is_main)
+    interrupted = {"flag": False}
+
+    def _on_sigint(signum, frame):  # finish the current step, then save a resumable checkpoint
+        if interrupted["flag"]:
+            raise KeyboardInterrupt
+        interrupted["flag"] = True
+        if info.is_main:
+            print("\ninterrupt: saving a resumable checkpoint after this step (Ctrl-C again to abort)", flush=True)
+
+    previous_handler = signal.signal(signal.SIGINT, _on_sigint) if _in_main_thread() else None
+    try:
+        _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scaler, loader, sampler,
+                    train_dataset, progress, run_dir, log, interrupted, val_fn)
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
+        log.close()
+    return progress
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scaler, loader, sampler, dataset,
+                progress, run_dir, log, interrupted, val_fn) -> None:
+    from tqdm import tqdm
+
+    accum = max(1, cfg.train.grad_accum)
+    max_steps = cfg.train.max_steps
+    for epoch in range(progress["epoch"], cfg.train.epochs):
+        start_batch = progress["batch_in_epoch"] if epoch == progress["epoch"] else 0
+        sampler.set_epoch(epoch, start_batch)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        step_module.train()
+        sums: dict[str, float] = {}
+        seen, t0 = 0, time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not info.is_main,
+                   initial=start_batch, total=start_batch + len(loader), leave=False, dynamic_ncols=True)
+        batch_index = start_batch
+        for batch in bar:
+            frames, heatmaps, weight = _to_device(batch, dev)
+            is_step = (batch_index + 1) % accum == 0 or batch_index + 1 == start_batch + len(loader)
+            sync = nullcontext() if (is_step or not info.enabled) else wrapped.no_sync()
+            with sync:
+                with _autocast(dev, cfg.train.amp):
+                    terms = wrapped(frames, heatmaps, weight)
+                loss = terms["loss"]
+                if not torch.isfinite(loss):
+                    values = ", ".join(f"{k}={v.item():.6g}" for k, v in terms.items())
+                    raise NonFiniteLossError(
+                        f"non-finite loss at epoch {epoch + 1}, batch {batch_index}, step {progress['step']}: "
+                        f"{values}. The last good checkpoint in {run_dir} is kept; lower train.lr or "
+                        "model.mi.alpha, or use train.amp=none.")
+                scaled = loss / accum
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            if is_step:
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                progress["step"] += 1
+            batch_index += 1
+            progress["batch_in_epoch"] = batch_index
+            n = frames.shape[0] * info.world_size
+            seen += n
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(loss=f"{float(loss.detach()):.5f}", hm=f"{float(terms['heatmap'].detach()):.5f}", sps=f"{rate:.1f}")
+            if is_step and info.is_main and progress["step"] % 20 == 0:
+                log.write("step", progress["step"], {k: float(v.detach()) for k, v in terms.items()}
+                          | {"lr": optimizer.param_groups[0]["lr"], "samples_per_s": rate})
+            stop_now = interrupted["flag"] or (max_steps and progress["step"] >= max_steps)
+            if stop_now:
+                break
+        bar.close()
+        epoch_done = progress["batch_in_epoch"] >= start_batch + len(loader) and not interrupted["flag"]
+        if epoch_done:
+            scheduler.step()
+            progress["epoch"] = epoch + 1
+            progress["batch_in_epoch"] = 0
+        means = {k: v / max(seen, 1) for k, v in sums.items()}
+        if info.is_main:
+            elapsed = time.perf_counter() - t0
+            summary = " ".join(f"{k}={v:.5f}" for k, v in means.items())
+            print(f"epoch {epoch + 1}/{cfg.train.epochs}: {summary} lr={optimizer.param_groups[0]['lr']:.2e} "
+                  f"{seen / max(elapsed, 1e-9):.1f} samples/s ({elapsed:.0f}s)", flush=True)
+            log.write("epoch", progress["step"], means | {"epoch": epoch + 1, "seconds": elapsed})
+        if epoch_done and cfg.train.val_every and (epoch + 1) % cfg.train.val_every == 0 and info.is_main:
+            table = _validate(step_module.model, cfg, epoch + 1, val_fn)
+            if table is not None:
+                log.write("val", progress["step"], table)
+                mean = table.get("Mean")
+                if mean is not None and (progress["best_mean"] is None or mean > progress["best_mean"]):
+                    progress["best_mean"] = float(mean)
+                    save_training_state(run_dir, "best", step_module, optimizer, scheduler, scaler, cfg,
+                                        dict(progress), snapshot=False)
+        if info.is_main:
+            save_training_state(run_dir, "last", step_module, optimizer, scheduler, scaler, cfg, dict(progress))
+            if epoch_done:
+                save_training_state(run_dir, f"epoch_{epoch + 1:03d}", step_module, optimizer, scheduler, scaler,
+                                    cfg, dict(progress), snapshot=False)
+        if info.enabled:
+            dist.barrier()
+        if interrupted["flag"]:
+            if info.is_main:
+                print(f"saved a resumable checkpoint: tdmi train --config {run_dir / 'config.yaml'} "
+                      f"--resume {run_dir}")
+            raise KeyboardInterrupt
+        if max_steps and progress["step"] >= max_steps:
+            break
+
+
+def _validate(model: nn.Module, cfg: ExperimentConfig, epoch: int, val_fn) -> Optional[dict[str, float]]:
+    if val_fn is None:
+        from tdmi.engine.test import validate_model
+
+        val_fn = validate_model
+    model.eval()
+    try:
+        table = val_fn(model, cfg, epoch)
+    finally:
+        model.train()
+    if table:
+        row = " ".join(f"{k} {v:.1f}" for k, v in table.items() if isinstance(v, (int, float)))
+        print(f"validation after epoch {epoch}: {row}", flush=True)
+    return table
+
+
+# ------------------------------------------------------------------------------------------------------------- CLI
+
+
+def train_command(args) -> int:
+    """``tdmi train``: load the config (or the resumed run's), apply CLI options, train."""
+    if args.resume and not args.config:
+        raise CommandError("--resume needs --config too (the run folder holds config.yaml)")
+    cfg = load_config(args.config, args.overrides)
+    if args.out:
+        cfg.train.out_dir = args.out
+    if args.deterministic:
+        cfg.train.deterministic = True
+    try:
+        progress = train(cfg, resume=args.resume, device=args.device)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    best = progress.get("best_mean")
+    print(f"done: {progress['epoch']} epochs, {progress['step']} steps, best val mAP "
+          f"{'n/a' if best is None else f'{best:.1f}'}; checkpoints in {cfg.train.out_dir}")
+    return 0
+
+
+def load_run_config(run_dir: str) -> ExperimentConfig:
+    """The config a run was trained with (its ``config.yaml``)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise CommandError(f"{path} not found")
+    return load_config(path)
+
+

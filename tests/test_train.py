@@ -1,0 +1,188 @@
+"""Training engine: data order, schedule, resume bit-identity, DDP replicas, NaN guard, Ctrl-C checkpoint."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from tdmi.config import load_config
+from tdmi.engine.train import EpochSampler, NonFiniteLossError, lr_at_epoch, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_epoch_sampler_is_a_function_of_seed_and_epoch():
+    a = EpochSampler(10, batch_size=3, seed=7)
+    b = EpochSampler(10, batch_size=3, seed=7)
+    a.set_epoch(2)
+    b.set_epoch(2)
+    assert list(a) == list(b)
+    assert sorted(a) == list(range(10))
+    b.set_epoch(3)
+    assert list(a) != list(b)
+
+
+def test_epoch_sampler_resumes_mid_epoch():
+    full = EpochSampler(11, batch_size=2, seed=1)
+    full.set_epoch(4)
+    tail = EpochSampler(11, batch_size=2, seed=1)
+    tail.set_epoch(4, start_batch=3)
+    assert list(tail) == list(full)[6:]
+    assert len(tail) == len(full) - 6
+
+
+def test_epoch_sampler_shards_cover_everything_once_per_rank():
+    shards = [EpochSampler(10, 2, seed=0, rank=r, world_size=3) for r in range(3)]
+    for s in shards:
+        s.set_epoch(0)
+    indices = [i for s in shards for i in s]
+    assert len(indices) == 12 and set(indices) == set(range(10))  # padded by wrapping, like DistributedSampler
+    assert len({len(list(s)) for s in shards}) == 1
+
+
+def test_paper_schedule():
+    cfg = load_config(None)
+    assert [lr_at_epoch(cfg, e) for e in (0, 5, 6, 11, 12, 18, 19)] == pytest.approx(
+        [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-6, 1e-6])
+
+
+# ---------------------------------------------------------------------------------------------- end to end on tiny data
+
+TINY = [
+    "model.backbone.width=4", "model.input_size=[32,64]", "model.heatmap_size=[8,16]", "model.delta=1",
+    "model.tde.channels=12", "model.tde.deform_groups=3", "model.tde.blocks_per_stage=[1,1,1,1]",
+    "model.fusion_blocks=1", "model.st_blocks=1", "model.backbone.freeze=false", "data.sigma=1.0",
+    "data.workers=0", "train.batch_size=2", "train.val_every=0", "train.lr=1e-3",
+]
+
+
+class TinyClips(torch.utils.data.Dataset):
+    """Random clips with a fixed per-index generator: what matters here is determinism, not learning."""
+
+    def __init__(self, n: int = 6, frames: int = 3):
+        self.n, self.frames = n, frames
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(1000 * self.epoch + i)
+        heatmaps = torch.rand(17, 16, 8, generator=g)
+        return {"frames": torch.randn(self.frames, 3, 64, 32, generator=g), "heatmaps": heatmaps,
+                "target_weight": (torch.rand(17, generator=g) > 0.3).float(), "meta": {"index": i}}
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    from tdmi.models.checkpoints import load_checkpoint
+
+    return load_checkpoint(run / "last.safetensors")[0]
+
+
+def test_resume_is_bit_identical(tmp_path):
+    straight = load_config(None, TINY + [f"train.out_dir={tmp_path / 'a'}", "train.epochs=2"])
+    train(straight, device="cpu", train_dataset=TinyClips())
+    first_half = load_config(None, TINY + [f"train.out_dir={tmp_path / 'b'}", "train.epochs=2", "train.max_steps=4"])
+    train(first_half, device="cpu", train_dataset=TinyClips())
+    second_half = load_config(None, TINY + [f"train.out_dir={tmp_path / 'b'}", "train.epochs=2"])
+    progress = train(second_half, resume=str(tmp_path / "b"), device="cpu", train_dataset=TinyClips())
+    assert progress["step"] == 6 and progress["epoch"] == 2
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    cfg = load_config(None, TINY + [f"train.out_dir={tmp_path}", "train.epochs=2"])
+
+    class Poisoned(TinyClips):
+        def __getitem__(self, i):
+            sample = super().__getitem__(i)
+            if self.epoch == 1:
+                sample["frames"][:] = float("nan")
+            return sample
+
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 2"):
+        train(cfg, device="cpu", train_dataset=Poisoned())
+    assert (tmp_path / "last.safetensors").is_file()  # epoch 1's checkpoint survives
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    cfg = load_config(None, TINY + [f"train.out_dir={out}", "train.epochs=1", "train.max_steps=2"])
+    from tdmi.engine import train as engine
+
+    captured = {}
+    original = engine._run_epochs
+
+    def spy(cfg_, info, dev, wrapped, step_module, *rest):
+        original(cfg_, info, dev, wrapped, step_module, *rest)
+        # Parameters, not buffers: DDP broadcasts rank 0's BN statistics at the start of every forward, so after the
+        # last step each rank's running statistics legitimately reflect its own last batch.
+        captured["state"] = {k: v.detach().clone() for k, v in step_module.named_parameters()}
+
+    engine._run_epochs = spy
+    try:
+        train(cfg, device="cpu", train_dataset=TinyClips(n=8))
+    finally:
+        engine._run_epochs = original
+        torch.distributed.destroy_process_group()
+    torch.save(captured["state"], os.path.join(out, f"rank{rank}.pt"))
+
+
+def test_ddp_two_cpu_processes_hold_identical_weights(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    initial = load_config(None, TINY)
+    assert r0.keys() == r1.keys()
+    for key in r0:
+        assert torch.equal(r0[key], r1[key]), key
+    from tdmi.engine.train import build_train_step
+
+    torch.manual_seed(initial.train.seed)
+    fresh = dict(build_train_step(initial).named_parameters())
+    assert any(not torch.equal(fresh[k], r0[k]) for k in r0 if r0[k].is_floating_point())  # it did train
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
+    import signal
+
+    class InterruptOnce(TinyClips):
+        fired = False
+
+        def __getitem__(self, i):
+            if self.epoch == 0 and not InterruptOnce.fired and i == 0:
+                InterruptOnce.fired = True
+                os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C mid-epoch
+            return super().__getitem__(i)
+
+    cfg = load_config(None, TINY + [f"train.out_dir={tmp_path / 'b'}", "train.epochs=2"])
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, device="cpu", train_dataset=InterruptOnce())
+    state = torch.load(tmp_path / "b" / "last.state.pt", weights_only=True)
+    assert 0 < state["progress"]["batch_in_epoch"] < 3 and state["progress"]["epoch"] == 0
+    train(cfg, resume=str(tmp_path / "b"), device="cpu", train_dataset=TinyClips())
+    straight = load_config(None, TINY + [f"train.out_dir={tmp_path / 'a'}", "train.epochs=2"])
+    train(straight, device="cpu", train_dataset=TinyClips())
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
