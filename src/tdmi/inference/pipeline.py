@@ -64,7 +64,7 @@ import numpy as np
 import torch
 
 from tdmi import __version__
-from tdmi.config import ExperimentConfig, config_from_dict, load_config, to_dict
+from tdmi.config import ExperimentConfig, config_from_dict, flatten_dict, load_config, to_dict
 from tdmi.data.clips import PADDING_RULES, window_offsets
 from tdmi.data.fileio import atomic_write_json
 from tdmi.data.transforms import (PIXEL_STD, box_to_center_scale, get_affine_transform, normalize_crops,
@@ -302,7 +302,7 @@ def load_inference_model(checkpoint: Optional[str], config_path: Optional[str] =
             raise CheckpointError(f"{path}: the sidecar holds no 'config'; pass --config with the model's config")
         cfg = config_from_dict(raw, where=f"{path} sidecar")
         if overrides:
-            cfg = load_config(None, [*_flatten_overrides(to_dict(cfg)), *overrides])
+            cfg = load_config(None, [*_as_overrides(cfg), *overrides])
     model = build_model(cfg.model)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
@@ -321,18 +321,11 @@ def load_inference_model(checkpoint: Optional[str], config_path: Optional[str] =
     return LoadedModel(model.to(device).eval(), cfg, description, False, path)
 
 
-def _flatten_overrides(tree: dict, prefix: str = "") -> list[str]:
-    """A nested config dict as ``a.b=value`` overrides (values as JSON, which YAML parses back)."""
+def _as_overrides(cfg: ExperimentConfig) -> list[str]:
+    """A resolved config as ``a.b=value`` overrides (values as JSON, which YAML parses back)."""
     import json
 
-    items = []
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            items.extend(_flatten_overrides(value, name + "."))
-        else:
-            items.append(f"{name}={json.dumps(value)}")
-    return items
+    return [f"{key}={json.dumps(value)}" for key, value in flatten_dict(to_dict(cfg)).items()]
 
 
 # ------------------------------------------------------------------------------------------------------- estimator
