@@ -172,9 +172,12 @@ def _add_infer(sub) -> None:
     box_source.add_argument("--detector", default=None, help="person detector name (default: best available)")
     p.add_argument("--out", default="tdmi-out", help="output folder (default tdmi-out)")
     p.add_argument("--render", action="store_true", help="also write an MP4 with skeletons coloured per track")
-    p.add_argument("--online", action="store_true", help="causal clips (t-2delta..t) for live use")
+    p.add_argument("--online", action="store_true",
+                   help="causal: frame t from frames t-delta..t only (future slots padded with frame t), for live use")
     p.add_argument("--mode", choices=["tube", "exact"], default="tube",
                    help="feature sharing: tube (one crop per track window, fast) or exact (paper's per-key-frame crop)")
+    p.add_argument("--window", type=int, default=12,
+                   help="tube mode: at most this many key frames share one crop box per track (default 12)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.set_defaults(run=_run_infer)
 
@@ -193,6 +196,7 @@ def _add_demo(sub) -> None:
                 "tdmi demo            # or: tdmi demo --video street.mp4")
     p.add_argument("--video", help="run on this video instead of a synthetic clip")
     p.add_argument("--out", default="tdmi-demo", help="output folder (default tdmi-demo)")
+    p.add_argument("--frames", type=int, default=24, help="frames of the synthetic clip (default 24)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.set_defaults(run=_run_demo)
 

@@ -170,3 +170,13 @@ def write_posetrack18_predictions(
                                   f"(GT file stem, image file_name or id)")
     # Written only once every sequence is valid, so a failure leaves no partial set of files behind.
     return [write_json_atomic(out_dir / gt_path.name, payload, indent=None) for gt_path, payload in payloads]
+
+
+POSETRACK18_CATEGORIES = _DEFAULT_CATEGORIES
+"""The standard PoseTrack18 ``categories`` list (person, 17 keypoint names, 1-based skeleton), for files without GT."""
+
+
+def posetrack18_annotation(person: PersonPrediction, image_id: int, index: int, source: str = "prediction") -> dict:
+    """One PoseTrack18 prediction annotation (``keypoints``, ``scores``, ``score``, ``track_id``, ...) for writers that
+    have no GT file to copy frames from (``tdmi infer``); the same rules as :func:`write_posetrack18_predictions`."""
+    return _annotation(person, image_id, index, source)
