@@ -1,0 +1,55 @@
+"""Turn a training checkpoint into the demo checkpoint shipped in ``src/tdmi/weights/``.
+
+    python scripts/package_demo_checkpoint.py runs/synthtrack_proof/tdmi/last.safetensors \
+        --results runs/synthtrack_proof/tdmi_demo_test/results.json
+
+Drops the training objective's weights (``mi_objective.*``), stores floating-point tensors as float16 (the file
+halves to a few MB; they load back into float32 models), keeps the training config in the sidecar and, with
+``--results``, records the validation table that `tdmi test` measured on exactly these weights. The config's
+data paths are reset to the defaults of the SynthTrack demo, since the training machine's paths mean nothing to a
+user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from tdmi.models.checkpoints import load_checkpoint, save_checkpoint
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "tdmi" / "weights" / "tdmi_demo.safetensors"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--results", type=Path, help="results.json of `tdmi test` run on the packaged weights")
+    parser.add_argument("--note", default="", help="free text stored in the sidecar (how it was trained)")
+    args = parser.parse_args()
+
+    state, metadata = load_checkpoint(args.checkpoint)
+    weights = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()
+               if not k.startswith("mi_objective.")}
+    config = metadata.get("config", {})
+    config.setdefault("data", {})["root"] = "data/synthtrack"
+    config["model"]["backbone"]["pretrained"] = None
+    packaged = {"config": config, "training": metadata.get("training", {}), "source": str(args.checkpoint),
+                "note": args.note, "dtype": "float16"}
+    if args.results:
+        results = json.loads(args.results.read_text())
+        packaged["validation"] = {k: results[k] for k in results if k in
+                                  ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")}
+        packaged["validation"]["boxes"] = results.get("meta", {}).get("boxes", results.get("boxes", "gt"))
+    path = save_checkpoint(args.out, weights, packaged)
+    size = path.stat().st_size / 2**20
+    print(f"wrote {path} ({size:.1f} MiB, {len(weights)} tensors)")
+    return 0
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    raise SystemExit(main())
