@@ -434,6 +434,7 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
         step_module.train()
+        epoch_lr = optimizer.param_groups[0]["lr"]  # the schedule steps at the epoch's end; report what was used
         sums: dict[str, float] = {}
         seen, t0 = 0, time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not info.is_main,
@@ -487,9 +488,9 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
         if info.is_main:
             elapsed = time.perf_counter() - t0
             summary = " ".join(f"{k}={v:.5f}" for k, v in means.items())
-            print(f"epoch {epoch + 1}/{cfg.train.epochs}: {summary} lr={optimizer.param_groups[0]['lr']:.2e} "
+            print(f"epoch {epoch + 1}/{cfg.train.epochs}: {summary} lr={epoch_lr:.2e} "
                   f"{seen / max(elapsed, 1e-9):.1f} samples/s ({elapsed:.0f}s)", flush=True)
-            log.write("epoch", progress["step"], means | {"epoch": epoch + 1, "seconds": elapsed})
+            log.write("epoch", progress["step"], means | {"epoch": epoch + 1, "seconds": elapsed, "lr": epoch_lr})
         if epoch_done and cfg.train.val_every and (epoch + 1) % cfg.train.val_every == 0 and info.is_main:
             table = _validate(step_module.model, cfg, epoch + 1, val_fn)
             if table is not None:
