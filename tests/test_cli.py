@@ -39,3 +39,14 @@ def test_bad_config_is_one_line_error(tmp_path, capsys):
     assert main(["info", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "nonsense" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="docs/cli.md is generated with Python 3.11's argparse")
+def test_docs_cli_page_matches_the_parsers():
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "write_cli_docs.py"
+    spec = importlib.util.spec_from_file_location("write_cli_docs", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.DOC.read_text() == module.render(), "docs/cli.md is stale: run python scripts/write_cli_docs.py"

@@ -186,3 +186,19 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_steps_stay_finite(tmp_path, amp):
+    cfg = load_config(None, TINY + [f"train.out_dir={tmp_path}", "train.epochs=1", "train.max_steps=2",
+                                    f"train.amp={amp}"])
+    progress = train(cfg, device="cpu", train_dataset=TinyClips())
+    assert progress["step"] == 2
+    weights = _weights(tmp_path)
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+def test_gradient_accumulation_steps_once_per_k_batches(tmp_path):
+    cfg = load_config(None, TINY + [f"train.out_dir={tmp_path}", "train.epochs=1", "train.grad_accum=2"])
+    progress = train(cfg, device="cpu", train_dataset=TinyClips(n=8))  # 4 batches -> 2 optimizer steps
+    assert progress["step"] == 2
