@@ -309,3 +309,24 @@ def test_backbone_from_our_own_safetensors_checkpoint(tmp_path):
     assert not report.missing
     for key, value in trained.backbone.state_dict().items():
         assert torch.equal(fresh.backbone.state_dict()[key], value), key
+
+
+def test_atomic_writes_get_normal_permissions_and_leave_nothing_behind(tmp_path):
+    import os
+
+    from tdmi.atomic import atomic_write, atomic_write_json
+
+    path = atomic_write_json(tmp_path / "out.json", {"a": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~mask
+    before = path.read_text()
+
+    def broken(temp):
+        temp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, broken)
+    assert path.read_text() == before  # the old file survives a failed write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]

@@ -8,13 +8,12 @@ interrupted run never leaves a half-written annotation, report or submission beh
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from tdmi import atomic as _atomic
 from tdmi.errors import DataFormatError
 
 
@@ -33,24 +32,9 @@ def read_json(path: Path) -> Any:
         raise DataFormatError(f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any, indent: int | None = None) -> None:
-    """Serialise ``obj`` as UTF-8 JSON and write it atomically."""
-    atomic_write_bytes(path, json.dumps(obj, indent=indent).encode("utf-8"))
+# Atomic writes live in tdmi.atomic (shared with models and evaluation); re-exported for the data package.
+atomic_write_bytes = _atomic.atomic_write_bytes
+atomic_write_json = _atomic.atomic_write_json
 
 
 # Field checks: each returns the checked value or raises DataFormatError("<file>: <field> <problem>").

@@ -42,7 +42,6 @@ import glob
 import json
 import os
 import sys
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ from typing import Any, Iterable, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 
+from tdmi.atomic import atomic_write_json
 from tdmi.errors import DataFormatError
 from tdmi.keypoints import POSETRACK17, POSETRACK17_TO_POSEVAL15, POSEVAL15, POSEVAL_GROUPS
 
@@ -961,20 +961,8 @@ def evaluate_dirs(
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Any, indent: Optional[int] = 2) -> Path:
-    """Write JSON through a temporary file in the same folder, then ``os.replace`` (no half-written files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(payload, out, indent=indent, allow_nan=False)
-            out.write("\n")
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    return path
+    """Write JSON atomically (no half-written files); NaN is refused, as strict JSON readers do."""
+    return atomic_write_json(path, payload, indent=indent, allow_nan=False)
 
 
 def evaluate_command(args) -> int:

@@ -159,6 +159,9 @@ class VideoWriter:
             if self.frames_written == 0:
                 os.unlink(self._tmp)
                 raise CommandError(f"{self.path}: no frames were written; no video was created")
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(self._tmp, 0o666 & ~mask)  # mkstemp made it 0600
             os.replace(self._tmp, self.path)
         return self.path
 

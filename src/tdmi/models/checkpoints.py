@@ -26,17 +26,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import re
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
 
+from tdmi.atomic import atomic_write  # noqa: F401  (re-exported: part of this module's API)
 from tdmi.errors import CheckpointError
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -303,21 +302,6 @@ def _storage_tensors(state: dict[str, Tensor]) -> Iterator[tuple[str, Tensor]]:
             tensor = tensor.clone(memory_format=torch.contiguous_format)
         seen.add(tensor.untyped_storage().data_ptr())
         yield name, tensor
-
-
-def atomic_write(target: Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write(temp_path)`` for a new temporary file beside ``target``, then rename it over ``target``.
-
-    ``write`` creates the file itself, so it gets the usual umask permissions (``mkstemp`` would make it 0600).
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(temp)
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def _sha256(path: Path) -> str:
