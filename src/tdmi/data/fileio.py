@@ -1,8 +1,6 @@
 """Small file helpers shared by the data readers and writers: JSON loading and field checks whose errors name the
-file and the field, and atomic writes.
-
-Every write in tdmi goes through a temporary file in the destination folder followed by ``os.replace``, so an
-interrupted run never leaves a half-written annotation, report or submission behind (house rule, design.md).
+file and the field, plus the atomic writers of :mod:`tdmi.atomic`, re-exported for the data package (every write in
+tdmi goes through a temporary file and ``os.replace``, so an interrupted run leaves no half-written file).
 """
 
 from __future__ import annotations
