@@ -202,3 +202,51 @@ def test_gradient_accumulation_steps_once_per_k_batches(tmp_path):
     cfg = load_config(None, TINY + [f"train.out_dir={tmp_path}", "train.epochs=1", "train.grad_accum=2"])
     progress = train(cfg, device="cpu", train_dataset=TinyClips(n=8))  # 4 batches -> 2 optimizer steps
     assert progress["step"] == 2
+
+
+def test_resume_from_the_run_folder_alone_and_clear_errors(tmp_path, capsys):
+    from tdmi.cli import main
+
+    with pytest.raises(Exception, match="not found"):
+        train(load_config(None, TINY + [f"train.out_dir={tmp_path}"]), resume=str(tmp_path / "missing"),
+              device="cpu", train_dataset=TinyClips())
+    assert main(["train"]) == 2 and "--resume RUN_DIR" in capsys.readouterr().err
+    cfg = load_config(None, TINY + [f"train.out_dir={tmp_path / 'run'}", "train.epochs=1", "train.max_steps=1"])
+    train(cfg, device="cpu", train_dataset=TinyClips())
+    other = load_config(None, TINY + [f"train.out_dir={tmp_path / 'run'}", "train.epochs=1",
+                                      "model.backbone.width=8"])
+    with pytest.raises(Exception, match="does not fit the model of this config"):
+        train(other, resume=str(tmp_path / "run"), device="cpu", train_dataset=TinyClips())
+
+
+def test_short_last_accumulation_group_is_averaged_over_its_own_batches(tmp_path):
+    """3 batches with grad_accum=2: the second step's gradient must be that batch's mean loss, not half of it."""
+    from tdmi.engine import train as engine
+
+    seen = []
+    original = torch.Tensor.backward
+
+    def spy(self, *args, **kwargs):
+        seen.append(float(self.detach()))
+        return original(self, *args, **kwargs)
+
+    torch.Tensor.backward = spy
+    try:
+        cfg = load_config(None, TINY + [f"train.out_dir={tmp_path}", "train.epochs=1", "train.grad_accum=2"])
+        losses = []
+        orig_forward = engine.TrainStep.forward
+
+        def record(self, *a):
+            terms = orig_forward(self, *a)
+            losses.append(float(terms["loss"].detach()))
+            return terms
+
+        engine.TrainStep.forward = record
+        try:
+            progress = train(cfg, device="cpu", train_dataset=TinyClips(n=6))
+        finally:
+            engine.TrainStep.forward = orig_forward
+    finally:
+        torch.Tensor.backward = original
+    assert progress["step"] == 2
+    assert seen == pytest.approx([losses[0] / 2, losses[1] / 2, losses[2] / 1])

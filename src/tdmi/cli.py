@@ -143,9 +143,11 @@ def _run_test(args) -> int:
 def _add_train(sub) -> None:
     p = _parser(sub, "train", "train a model (single process, or one process per GPU under torchrun)",
                 "tdmi train --config configs/tdmi_w48_pt17.yaml --set train.batch_size=8\n"
-                "  torchrun --nproc_per_node 2 -m tdmi train --config configs/tdmi_w48_pt17.yaml")
-    _add_config_options(p, required=True)
-    p.add_argument("--resume", help="run folder (or checkpoint) to continue from")
+                "  torchrun --nproc_per_node 2 -m tdmi train --config configs/tdmi_w48_pt17.yaml\n"
+                "  tdmi train --resume runs/tdmi_w48_pt17")
+    _add_config_options(p)
+    p.add_argument("--resume", help="run folder (or checkpoint) to continue from; without --config the run's own "
+                                    "config.yaml is used")
     p.add_argument("--out", help="run folder (default: train.out_dir)")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")

@@ -102,6 +102,8 @@ class MIConfig:
     gate_distillation: bool = True
     """Distil the conditional terms only where the teacher beats the fused prediction (model-facts.md (d));
     false = the paper-literal VSD use on every joint."""
+    motion_head_kernel: int = 1
+    """Kernel of the auxiliary motion head h_m that estimates p(y | M) for the VSD terms (1 or 3; ours: 1)."""
 
 
 @dataclass

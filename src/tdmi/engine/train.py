@@ -38,6 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from tdmi.atomic import atomic_write, atomic_write_bytes
 from tdmi.config import ExperimentConfig, dump_config, load_config, to_dict
 from tdmi.errors import CheckpointError, CommandError, TdmiError
 
@@ -247,42 +248,51 @@ def save_training_state(run_dir: Path, name: str, step_module: TrainStep, optimi
             "rng": _rng_state(),
             "progress": progress,
         }
-        tmp = run_dir / f".{name}.state.pt.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, run_dir / f"{name}.state.pt")
+        atomic_write(run_dir / f"{name}.state.pt", lambda temp: torch.save(state, temp))
 
 
 def _resume_paths(resume: str) -> tuple[Path, Path]:
+    from tdmi.models.checkpoints import checkpoint_paths
+
     path = Path(resume)
     if path.is_dir():
         path = path / "last.safetensors"
-    if path.suffix != ".safetensors":
-        path = path.with_suffix(".safetensors")
-    state = path.with_suffix(".state.pt")
-    for p in (path, state):
+    weights, _ = checkpoint_paths(path)
+    state = weights.with_name(weights.name[: -len(".safetensors")] + ".state.pt")
+    for p in (weights, state):
         if not p.is_file():
             raise CheckpointError(f"--resume: {p} not found (expected a run folder with last.safetensors, "
                                   "last.json and last.state.pt)")
-    return path, state
+    return weights, state
 
 
 def load_training_state(resume: str, step_module: TrainStep, optimizer, scheduler, scaler) -> dict[str, Any]:
     from tdmi.models.checkpoints import load_checkpoint
 
     weights_path, state_path = _resume_paths(resume)
+    from tdmi.models.checkpoints import read_torch_file
+
     weights, _ = load_checkpoint(weights_path)
     model_weights = {k: v for k, v in weights.items() if not k.startswith("mi_objective.")}
-    step_module.model.load_state_dict(model_weights, strict=True)
-    if step_module.mi_objective is not None:
-        mi_weights = {k[len("mi_objective."):]: v for k, v in weights.items() if k.startswith("mi_objective.")}
-        step_module.mi_objective.load_state_dict(mi_weights, strict=True)
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and state["scaler"]:
-        scaler.load_state_dict(state["scaler"])
-    _set_rng_state(state["rng"])
-    return state["progress"]
+    mi_weights = {k[len("mi_objective."):]: v for k, v in weights.items() if k.startswith("mi_objective.")}
+    try:
+        step_module.model.load_state_dict(model_weights, strict=True)
+        if step_module.mi_objective is not None:
+            step_module.mi_objective.load_state_dict(mi_weights, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"--resume: {weights_path} does not fit the model of this config (resume with the "
+                              f"run's own config.yaml): {str(err).splitlines()[0]}") from None
+    state = read_torch_file(state_path)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        return state["progress"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"--resume: {state_path} is not a tdmi training state ({type(err).__name__}: "
+                              f"{err})") from None
 
 
 # --------------------------------------------------------------------------------------------------------- logging
@@ -349,7 +359,7 @@ def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[
     run_dir = Path(cfg.train.out_dir)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(cfg))
+        atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode("utf-8"))
     check_pretrained(cfg)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -454,7 +464,10 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
                         f"non-finite loss at epoch {epoch + 1}, batch {batch_index}, step {progress['step']}: "
                         f"{values}. The last good checkpoint in {run_dir} is kept; lower train.lr or "
                         "model.mi.alpha, or use train.amp=none.")
-                scaled = loss / accum
+                # The epoch's last group may hold fewer than `accum` batches: average over the batches it has.
+                group_start = start_batch + (batch_index - start_batch) // accum * accum
+                group_size = min(accum, start_batch + len(loader) - group_start)
+                scaled = loss / group_size
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
             if is_step:
                 if scaler is not None:
@@ -537,9 +550,13 @@ def _validate(model: nn.Module, cfg: ExperimentConfig, epoch: int, val_fn) -> Op
 
 def train_command(args) -> int:
     """``tdmi train``: load the config (or the resumed run's), apply CLI options, train."""
+    if not args.resume and not args.config:
+        raise CommandError("give --config FILE (a new run) or --resume RUN_DIR (continue a run)")
     if args.resume and not args.config:
-        raise CommandError("--resume needs --config too (the run folder holds config.yaml)")
-    cfg = load_config(args.config, args.overrides)
+        run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
+        cfg = load_config(run_dir / "config.yaml", args.overrides)  # the run's own config
+    else:
+        cfg = load_config(args.config, args.overrides)
     if args.out:
         cfg.train.out_dir = args.out
     if args.deterministic:

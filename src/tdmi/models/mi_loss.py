@@ -197,7 +197,7 @@ class MIObjective(nn.Module):
         mi = model_cfg.mi
         return cls(channels=model_cfg.tde.channels, num_joints=model_cfg.num_joints, alpha=mi.alpha,
                    formulation=mi.formulation, temperature=mi.temperature, epsilon=mi.epsilon,
-                   gate_distillation=mi.gate_distillation)
+                   gate_distillation=mi.gate_distillation, motion_head_kernel=mi.motion_head_kernel)
 
     def motion_logits(self, features: Tensor) -> Tensor:
         """h_m with detached weights, float32: ``[B, C, h, w] -> [B, J, h, w]``; gradients reach only ``features``."""
@@ -288,6 +288,12 @@ class MIObjective(nn.Module):
         motion_useful = -fami_divergence(output.motion, useful, T) if has_useful else zero
         useful_label = (fami_divergence(self.motion_logits(useful), output.heatmaps, T)
                         - fami_divergence(useful, output.fused, T))
+        if output.visual.shape[1] != output.fused.shape[1]:
+            # FAMI pairs feature channels one to one, which needs the backbone width to equal the TDE width.
+            raise ValueError(f"model.mi.formulation=fami compares the key-frame feature ({output.visual.shape[1]} "
+                             f"channels = backbone width) with F~ ({output.fused.shape[1]} channels = "
+                             "model.tde.channels) channel by channel; set model.tde.channels to the backbone width "
+                             "or use formulation=vsd")
         visual_label = (fami_divergence(output.static_heatmaps, output.heatmaps, T)
                         - fami_divergence(output.visual, output.fused, T))
         return [useful_noisy, motion_useful, useful_label, visual_label]
