@@ -60,3 +60,27 @@ def test_evaluate_errors_name_the_file(tmp_path: Path, capsys):
     assert str(victim) in capsys.readouterr().err
     assert main(["evaluate", "--gt", str(gt_dir), "--pred", str(pred_dir), "--allow-missing"]) == 0
     assert victim.stem in capsys.readouterr().out
+
+
+def test_malformed_fields_are_one_line_errors_naming_file_and_field(tmp_path: Path, capsys):
+    gt_dir, pred_dir = make_dirs(tmp_path)
+    victim = sorted(pred_dir.glob("*.json"))[0]
+    pristine = victim.read_text()
+    for field, value in (("scores", ["x"] * 17), ("scores", 0.5), ("bbox_head", ["a", 1, 2, 3])):
+        data = json.loads(pristine)
+        target = data["annotations"][0]
+        target[field] = value
+        if field == "bbox_head":  # head boxes are read from the ground truth
+            gt_file = gt_dir / victim.name
+            gt = json.loads(gt_file.read_text())
+            gt["annotations"][0]["bbox_head"] = value
+            gt_file.write_text(json.dumps(gt))
+            victim.write_text(pristine)
+        else:
+            victim.write_text(json.dumps(data))
+        assert main(["evaluate", "--gt", str(gt_dir), "--pred", str(pred_dir)]) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith("tdmi evaluate: error: ") and f"{field} must be a list of numbers" in last
+    (tmp_path / "gt" / "folder.json").mkdir()
+    assert main(["evaluate", "--gt", str(gt_dir), "--pred", str(pred_dir)]) == 2
+    assert "folder.json: cannot be read" in capsys.readouterr().err

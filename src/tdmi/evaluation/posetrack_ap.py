@@ -232,6 +232,8 @@ def read_json(path: str | os.PathLike) -> dict:
             data = json.load(handle)
     except FileNotFoundError:
         raise DataFormatError(f"{path}: file not found") from None
+    except OSError as err:  # a folder named *.json, no permission, ...
+        raise DataFormatError(f"{path}: cannot be read ({err.strerror or err})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataFormatError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
@@ -281,11 +283,24 @@ def _check_track_ids(track_ids: list, frame_of: list[int], frame_names: list[str
                                   f"{frame_names[int(bad_frame)]!r}; track ids must be unique within a frame")
 
 
-def _polygon_arrays(xs_list: Any, ys_list: Any) -> list[np.ndarray]:
+def _numbers(value: Any, field_name: str, source: str) -> np.ndarray:
+    """A list of numbers as float64, or a DataFormatError naming the file and the field."""
+    try:
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+            raise TypeError
+        return np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise DataFormatError(f"{source}: {field_name} must be a list of numbers, got {value!r:.80}") from None
+
+
+def _polygon_arrays(xs_list: Any, ys_list: Any, source: str = "<ground truth>") -> list[np.ndarray]:
     """Ignore regions as ``[V, 2]`` arrays (x and y lists zipped, like poseval)."""
     polygons = []
-    for xs, ys in zip(xs_list, ys_list):
-        polygons.append(np.asarray(list(zip(xs, ys)), dtype=np.float64).reshape(-1, 2))
+    for k, (xs, ys) in enumerate(zip(xs_list, ys_list)):
+        x = _numbers(xs, f"ignore_regions_x[{k}]", source)
+        y = _numbers(ys, f"ignore_regions_y[{k}]", source)
+        n = min(len(x), len(y))  # poseval zips the two lists, dropping unpaired coordinates
+        polygons.append(np.stack([x[:n], y[:n]], axis=1))
     return polygons
 
 
@@ -351,7 +366,7 @@ def _read_posetrack18_poseval(data: dict, source: str, is_gt: bool) -> _PosevalF
         if is_gt:
             image = images[image_index]
             if "ignore_regions_x" in image and "ignore_regions_y" in image:
-                polygons = _polygon_arrays(image["ignore_regions_x"], image["ignore_regions_y"])
+                polygons = _polygon_arrays(image["ignore_regions_x"], image["ignore_regions_y"], source)
                 if polygons:
                     ignore[frame] = polygons
 
@@ -368,15 +383,17 @@ def _read_posetrack18_poseval(data: dict, source: str, is_gt: bool) -> _PosevalF
         track_ids.append(person["track_id"])
         joint_scores = person.get("scores")
         if joint_scores and not is_gt:
-            if len(joint_scores) < num_slots:
-                raise DataFormatError(f"{source}: annotations[{person_rows[row]}].scores has {len(joint_scores)} "
+            values = _numbers(joint_scores, f"annotations[{person_rows[row]}].scores", source)
+            if len(values) < num_slots:
+                raise DataFormatError(f"{source}: annotations[{person_rows[row]}].scores has {len(values)} "
                                       f"values, expected {num_slots}")
-            scores[row] = joint_scores[:num_slots]
+            scores[row] = values[:num_slots]
         box = person.get("bbox_head")
         if box is not None:
-            if len(box) != 4:
+            values = _numbers(box, f"annotations[{person_rows[row]}].bbox_head", source)
+            if len(values) != 4:
                 raise DataFormatError(f"{source}: annotations[{person_rows[row]}].bbox_head needs 4 numbers")
-            x, y, w, h = (float(v) for v in box)
+            x, y, w, h = values
             head[row] = (x, y, x + w, y + h)
     _check_track_ids(track_ids, person_frame, frame_names, source, unique=not is_gt)
 
@@ -616,7 +633,7 @@ def _read_pt21_file(data: dict, source: str, is_gt: bool) -> _Pt21File:
             if "is_labeled" not in image:
                 raise DataFormatError(f"{source}: images[{i}] has no 'is_labeled' (needed by the PoseTrack21 protocol)")
             labeled[i] = bool(image["is_labeled"])
-            polygons = _polygon_arrays(image.get("ignore_regions_x", []), image.get("ignore_regions_y", []))
+            polygons = _polygon_arrays(image.get("ignore_regions_x", []), image.get("ignore_regions_y", []), source)
             if polygons:
                 ignore[i] = polygons
     frames = []
