@@ -1,8 +1,9 @@
 """Atomic file writes: a temporary file beside the target, then ``os.replace``, so a crash or Ctrl-C never leaves a
 half-written checkpoint, prediction file or video, and whatever was there before survives a failed write.
 
-Every writer in tdmi goes through :func:`atomic_write`. Files get the usual permissions (0666 minus the umask), not
-the 0600 that ``tempfile.mkstemp`` gives.
+Every whole-file writer in tdmi goes through :func:`atomic_write`; the one streamed output, rendered video, follows
+the same temporary-file-then-rename rule in ``inference/render.py``. Files get the usual permissions (0666 minus the
+umask), not the 0600 that ``tempfile.mkstemp`` gives.
 """
 
 from __future__ import annotations

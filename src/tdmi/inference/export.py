@@ -127,22 +127,20 @@ class ClipDecoder(nn.Module):
 def _export(module: nn.Module, inputs: tuple[Tensor, ...], path: Path, input_names: list[str],
             output_names: list[str], batch_axis: str) -> None:
     """``torch.onnx.export`` (TorchScript tracer) to a temporary file, renamed over ``path`` when complete."""
-    import os
     import warnings
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.partial")
+    from tdmi.atomic import atomic_write
+
     axes = {name: {0: batch_axis} for name in (*input_names, *output_names)}
-    try:
+
+    def write(temp: Path) -> None:
         with warnings.catch_warnings():
             # The tracer warns about every shape check it freezes; those checks hold for any batch size.
             warnings.simplefilter("ignore")
             torch.onnx.export(module, inputs, str(temp), dynamo=False, opset_version=OPSET, input_names=input_names,
                               output_names=output_names, dynamic_axes=axes, do_constant_folding=True)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def _relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
