@@ -388,3 +388,18 @@ def test_infer_cli_on_a_synthtrack_folder_writes_evaluable_files(tmp_path, capsy
     assert code == 0, captured.err
     result = evaluate_dirs(summary.annotation_dir, out)
     assert result.num_frames > 0 and np.isfinite(result.table["Mean"])
+
+
+def test_a_boxes_file_that_matches_no_frame_is_reported(tmp_path, scene):
+    from tdmi.inference.detectors import BoxFileDetector, write_boxes_file
+
+    model, cfg, images, _ = scene
+    folder = write_frames(tmp_path / "scene", images[:3])
+    boxes_file = tmp_path / "other.json"
+    write_boxes_file(boxes_file, [(i + 100, f"elsewhere_{i:06d}", np.array([[10, 10, 40, 80]], np.float32),
+                                   np.array([0.9])) for i in range(3)], source="elsewhere")
+    loaded = LoadedModel(model, cfg, "tiny", True, None)
+    outcome = infer_source(str(folder), tmp_path / "out", loaded, BoxFileDetector(boxes_file), "boxes file",
+                           PipelineOptions(), torch.device("cpu"), progress=False)
+    notes = json.loads(outcome.json_path.read_text())["tdmi"]["notes"]
+    assert any("has no entry for any of its 3 frames" in note for note in notes)

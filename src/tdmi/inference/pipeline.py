@@ -735,12 +735,19 @@ def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detect
 
     source: FrameSource = open_source(spec)
     stem = output_stem or _output_stem(spec, set())
-    if isinstance(detector, BoxFileDetector) and len(detector.sequences) > 1:
-        detector.select_sequence(source.info.name)
+    box_file = detector if isinstance(detector, BoxFileDetector) else None
+    if box_file is not None:
+        if len(box_file.sequences) > 1:
+            box_file.select_sequence(source.info.name)
+        box_file.frames_seen = box_file.frames_matched = 0  # counted per input
     estimator = VideoPoseEstimator(loaded.model, loaded.config, options, device)
     collected: list[FramePoses] = []
-    writer = VideoWriter(out_dir / f"{stem}.mp4", source.info.fps, (source.info.width, source.info.height)) \
-        if render else None
+    try:
+        writer = VideoWriter(out_dir / f"{stem}.mp4", source.info.fps, (source.info.width, source.info.height)) \
+            if render else None
+    except BaseException:
+        source.close()  # the writer could not start: release the decoder before reporting
+        raise
 
     def emit(frame: FramePoses, image: np.ndarray) -> None:
         for person in frame.people:
@@ -770,6 +777,9 @@ def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detect
         notes.append(writer.note)
     people = sum(len(f.people) for f in collected)
     tracks = len({p.track_id for f in collected for p in f.people})
+    if box_file is not None and box_file.frames_seen and box_file.frames_matched == 0:
+        notes.append(f"{source.info.name}: the boxes file has no entry for any of its {box_file.frames_seen} frames "
+                     "(frame names or indices do not match); no poses were estimated")
     if people == 0:
         notes.append(f"{source.info.name}: no person was detected in any frame; the JSON lists the frames with no "
                      f"annotations")
