@@ -36,6 +36,7 @@ import json
 import re
 import xml.etree.ElementTree as ElementTree
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, Optional, Union
@@ -318,6 +319,10 @@ def read_hieve_submission(zip_path: Union[str, Path]) -> dict[str, dict]:
                 document = json.loads(archive.read(info))
             except json.JSONDecodeError as err:
                 raise DataFormatError(f"{zip_path}: {info.filename} is not valid JSON ({err.msg})") from None
+            except UnicodeDecodeError:
+                raise DataFormatError(f"{zip_path}: {info.filename} is not UTF-8 text") from None
+            except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+                raise DataFormatError(f"{zip_path}: {info.filename} is corrupt in the archive ({err})") from None
             if not isinstance(document, dict) or document.get("format") != SUBMISSION_FORMAT:
                 raise DataFormatError(f"{zip_path}: {info.filename} is not in the {SUBMISSION_FORMAT} schema")
             results[info.filename[:-len(".json")]] = document

@@ -34,7 +34,8 @@ paper term (eq. 13)    our term (key)                               why this for
   the representation" (as VSD trains its classifier with cross-entropy only).
 - q_H = softmax(H/T) of the model's heatmaps; q_F = softmax(h_hr(F)/T) with h_hr the frozen backbone
   ``final_layer``, supplied by the model as ``static_heatmaps`` and always detached here.
-- w: joint target weights. m3, m4 (``gate_distillation``): detached gates 1[CE(p_y, q^_teacher) < CE(p_y, q^_H)]
+- w: joint target weights; they weight L2-L4 (terms against the label's joints). L1 compares two predictions
+  with each other and is not weighted. m3, m4 (``gate_distillation``): detached gates 1[CE(p_y, q^_teacher) < CE(p_y, q^_H)]
   with p_y = softmax(G/T): distil only where the teacher is better than the fused prediction, which is where the
   conditional MI can be positive, and so a diffuse teacher cannot blur H. ``gate_distillation=False`` gives the
   paper-literal VSD use (m = 1).
