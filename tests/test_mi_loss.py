@@ -362,3 +362,79 @@ def test_joints_mse_matches_per_joint_definition(factor):
     assert loss(pred, pred, weight).item() == 0.0
     with pytest.raises(ValueError):
         loss(pred, target[:, :2], weight)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The "balanced" formulation
+
+
+def test_balanced_total_scales_kl_terms_by_temperature():
+    torch.manual_seed(8)
+    out = independent_output()
+    target, weight = targets()
+    objective = MIObjective(C, J, formulation="balanced", temperature=0.05)
+    r = objective(out, target, weight)
+    expected = (r["mi_useful_noisy"] + 0.05 * (r["mi_motion_useful"] + r["mi_useful_label"] + r["mi_visual_label"])) / N
+    torch.testing.assert_close(r["total"], expected + r["aux"])
+    weighted = objective.weighted_terms(r, N)
+    torch.testing.assert_close(sum(weighted.values()), r["total"] - r["aux"])
+
+
+def test_balanced_logit_gradient_does_not_grow_as_temperature_shrinks():
+    # d KL / d logits = (q - p) / T: the vsd term's gradient grows as 1/T, the balanced one's stays put.
+    target = peaked((1, 1), (2, 3), (4, 2))
+    teacher = peaked((1, 1), (2, 3), (4, 2), value=3.0)
+    norms = {}
+    for formulation in ("vsd", "balanced"):
+        for temperature in (0.05, 0.5):
+            heatmaps = (torch.randn(1, J, H, W) * 0.1).requires_grad_()
+            out = SimpleNamespace(heatmaps=heatmaps, motion=torch.zeros(1, C, H, W), useful=None, noisy=None,
+                                  visual=torch.zeros(1, C, H, W), fused=torch.zeros(1, C, H, W),
+                                  static_heatmaps=teacher)
+            objective = MIObjective(C, J, formulation=formulation, temperature=temperature, gate_distillation=False)
+            r = objective(out, target, torch.ones(1, J))
+            term = objective.weighted_terms(r, N)["mi_visual_label"]
+            norms[formulation, temperature] = torch.autograd.grad(term, heatmaps)[0].norm().item()
+    assert norms["vsd", 0.05] / norms["vsd", 0.5] > 3  # grows as 1/T
+    assert norms["balanced", 0.05] / norms["balanced", 0.5] < 1.5
+
+
+def test_balanced_overlap_is_feature_cosine_blind_to_scale():
+    torch.manual_seed(9)
+    motion = torch.rand(B, C, H, W)
+    target, weight = targets()
+    objective = MIObjective(C, J, formulation="balanced")
+
+    def overlap(useful, noisy):
+        out = SimpleNamespace(heatmaps=torch.randn(B, J, H, W), motion=motion, useful=useful, noisy=noisy,
+                              visual=motion, fused=motion, static_heatmaps=torch.randn(B, J, H, W))
+        return objective(out, target, weight)["mi_useful_noisy"].item()
+
+    first, second = torch.zeros(1, C, 1, 1), torch.zeros(1, C, 1, 1)
+    first[:, : C // 2] = 1
+    second[:, C // 2:] = 1
+    assert overlap(0.5 * motion, 0.5 * motion) == pytest.approx(1.0, abs=1e-5)
+    assert overlap(0.5 * motion, 0.01 * motion) == pytest.approx(1.0, abs=1e-5)  # shrinking Mn does not help
+    assert overlap(first * motion, second * motion) == pytest.approx(0.0, abs=1e-6)  # disjoint channels
+
+
+def test_accuracy_gate_distils_only_from_a_teacher_that_locates_the_joint_better():
+    target = peaked((1, 1), (4, 4))
+    good_teacher = peaked((1, 1), (4, 4))          # on the label
+    student = peaked((1, 2), (0, 0))                # 1 px off, then 4+ px off
+    sharp_wrong = peaked((4, 0), (0, 0), value=50)  # very sharp, no closer to the label than the student
+    objective = MIObjective(C, 2, formulation="balanced")
+    zeros = torch.zeros(1, C, H, W)
+
+    def visual_term(teacher):
+        out = SimpleNamespace(heatmaps=student, motion=zeros, useful=None, noisy=None, visual=zeros, fused=zeros,
+                              static_heatmaps=teacher)
+        return objective._balanced_terms(out, zeros, target, torch.ones(1, 2))[3].item()
+
+    assert visual_term(sharp_wrong) == 0.0  # the CE gate of "vsd" would open for a sharp teacher; this one does not
+    # joint 0: the student is only 1 px off (no margin), joint 1: 4+ px off -> only joint 1 is distilled
+    assert visual_term(good_teacher) > 0
+    single = SimpleNamespace(heatmaps=student[:, :1], motion=zeros, useful=None, noisy=None, visual=zeros,
+                             fused=zeros, static_heatmaps=good_teacher[:, :1])
+    assert MIObjective(C, 1, formulation="balanced")._balanced_terms(single, zeros, target[:, :1],
+                                                                     torch.ones(1, 1))[3].item() == 0.0

@@ -250,3 +250,60 @@ def test_short_last_accumulation_group_is_averaged_over_its_own_batches(tmp_path
         torch.Tensor.backward = original
     assert progress["step"] == 2
     assert seen == pytest.approx([losses[0] / 2, losses[1] / 2, losses[2] / 1])
+
+
+def test_cosine_schedule_with_warmup_and_the_step_schedule_per_optimizer_step():
+    from tdmi.engine.train import lr_multiplier
+
+    cfg = load_config(None, ["train.schedule=cosine", "train.epochs=10", "train.warmup_epochs=1",
+                             "train.min_lr_factor=0.01"])
+    values = [lr_multiplier(cfg, s, steps_per_epoch=10) for s in range(100)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)  # linear warmup over epoch 1
+    assert all(a >= b for a, b in zip(values[9:], values[10:]))                   # then non-increasing
+    assert values[54] == pytest.approx(0.01 + 0.99 * 0.5, abs=0.02)               # half-way down the cosine
+    assert values[-1] == pytest.approx(0.01, abs=1e-3)
+    step = load_config(None, [])
+    assert [lr_multiplier(step, e * 7, 7) for e in (0, 5, 6, 12, 18)] == pytest.approx(
+        [lr_at_epoch(step, e) / step.train.lr for e in (0, 5, 6, 12, 18)])
+
+
+def test_plateau_rule_stops_training_and_resume_does_not_restart_it(tmp_path):
+    cfg = load_config(None, TINY + [f"train.out_dir={tmp_path}", "train.epochs=10", "train.val_every=1",
+                                    "train.plateau_window=3", "train.plateau_min_epochs=2"])
+    scores = iter([10.0, 20.0, 30.0, 30.5, 30.2, 30.9, 50.0, 50.0])
+    progress = train(cfg, device="cpu", train_dataset=TinyClips(), val_fn=lambda m, c, e: {"Mean": next(scores)})
+    assert progress["stopped"] == "plateau" and progress["epoch"] == 5  # 30.0, 30.5, 30.2 agree within 1
+    assert [m for _, m in progress["val_history"]] == [10.0, 20.0, 30.0, 30.5, 30.2]
+    again = train(cfg, resume=str(tmp_path), device="cpu", train_dataset=TinyClips())
+    assert again["epoch"] == 5
+
+
+def test_losses_are_float32_under_bf16_autocast():
+    from tdmi.engine.train import build_train_step
+
+    cfg = load_config(None, TINY + ["train.amp=bf16", "model.mi.formulation=balanced"])
+    step = build_train_step(cfg)
+    data = TinyClips(n=2)
+    batch = [data[0], data[1]]
+    terms = step(torch.stack([b["frames"] for b in batch]), torch.stack([b["heatmaps"] for b in batch]),
+                 torch.stack([b["target_weight"] for b in batch]))
+    assert all(v.dtype == torch.float32 for v in terms.values())
+    terms["loss"].backward()
+
+
+def test_mi_diagnostics_report_gradients_and_gate_statistics(tmp_path):
+    import json
+
+    cfg = load_config(None, TINY + [f"train.out_dir={tmp_path}", "train.epochs=1", "train.mi_diagnostics_every=1",
+                                    "model.mi.formulation=balanced", "model.rdm.init_std=0.1"])
+    train(cfg, device="cpu", train_dataset=TinyClips())
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    diag = [r for r in records if r["kind"] == "mi_diag"]
+    assert len(diag) == 3  # one per optimizer step
+    first = diag[0]
+    for group in ("tde", "useful_gate", "noisy_gate"):
+        assert first[f"{group}.heatmap.norm"] >= 0
+        for term in ("mi_useful_noisy", "mi_motion_useful", "mi_useful_label", "mi_visual_label"):
+            assert -1.0 - 1e-6 <= first[f"{group}.{term}.cos"] <= 1.0 + 1e-6
+    assert first["tde.heatmap.norm"] > 0 and first["noisy_gate.mi_useful_noisy.norm"] > 0
+    assert 0.0 <= first["useful_gate.saturated"] <= 1.0 and first["useful_gate.per_sample_std"] >= 0

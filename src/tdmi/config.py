@@ -82,6 +82,9 @@ class RDMConfig:
     alternative that takes the first half of M's channels as useful and the rest as noisy."""
     reduction: int = 4
     """MLP reduction ratio r (C -> C/r -> C). Ours: 4, since SE's 16 leaves 3 hidden units at C=48."""
+    init_std: float = 0.001
+    """Std of the gates' initial MLP weights (HRNet's 0.001 makes both gates start at exactly 0.5, where any
+    symmetric overlap term has zero gradient; the ``balanced`` MI formulation wants ~0.1 to break the tie)."""
 
 
 @dataclass
@@ -92,8 +95,10 @@ class MIConfig:
     """False = table 7's "RDM without MI" row (heatmap loss only)."""
     alpha: float = 1.0
     """Weight of L_MI in L = L_H + alpha * L_MI (paper: 1)."""
-    formulation: Literal["vsd", "fami"] = "vsd"
-    """``vsd``: the bounded Variational Self-Distillation terms of model-facts.md (default). ``fami``: the
+    formulation: Literal["vsd", "balanced", "fami"] = "vsd"
+    """``vsd``: the bounded Variational Self-Distillation terms of model-facts.md (default). ``balanced``: the
+    same terms with the defects measured in the SynthTrack proof corrected (temperature-scaled gradients, accuracy
+    gates, a feature-space overlap; ``models/mi_loss.py``). ``fami``: the
     literal FAMI-Pose estimators (probabilities passed to kl_div; kept for comparison only)."""
     temperature: float = 0.05
     """Softmax temperature over heatmap pixels (FAMI's 0.05)."""
@@ -197,6 +202,15 @@ class TrainConfig:
     lr_steps: list[int] = field(default_factory=lambda: [6, 12, 18])
     """Epochs after which lr is multiplied by ``lr_factor`` (paper: 1e-4, 1e-5, 1e-6 at 6, 12, 18)."""
     lr_factor: float = 0.1
+    schedule: Literal["step", "cosine"] = "step"
+    """``step``: the paper's schedule (x ``lr_factor`` after each epoch in ``lr_steps``). ``cosine``: linear warmup
+    over ``warmup_epochs``, then a cosine from ``lr`` down to ``lr * min_lr_factor`` at the end of ``epochs``
+    (ours, for training from scratch, where the step schedule converges slowly). Both are applied per optimizer
+    step."""
+    warmup_epochs: float = 0.0
+    """Linear warmup from ~0 to ``lr`` over this many epochs (any schedule; 0 = none)."""
+    min_lr_factor: float = 0.0
+    """``cosine`` only: the final lr as a fraction of ``lr``."""
     weight_decay: float = 0.0
     """Adam weight decay (HRNet and FAMI use none)."""
     batch_size: int = 16
@@ -204,14 +218,34 @@ class TrainConfig:
     grad_accum: int = 1
     """Optimizer step every this many batches."""
     amp: Literal["none", "bf16", "fp16"] = "none"
-    """Autocast dtype; fp16 uses a gradient scaler."""
+    """Autocast dtype for the model's forward; fp16 uses a gradient scaler. Losses and the MI objective's heads
+    always run in float32 outside autocast."""
+    channels_last: bool = False
+    """Channels-last memory format for the model and its inputs (faster convolutions with oneDNN on CPU and with
+    cuDNN on GPU; measure with benchmarks/train_speed.py)."""
     heatmap_loss_factor: float = 1.0
     """Factor on the joint-weighted MSE: 1.0 as DCPose/FAMI (HRNet uses 0.5). It sets alpha's scale."""
     seed: int = 0
     deterministic: bool = False
     val_every: int = 1
     """Validate (the `tdmi test` path) every this many epochs; 0 = never."""
+    plateau_window: int = 0
+    """Stop when the last ``plateau_window`` validations agree within ``plateau_tolerance`` mAP (max - min);
+    0 = never stop early. Checked only from epoch ``plateau_min_epochs`` on."""
+    plateau_tolerance: float = 1.0
+    plateau_min_epochs: int = 0
     out_dir: str = "runs/experiment"
+    feature_cache: Optional[str] = None
+    """Folder of cached backbone features (``engine/feature_cache.py``): with a frozen backbone, the stage
+    features of ``feature_cache_draws`` augmented versions of every training clip are computed once (built on
+    first use, resumable) and epoch e trains on draw ``e % feature_cache_draws``. Runs that share the backbone,
+    data and crop settings share the cache. None = compute the backbone every step."""
+    feature_cache_draws: int = 4
+    feature_cache_seed: int = 0
+    """The dataset seed of the cached augmentation draws (the same for every training seed that uses the cache)."""
+    mi_diagnostics_every: int = 0
+    """Every this many optimizer steps, log per-term gradient norms and cosines on the TDE and the RDM gates and
+    the gates' saturation (``engine/mi_diagnostics.py``) to metrics.jsonl as ``mi_diag`` records; 0 = never."""
     max_steps: int = 0
     """Stop after this many optimizer steps (0 = no limit); for smoke tests."""
 

@@ -141,17 +141,31 @@ class TrainStep(nn.Module):
     ``loss`` being the total to minimise.
     """
 
-    def __init__(self, model: nn.Module, heatmap_loss: nn.Module, mi_objective: Optional[nn.Module]):
+    def __init__(self, model: nn.Module, heatmap_loss: nn.Module, mi_objective: Optional[nn.Module],
+                 amp: str = "none", channels_last: bool = False):
         super().__init__()
         self.model = model
         self.heatmap_loss = heatmap_loss
         self.mi_objective = mi_objective
+        self.amp = amp
+        self.channels_last = channels_last
 
-    def forward(self, frames: Tensor, heatmaps: Tensor, target_weight: Tensor) -> dict[str, Tensor]:
-        output = self.model(frames)
-        # Losses in float32 even under autocast: the MI terms take log-softmaxes over thousands of pixels.
-        predicted = output.heatmaps.float()
-        terms = {"heatmap": self.heatmap_loss(predicted, heatmaps, target_weight)}
+    def forward(self, inputs, heatmaps: Tensor, target_weight: Tensor) -> dict[str, Tensor]:
+        """``inputs``: clip frames ``[B, T, 3, H, W]``, or cached stage features (a ``StageFeatures`` of
+        ``[B, T, C_j, h, w]``, ``engine/feature_cache.py``) that go straight to ``model.decode``."""
+        device_type = heatmaps.device.type
+        with _autocast(device_type, self.amp):
+            output = self.model(inputs) if isinstance(inputs, Tensor) else self.model.decode(inputs)
+        # Losses and the MI objective's heads in float32 with autocast off: inside autocast even an explicit
+        # F.conv2d(x.float(), w.float()) comes back in bf16, and the MI terms' temperature (0.05) multiplies
+        # that rounding by 20.
+        with torch.autocast(device_type=device_type, enabled=False):
+            output = output._replace(**{k: v.float() for k, v in output._asdict().items()
+                                        if isinstance(v, Tensor) and v.is_floating_point()})
+            return self._losses(output, heatmaps.float(), target_weight.float())
+
+    def _losses(self, output, heatmaps: Tensor, target_weight: Tensor) -> dict[str, Tensor]:
+        terms = {"heatmap": self.heatmap_loss(output.heatmaps, heatmaps, target_weight)}
         loss = terms["heatmap"]
         if self.mi_objective is not None:
             mi_terms = self.mi_objective(output, heatmaps, target_weight)
@@ -177,7 +191,11 @@ def build_train_step(cfg: ExperimentConfig) -> TrainStep:
     mi_objective = None
     if cfg.model.arch != "hrnet" and cfg.model.mi.enabled:
         mi_objective = MIObjective.from_config(cfg.model)
-    return TrainStep(model, JointsMSELoss(factor=cfg.train.heatmap_loss_factor), mi_objective)
+    step = TrainStep(model, JointsMSELoss(factor=cfg.train.heatmap_loss_factor), mi_objective,
+                     amp=cfg.train.amp, channels_last=cfg.train.channels_last)
+    if cfg.train.channels_last:
+        step.to(memory_format=torch.channels_last)
+    return step
 
 
 def check_pretrained(cfg: ExperimentConfig) -> None:
@@ -194,6 +212,26 @@ def check_pretrained(cfg: ExperimentConfig) -> None:
 def lr_at_epoch(cfg: ExperimentConfig, epoch: int) -> float:
     """The paper's step schedule: lr * factor^(number of steps passed)."""
     return cfg.train.lr * cfg.train.lr_factor ** sum(epoch >= s for s in cfg.train.lr_steps)
+
+
+def lr_multiplier(cfg: ExperimentConfig, step: int, steps_per_epoch: int) -> float:
+    """The lr of optimizer step ``step`` (0-based) as a fraction of ``train.lr``, for either schedule.
+
+    ``step``: ``lr_factor`` per passed epoch of ``lr_steps`` (the paper). ``cosine``: after the warmup,
+    ``min + (1 - min) * (1 + cos(pi * progress)) / 2`` with progress running from 0 after the warmup to 1 at the
+    end of ``train.epochs``. A warmup of ``warmup_epochs`` ramps linearly from 1/warmup_steps to 1 in front of
+    either.
+    """
+    t = cfg.train
+    steps_per_epoch = max(1, steps_per_epoch)
+    warmup = int(round(t.warmup_epochs * steps_per_epoch))
+    ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    if t.schedule == "step":
+        epoch = step // steps_per_epoch
+        return ramp * t.lr_factor ** sum(epoch >= s for s in t.lr_steps)
+    total = max(1, t.epochs * steps_per_epoch - warmup)
+    progress = min(1.0, max(0, step - warmup) / total)
+    return ramp * (t.min_lr_factor + (1.0 - t.min_lr_factor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 # ----------------------------------------------------------------------------------------------------- checkpoints
@@ -332,16 +370,27 @@ class MetricsLog:
 # -------------------------------------------------------------------------------------------------------- the loop
 
 
-def _autocast(device: torch.device, amp: str):
+def _autocast(device_type: str, amp: str):
     if amp == "none":
         return nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device_type, dtype=dtype)
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     return (batch["frames"].to(device, non_blocking=True), batch["heatmaps"].to(device, non_blocking=True),
             batch["target_weight"].to(device, non_blocking=True))
+
+
+def channels_last_frames(frames: Tensor) -> Tensor:
+    """``[B, T, 3, H, W]`` with the 3 colour values innermost, so every ``[N, 3, H, W]`` view the model takes of it
+    (``flatten(0, 1)``, the key frame) is channels-last without a copy."""
+    return frames.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+
+def steps_per_epoch(num_batches: int, grad_accum: int) -> int:
+    """Optimizer steps in an epoch of ``num_batches`` batches (a short last accumulation group still steps)."""
+    return math.ceil(num_batches / max(1, grad_accum))
 
 
 def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[str] = None,
@@ -374,35 +423,50 @@ def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[
     if not trainable:
         raise CommandError("nothing to train: every parameter is frozen")
     optimizer = torch.optim.Adam(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.train.lr_steps,
-                                                     gamma=cfg.train.lr_factor)
     scaler = torch.amp.GradScaler(dev.type) if cfg.train.amp == "fp16" else None
 
-    progress: dict[str, Any] = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_mean": None, "seed": cfg.train.seed}
+    from tdmi.data.dataset import collate_clips
+
+    collate = collate_clips
+    if train_dataset is None and cfg.train.feature_cache:
+        train_dataset = _cached_dataset(cfg, info, dev)
+    if train_dataset is None:
+        from tdmi.data.dataset import build_dataset
+
+        train_dataset = build_dataset(cfg, "train")
+    from tdmi.engine.feature_cache import CachedFeatureDataset, collate_cached
+
+    if isinstance(train_dataset, CachedFeatureDataset):
+        collate = collate_cached
+    if len(train_dataset) == 0:
+        raise CommandError(f"the training set of {cfg.data.root} is empty")
+    sampler = EpochSampler(len(train_dataset), cfg.train.batch_size, cfg.train.seed, info.rank, info.world_size)
+    # The schedule is a function of the optimizer step, so it needs the epoch's step count before any resume.
+    epoch_steps = steps_per_epoch(math.ceil(sampler.per_rank / cfg.train.batch_size), cfg.train.grad_accum)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(cfg, step, epoch_steps))
+
+    progress: dict[str, Any] = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_mean": None, "seed": cfg.train.seed,
+                                "val_history": []}
     if resume:
         progress = load_training_state(resume, step_module, optimizer, scheduler, scaler)
         if info.is_main:
             print(f"resumed from {resume}: epoch {progress['epoch']}, batch {progress['batch_in_epoch']}, "
                   f"step {progress['step']}")
+        progress.setdefault("val_history", [])
+        if progress.get("stopped") == "plateau":
+            if info.is_main:
+                print(f"{resume} already stopped at its plateau after epoch {progress['epoch']}: nothing to do")
+            return progress
 
     wrapped: nn.Module = step_module
     if info.enabled:
         wrapped = nn.parallel.DistributedDataParallel(step_module, device_ids=[dev.index] if dev.type == "cuda"
                                                       else None)
 
-    if train_dataset is None:
-        from tdmi.data.dataset import build_dataset
-
-        train_dataset = build_dataset(cfg, "train")
-    if len(train_dataset) == 0:
-        raise CommandError(f"the training set of {cfg.data.root} is empty")
-    sampler = EpochSampler(len(train_dataset), cfg.train.batch_size, cfg.train.seed, info.rank, info.world_size)
-    from tdmi.data.dataset import collate_clips
-
     loader_generator = torch.Generator().manual_seed(cfg.train.seed + info.rank)
     loader = torch.utils.data.DataLoader(
         train_dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=cfg.data.workers,
-        collate_fn=collate_clips, drop_last=False, worker_init_fn=_seed_worker, generator=loader_generator,
+        collate_fn=collate, drop_last=False, worker_init_fn=_seed_worker, generator=loader_generator,
         pin_memory=dev.type == "cuda", persistent_workers=False)
 
     log = MetricsLog(run_dir, info.is_main)
@@ -424,6 +488,21 @@ def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[
             signal.signal(signal.SIGINT, previous_handler)
         log.close()
     return progress
+
+
+def _cached_dataset(cfg: ExperimentConfig, info: DistInfo, dev: torch.device):
+    """Build (rank 0) or open ``train.feature_cache`` and return its dataset."""
+    from tdmi.engine.feature_cache import CachedFeatureDataset, build_feature_cache
+
+    if not cfg.model.backbone.freeze:
+        raise CommandError("train.feature_cache needs a frozen backbone (model.backbone.freeze=true): a trained "
+                           "backbone changes its features every step")
+    if info.is_main:
+        build_feature_cache(cfg, cfg.train.feature_cache, cfg.train.feature_cache_draws,
+                            seed=cfg.train.feature_cache_seed, device=dev)
+    if info.enabled:
+        dist.barrier()
+    return CachedFeatureDataset(cfg.train.feature_cache, draws=cfg.train.feature_cache_draws)
 
 
 def _in_main_thread() -> bool:
@@ -451,12 +530,19 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
                    initial=start_batch, total=start_batch + len(loader), leave=False, dynamic_ncols=True)
         batch_index = start_batch
         for batch in bar:
-            frames, heatmaps, weight = _to_device(batch, dev)
+            if "stage_features" in batch:
+                frames = type(batch["stage_features"])(*(f.to(dev, non_blocking=True)
+                                                         for f in batch["stage_features"]))
+                heatmaps = batch["heatmaps"].to(dev, non_blocking=True)
+                weight = batch["target_weight"].to(dev, non_blocking=True)
+            else:
+                frames, heatmaps, weight = _to_device(batch, dev)
+                if cfg.train.channels_last:
+                    frames = channels_last_frames(frames)
             is_step = (batch_index + 1) % accum == 0 or batch_index + 1 == start_batch + len(loader)
             sync = nullcontext() if (is_step or not info.enabled) else wrapped.no_sync()
             with sync:
-                with _autocast(dev, cfg.train.amp):
-                    terms = wrapped(frames, heatmaps, weight)
+                terms = wrapped(frames, heatmaps, weight)
                 loss = terms["loss"]
                 if not torch.isfinite(loss):
                     values = ", ".join(f"{k}={v.item():.6g}" for k, v in terms.items())
@@ -476,10 +562,11 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
                 else:
                     optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
                 progress["step"] += 1
             batch_index += 1
             progress["batch_in_epoch"] = batch_index
-            n = frames.shape[0] * info.world_size
+            n = heatmaps.shape[0] * info.world_size
             seen += n
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
@@ -488,13 +575,19 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
             if is_step and info.is_main and progress["step"] % 20 == 0:
                 log.write("step", progress["step"], {k: float(v.detach()) for k, v in terms.items()}
                           | {"lr": optimizer.param_groups[0]["lr"], "samples_per_s": rate})
+            every = cfg.train.mi_diagnostics_every
+            if is_step and every and progress["step"] % every == 0 and info.is_main:
+                from tdmi.engine.mi_diagnostics import mi_diagnostics
+
+                diagnostics = mi_diagnostics(step_module, frames, heatmaps, weight)
+                if diagnostics:
+                    log.write("mi_diag", progress["step"], diagnostics)
             stop_now = interrupted["flag"] or (max_steps and progress["step"] >= max_steps)
             if stop_now:
                 break
         bar.close()
         epoch_done = progress["batch_in_epoch"] >= start_batch + len(loader) and not interrupted["flag"]
         if epoch_done:
-            scheduler.step()
             progress["epoch"] = epoch + 1
             progress["batch_in_epoch"] = 0
         means = {k: v / max(seen, 1) for k, v in sums.items()}
@@ -507,12 +600,16 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
         if epoch_done and cfg.train.val_every and (epoch + 1) % cfg.train.val_every == 0 and info.is_main:
             table = _validate(step_module.model, cfg, epoch + 1, val_fn)
             if table is not None:
-                log.write("val", progress["step"], table)
+                log.write("val", progress["step"], table | {"epoch": epoch + 1})
                 mean = table.get("Mean")
+                if mean is not None:
+                    progress["val_history"].append([epoch + 1, float(mean)])
                 if mean is not None and (progress["best_mean"] is None or mean > progress["best_mean"]):
                     progress["best_mean"] = float(mean)
                     save_training_state(run_dir, "best", step_module, optimizer, scheduler, scaler, cfg,
                                         dict(progress), snapshot=False)
+        if epoch_done and _plateaued(cfg, progress):
+            progress["stopped"] = "plateau"  # before the checkpoint, so a resume knows the run is finished
         if info.is_main:
             save_training_state(run_dir, "last", step_module, optimizer, scheduler, scaler, cfg, dict(progress))
             if epoch_done:
@@ -527,6 +624,22 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
             raise KeyboardInterrupt
         if max_steps and progress["step"] >= max_steps:
             break
+        if progress.get("stopped") == "plateau":
+            if info.is_main:
+                window = [m for _, m in progress["val_history"][-cfg.train.plateau_window:]]
+                print(f"stopping after epoch {epoch + 1}: the last {len(window)} validations agree within "
+                      f"{cfg.train.plateau_tolerance} mAP ({', '.join(f'{m:.1f}' for m in window)})", flush=True)
+            break
+
+
+def _plateaued(cfg: ExperimentConfig, progress: dict[str, Any]) -> bool:
+    """True when the last ``plateau_window`` validations agree within ``plateau_tolerance`` mAP."""
+    window = cfg.train.plateau_window
+    history = progress.get("val_history", [])
+    if window <= 0 or len(history) < window or progress["epoch"] < cfg.train.plateau_min_epochs:
+        return False
+    means = [m for _, m in history[-window:]]
+    return max(means) - min(means) <= cfg.train.plateau_tolerance
 
 
 def _validate(model: nn.Module, cfg: ExperimentConfig, epoch: int, val_fn) -> Optional[dict[str, float]]:

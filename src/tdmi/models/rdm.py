@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from tdmi.models.blocks import init_normal_
+from tdmi.models.blocks import INIT_STD, init_normal_
 
 FACTORISATION_CHOICES = ("gates", "channel_split")
 HIDDEN_BIAS_INIT = 0.1
@@ -29,7 +29,7 @@ class ChannelGate(nn.Module):
     ``forward(x [B, C, h, w]) -> [B, C, 1, 1]`` gate values in (0, 1).
     """
 
-    def __init__(self, channels: int, reduction: int = 4):
+    def __init__(self, channels: int, reduction: int = 4, init_std: float = 0.001):
         super().__init__()
         if reduction < 1:
             raise ValueError(f"RDM reduction must be >= 1, got {reduction}")
@@ -39,6 +39,10 @@ class ChannelGate(nn.Module):
         # separates them. M comes out of a ReLU, so its pooled vector is non-negative and a zero hidden bias would
         # leave about half the hidden units dead from the start (the sign of W1 . GAP(M)); 0.1 keeps them all alive.
         init_normal_(self)
+        if init_std != INIT_STD:  # redraw only when asked, so default models keep their exact init
+            for layer in self.mlp:
+                if isinstance(layer, nn.Linear):
+                    nn.init.normal_(layer.weight, std=init_std)
         nn.init.constant_(self.mlp[0].bias, HIDDEN_BIAS_INIT)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -52,20 +56,21 @@ class RepresentationDisentanglement(nn.Module):
         channels: C, the width of M.
         reduction: MLP reduction ratio r of the two gates (``gates`` only).
         factorisation: ``gates`` (paper eq. 6) or ``channel_split`` (table 7's alternative).
+        init_std: std of the gates' initial MLP weights (``gates`` only).
 
     ``forward(motion [B, C, h, w]) -> (useful [B, C, h, w], noisy [B, C, h, w])``.
     """
 
     def __init__(self, channels: int, reduction: int = 4,
-                 factorisation: Literal["gates", "channel_split"] = "gates"):
+                 factorisation: Literal["gates", "channel_split"] = "gates", init_std: float = 0.001):
         super().__init__()
         if factorisation not in FACTORISATION_CHOICES:
             raise ValueError(f"factorisation={factorisation!r}; choose one of {', '.join(FACTORISATION_CHOICES)}")
         self.channels = channels
         self.factorisation = factorisation
         if factorisation == "gates":
-            self.useful_gate = ChannelGate(channels, reduction)
-            self.noisy_gate = ChannelGate(channels, reduction)
+            self.useful_gate = ChannelGate(channels, reduction, init_std)
+            self.noisy_gate = ChannelGate(channels, reduction, init_std)
         else:
             if channels < 2:
                 raise ValueError(f"channel_split needs at least 2 channels, got {channels}")

@@ -256,7 +256,8 @@ def build_model(cfg: ModelConfig, backbone: nn.Module | None = None) -> nn.Modul
         modulation=cfg.tde.modulation, deform_groups=cfg.tde.deform_groups, dilation=cfg.tde.deform_dilation,
         accumulation_blocks=cfg.tde.accumulation_blocks)
     rdm = (RepresentationDisentanglement(cfg.tde.channels, reduction=cfg.rdm.reduction,
-                                         factorisation=cfg.rdm.factorisation) if cfg.rdm.enabled else None)
+                                         factorisation=cfg.rdm.factorisation, init_std=cfg.rdm.init_std)
+           if cfg.rdm.enabled else None)
     if rdm is not None and rdm.factorisation == "gates" and not cfg.mi.enabled:
         # Mn feeds only the MI objective. Without it the noisy gate never gets a gradient (table 7, "no MI"), and
         # DDP rejects trainable parameters that receive none; it stays in the model so checkpoints keep one layout.
