@@ -29,7 +29,7 @@ from tdmi.evaluation.bootstrap import paired_bootstrap, sequence_stats  # noqa: 
 from tdmi.evaluation.posetrack_ap import TABLE_KEYS, evaluate_dirs  # noqa: E402
 
 VARIANTS = {  # name -> (run folder under work, description)
-    "baseline_stage1": ("baseline", "HRNet-W8, stage 1 only (converged, best dev epoch)"),
+    "baseline_stage1": ("baseline_stage1", "HRNet-W8, stage 1 only (best dev epoch, float16 as shipped)"),
     "baseline": ("baseline_continued", "HRNet-W8 baseline continued for the stage-2 budget"),
     "tdmi": ("tdmi", "TDMI (TDE + RDM + MI, balanced formulation, alpha 1)"),
     "tdmi_no_mi": ("tdmi_no_mi", "TDMI without the MI objective (table 7)"),

@@ -299,12 +299,13 @@ def test_backend_selection_validates_names(monkeypatch):
     assert deform_conv.get_backend() == "torch"
 
 
-def test_auto_dispatches_to_a_working_torchvision_and_skips_a_broken_one(monkeypatch):
-    """With a stand-in torchvision module: 'auto' uses it only when its op imports and runs correctly."""
+def test_auto_rule_torchvision_on_cuda_only_for_its_dtypes_and_the_pure_path_on_cpu(monkeypatch):
+    """With a stand-in torchvision module: the probe runs per device type, a broken op is never used, 'auto' never
+    takes torchvision on CPU (slower there), and bf16 never goes to torchvision."""
     calls = []
 
     def working(input, offset, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), mask=None):
-        calls.append((stride, padding, dilation))
+        calls.append((input.dtype, weight.dtype))
         with deform_conv.use_backend("torch"):
             return deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)
 
@@ -317,16 +318,40 @@ def test_auto_dispatches_to_a_working_torchvision_and_skips_a_broken_one(monkeyp
         fake_ops.deform_conv2d, fake_tv.ops = op, fake_ops
         monkeypatch.setitem(sys.modules, "torchvision", fake_tv)
         monkeypatch.setitem(sys.modules, "torchvision.ops", fake_ops)
-        monkeypatch.setattr(deform_conv, "_torchvision_ok", None)
+        monkeypatch.setattr(deform_conv, "_torchvision_ok", {})
         calls.clear()
-        assert deform_conv.torchvision_available() is used
+        assert deform_conv.torchvision_available("cpu") is used
+        assert len(calls) == int(used)  # the probe
         with deform_conv.use_backend("auto"):
             out = deform_conv2d(**case)
         torch.testing.assert_close(out, reference_deform_conv2d(**case))
-        assert (len(calls) == 2) is used  # the availability probe plus the real call
-        if not used:
+        assert len(calls) == int(used)  # auto on CPU: the pure path, never torchvision
+        assert not deform_conv.auto_uses_torchvision("cpu", torch.float32)
+        if used:
+            with deform_conv.use_backend("torchvision"):  # asked for explicitly: used, with promoted dtypes
+                deform_conv2d(**dict(case, input=case["input"].to(torch.bfloat16)))
+            assert calls[-1] == (torch.float64, torch.float64)
+            monkeypatch.setitem(deform_conv._torchvision_ok, "cuda", True)
+            assert deform_conv.auto_uses_torchvision("cuda", torch.float32)
+            assert deform_conv.auto_uses_torchvision("cuda", torch.float16)
+            assert not deform_conv.auto_uses_torchvision("cuda", torch.bfloat16)
+        else:
             with pytest.raises(RuntimeError, match="torchvision"):
                 deform_conv.set_backend("torchvision")
+
+
+def test_half_precision_inputs_are_sampled_in_float32():
+    """A bf16 call (all tensors bf16, no autocast) samples on a float32 grid: close to the float32 result."""
+    case = make_case(H=16, W=12, stride=1, padding=3, dilation=3, G=2, groups=1, seed=29)
+    case = {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in case.items()}
+    case["offset"] = case["offset"] * 3 + 5.3  # large offsets: where a bf16 grid quantises coordinates
+    rounded = {k: (v.to(torch.bfloat16) if isinstance(v, torch.Tensor) else v) for k, v in case.items()}
+    half = deform_conv2d(**rounded)
+    assert half.dtype == torch.bfloat16
+    # the same bf16 inputs computed in float32: only the output's own bf16 rounding may differ (a bf16 grid would
+    # move samples near x ~ 8 by up to 1/32 px)
+    exact = deform_conv2d(**{k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in rounded.items()})
+    torch.testing.assert_close(half.float(), exact, rtol=8e-3, atol=8e-3 * float(exact.abs().max()))
 
 
 def _real_torchvision_works() -> bool:

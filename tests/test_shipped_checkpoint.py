@@ -13,7 +13,9 @@ from tdmi.config import config_from_dict
 from tdmi.models.checkpoints import load_checkpoint
 from tdmi.models.tdmi import build_model
 
-WEIGHTS = Path(tdmi.__file__).parent / "weights" / "tdmi_demo.safetensors"
+WEIGHT_DIR = Path(tdmi.__file__).parent / "weights"
+WEIGHTS = WEIGHT_DIR / "tdmi_demo.safetensors"
+SHIPPED = sorted(WEIGHT_DIR.glob("*.safetensors"))
 TABLE = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")
 
 
@@ -33,16 +35,18 @@ def test_shipped_checkpoint_loads_strictly_into_its_config():
 
 
 @pytest.mark.slow
-def test_shipped_checkpoint_reproduces_its_reported_validation_map(tmp_path, capsys):
+@pytest.mark.parametrize("weights", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_checkpoint_reproduces_its_reported_validation_map(weights, tmp_path, capsys):
     """docs/results.md: `tdmi test` on the SynthTrack validation split the checkpoint was scored on."""
     from tdmi.cli import main
 
-    metadata = json.loads(WEIGHTS.with_suffix(".json").read_text())
+    metadata = json.loads(weights.with_suffix(".json").read_text())
+    split = metadata["validation"].get("synthtrack", {"sequences": 12, "frames": 30, "seed": 1001})
     data = tmp_path / "synthtrack"
-    assert main(["synth", "--out", str(data), "--sequences", "12", "--frames", "30", "--seed", "1001",
-                 "--split", "val"]) == 0
+    assert main(["synth", "--out", str(data), "--sequences", str(split["sequences"]), "--frames",
+                 str(split["frames"]), "--seed", str(split["seed"]), "--split", "val"]) == 0
     out = tmp_path / "test"
-    assert main(["test", "--checkpoint", str(WEIGHTS), "--set", f"data.root={data}", "--set", "data.workers=0",
+    assert main(["test", "--checkpoint", str(weights), "--set", f"data.root={data}", "--set", "data.workers=0",
                  "--boxes", "gt", "--out", str(out)]) == 0
     measured = json.loads((out / "results.json").read_text())
     for key in TABLE:

@@ -163,7 +163,8 @@ def test_ddp_two_cpu_processes_hold_identical_weights(tmp_path):
     assert any(not torch.equal(fresh[k], r0[k]) for k in r0 if r0[k].is_floating_point())  # it did train
 
 
-def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, signame):
     import signal
 
     class InterruptOnce(TinyClips):
@@ -172,7 +173,8 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
         def __getitem__(self, i):
             if self.epoch == 0 and not InterruptOnce.fired and i == 0:
                 InterruptOnce.fired = True
-                os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C mid-epoch
+                # as if the user pressed Ctrl-C (or torchrun / a scheduler stopped the job) mid-epoch
+                os.kill(os.getpid(), getattr(signal, signame))
             return super().__getitem__(i)
 
     cfg = load_config(None, TINY + [f"train.out_dir={tmp_path / 'b'}", "train.epochs=2"])
@@ -307,3 +309,22 @@ def test_mi_diagnostics_report_gradients_and_gate_statistics(tmp_path):
             assert -1.0 - 1e-6 <= first[f"{group}.{term}.cos"] <= 1.0 + 1e-6
     assert first["tde.heatmap.norm"] > 0 and first["noisy_gate.mi_useful_noisy.norm"] > 0
     assert 0.0 <= first["useful_gate.saturated"] <= 1.0 and first["useful_gate.per_sample_std"] >= 0
+
+
+def test_resume_refuses_another_world_size_and_old_rng_lists_restore(tmp_path):
+    from tdmi.engine.train import _rng_state, _set_rng_state
+    from tdmi.errors import CheckpointError
+
+    cfg = load_config(None, TINY + [f"train.out_dir={tmp_path}", "train.epochs=2", "train.max_steps=1"])
+    train(cfg, device="cpu", train_dataset=TinyClips())
+    state_path = tmp_path / "last.state.pt"
+    state = torch.load(state_path, weights_only=True)
+    assert state["progress"]["world_size"] == 1
+    state["progress"]["world_size"] = 4
+    torch.save(state, state_path)
+    with pytest.raises(CheckpointError, match="4 process"):
+        train(cfg, resume=str(tmp_path), device="cpu", train_dataset=TinyClips())
+    # a state saved by an older version with one CUDA RNG state per visible GPU still restores (CPU: ignored)
+    rng = _rng_state()
+    rng["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 3
+    _set_rng_state(rng)

@@ -149,7 +149,10 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", help="run folder (or checkpoint) to continue from; without --config the run's own "
                                     "config.yaml is used")
     p.add_argument("--out", help="run folder (default: train.out_dir)")
-    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms (slower). On CUDA one op has no deterministic kernel: the DCN's "
+                        "bilinear-sampling backward (grid_sample; torchvision's is nondeterministic too), so there "
+                        "torch warns about it instead of raising and DCN weight gradients may differ in the last bits")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.set_defaults(run=_run_train)
 

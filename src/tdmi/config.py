@@ -235,6 +235,9 @@ class TrainConfig:
     plateau_tolerance: float = 1.0
     plateau_min_epochs: int = 0
     out_dir: str = "runs/experiment"
+    dist_timeout_minutes: float = 120.0
+    """Timeout of the process group's collectives under torchrun. Rank 0 validates and writes checkpoints while the
+    other ranks wait in a barrier, which on PoseTrack val with detected boxes can exceed NCCL's 10-minute default."""
     feature_cache: Optional[str] = None
     """Folder of cached backbone features (``engine/feature_cache.py``): with a frozen backbone, the stage
     features of ``feature_cache_draws`` augmented versions of every training clip are computed once (built on

@@ -79,16 +79,21 @@ def mi_diagnostics(step_module: nn.Module, inputs: Any, heatmaps: Tensor, target
         heatmap_loss = step_module.heatmap_loss(output.heatmaps, heatmaps.float(), target_weight.float())
         terms = objective(output, heatmaps.float(), target_weight.float())
         weighted = objective.weighted_terms(terms, heatmaps.shape[-1] * heatmaps.shape[-2])
+    # One backward pass per term over all groups' parameters together, then split by group.
+    everything = [p for parameters in groups.values() for p in parameters]
+    sizes = [sum(p.numel() for p in parameters) for parameters in groups.values()]
+    reference = torch.split(_flat_gradient(heatmap_loss, everything), sizes)
+    per_term = {name: torch.split(_flat_gradient(weighted[name], everything), sizes) for name in TERM_NAMES}
     result: dict[str, float] = {}
-    for group, parameters in groups.items():
-        reference = _flat_gradient(heatmap_loss, parameters)
-        result[f"{group}.heatmap.norm"] = float(reference.norm())
+    for g, group in enumerate(groups):
+        ref = reference[g]
+        result[f"{group}.heatmap.norm"] = float(ref.norm())
         for name in TERM_NAMES:
-            gradient = _flat_gradient(weighted[name], parameters)
+            gradient = per_term[name][g]
             norm = float(gradient.norm())
             result[f"{group}.{name}.norm"] = norm
-            denominator = norm * float(reference.norm())
-            result[f"{group}.{name}.cos"] = float(gradient @ reference) / denominator if denominator > 0 else 0.0
+            denominator = norm * float(ref.norm())
+            result[f"{group}.{name}.cos"] = float(gradient @ ref) / denominator if denominator > 0 else 0.0
     rdm = getattr(model, "rdm", None)
     if rdm is not None and getattr(rdm, "factorisation", None) == "gates" and output.motion is not None:
         useful, noisy = rdm.gates(output.motion.detach())

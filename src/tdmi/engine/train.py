@@ -65,8 +65,9 @@ class DistInfo:
         return self.world_size > 1
 
 
-def setup_distributed(device_request: Optional[str]) -> tuple[DistInfo, torch.device]:
-    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; start NCCL on GPUs and gloo on CPU."""
+def setup_distributed(device_request: Optional[str], timeout_minutes: float = 120.0) -> tuple[DistInfo, torch.device]:
+    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; start NCCL on GPUs and gloo on CPU (collective timeout
+    ``timeout_minutes``)."""
     info = DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
                     int(os.environ.get("LOCAL_RANK", 0)))
     if device_request:
@@ -80,7 +81,11 @@ def setup_distributed(device_request: Optional[str]) -> tuple[DistInfo, torch.de
             device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     if info.enabled and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        from datetime import timedelta
+
+        # TDMI_DIST_BACKEND=gloo allows several ranks on one GPU (NCCL refuses that), e.g. scripts/gpu_check.sh
+        backend = os.environ.get("TDMI_DIST_BACKEND") or ("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=timeout_minutes))
     return info, device
 
 
@@ -245,8 +250,9 @@ def _rng_state() -> dict[str, Any]:
                   "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
         "python": _python_rng_to_tensor(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        # the state of this process's own device only: a resume may see a different number of GPUs
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -264,8 +270,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     p = state["python"]
     gauss = None if math.isnan(p["gauss"]) else p["gauss"]
     random.setstate((p["version"], tuple(p["internal"].tolist()), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if isinstance(cuda, (list, tuple)):  # older states: one per visible GPU; take this device's (or the last)
+            cuda = cuda[min(torch.cuda.current_device(), len(cuda) - 1)] if len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
 
 
 def save_training_state(run_dir: Path, name: str, step_module: TrainStep, optimizer, scheduler, scaler,
@@ -404,14 +414,15 @@ def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[
         train_dataset: a ready dataset (tests); default ``data.dataset.build_dataset(cfg, "train")``.
         val_fn: ``f(model, cfg, epoch) -> dict`` with at least ``Mean``; default the `tdmi test` path on val.
     """
-    info, dev = setup_distributed(device)
+    info, dev = setup_distributed(device, cfg.train.dist_timeout_minutes)
     run_dir = Path(cfg.train.out_dir)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode("utf-8"))
     check_pretrained(cfg)
     if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True)
+        # CUDA has no deterministic grid_sample backward (the DCN's sampling): warn there instead of raising.
+        torch.use_deterministic_algorithms(True, warn_only=dev.type == "cuda")
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # The same seed on every rank: identical initial weights without a broadcast.
     torch.manual_seed(cfg.train.seed)
@@ -446,13 +457,20 @@ def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(cfg, step, epoch_steps))
 
     progress: dict[str, Any] = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_mean": None, "seed": cfg.train.seed,
-                                "val_history": []}
+                                "val_history": [], "world_size": info.world_size}
     if resume:
         progress = load_training_state(resume, step_module, optimizer, scheduler, scaler)
+        progress.setdefault("val_history", [])
+        saved_world = int(progress.get("world_size", 1))
+        if saved_world != info.world_size:
+            raise CheckpointError(
+                f"--resume: {resume} was trained with {saved_world} process(es), this run has {info.world_size}. "
+                "The number of processes sets the batch per optimizer step, the data sharding and the lr "
+                f"schedule's steps per epoch, so resume with {saved_world} (torchrun --nproc_per_node "
+                f"{saved_world}), or start a new run from its weights with --set model.backbone.pretrained=...")
         if info.is_main:
             print(f"resumed from {resume}: epoch {progress['epoch']}, batch {progress['batch_in_epoch']}, "
                   f"step {progress['step']}")
-        progress.setdefault("val_history", [])
         if progress.get("stopped") == "plateau":
             if info.is_main:
                 print(f"{resume} already stopped at its plateau after epoch {progress['epoch']}: nothing to do")
@@ -470,7 +488,7 @@ def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[
         pin_memory=dev.type == "cuda", persistent_workers=False)
 
     log = MetricsLog(run_dir, info.is_main)
-    interrupted = {"flag": False}
+    interrupted = {"flag": False, "agreed": False}
 
     def _on_sigint(signum, frame):  # finish the current step, then save a resumable checkpoint
         if interrupted["flag"]:
@@ -479,13 +497,15 @@ def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[
         if info.is_main:
             print("\ninterrupt: saving a resumable checkpoint after this step (Ctrl-C again to abort)", flush=True)
 
-    previous_handler = signal.signal(signal.SIGINT, _on_sigint) if _in_main_thread() else None
+    # SIGTERM too: torchrun and cluster schedulers stop jobs with it
+    previous = ({sig: signal.signal(sig, _on_sigint) for sig in (signal.SIGINT, signal.SIGTERM)}
+                if _in_main_thread() else {})
     try:
         _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scaler, loader, sampler,
                     train_dataset, progress, run_dir, log, interrupted, val_fn)
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         log.close()
     return progress
 
@@ -544,7 +564,10 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
             with sync:
                 terms = wrapped(frames, heatmaps, weight)
                 loss = terms["loss"]
-                if not torch.isfinite(loss):
+                finite = bool(torch.isfinite(loss))
+                if info.enabled:  # every rank stops together: a NaN on one rank stops all of them
+                    finite = not _any_rank(not finite, dev)
+                if not finite:
                     values = ", ".join(f"{k}={v.item():.6g}" for k, v in terms.items())
                     raise NonFiniteLossError(
                         f"non-finite loss at epoch {epoch + 1}, batch {batch_index}, step {progress['step']}: "
@@ -582,11 +605,17 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
                 diagnostics = mi_diagnostics(step_module, frames, heatmaps, weight)
                 if diagnostics:
                     log.write("mi_diag", progress["step"], diagnostics)
-            stop_now = interrupted["flag"] or (max_steps and progress["step"] >= max_steps)
+            if info.enabled:
+                # ranks agree on an interrupt (each saw its own signal at its own moment) once per optimizer step,
+                # so no rank leaves a collective the others still wait in
+                interrupted["agreed"] = is_step and _any_rank(interrupted["flag"], dev)
+            else:
+                interrupted["agreed"] = interrupted["flag"]
+            stop_now = interrupted["agreed"] or (max_steps and progress["step"] >= max_steps)
             if stop_now:
                 break
         bar.close()
-        epoch_done = progress["batch_in_epoch"] >= start_batch + len(loader) and not interrupted["flag"]
+        epoch_done = progress["batch_in_epoch"] >= start_batch + len(loader) and not interrupted["agreed"]
         if epoch_done:
             progress["epoch"] = epoch + 1
             progress["batch_in_epoch"] = 0
@@ -617,7 +646,7 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
                                     cfg, dict(progress), snapshot=False)
         if info.enabled:
             dist.barrier()
-        if interrupted["flag"]:
+        if interrupted["agreed"]:
             if info.is_main:
                 print(f"saved a resumable checkpoint: tdmi train --config {run_dir / 'config.yaml'} "
                       f"--resume {run_dir}")
@@ -630,6 +659,13 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
                 print(f"stopping after epoch {epoch + 1}: the last {len(window)} validations agree within "
                       f"{cfg.train.plateau_tolerance} mAP ({', '.join(f'{m:.1f}' for m in window)})", flush=True)
             break
+
+
+def _any_rank(flag: bool, dev: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any rank (one small all-reduce)."""
+    value = torch.tensor([1.0 if flag else 0.0], device=dev)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
 
 
 def _plateaued(cfg: ExperimentConfig, progress: dict[str, Any]) -> bool:

@@ -22,7 +22,14 @@ time with :func:`set_backend` / :func:`use_backend`:
   mask gradients when they fit in ``_SAVE_COLUMNS_BYTES`` (96 MB for one W48 TDMI DCN at batch 8; larger calls
   sample them again in backward); gradients nobody asked for are skipped.
 - ``torchvision``: ``torchvision.ops.deform_conv2d`` (same semantics), if torchvision imports and its compiled op
-  runs; checked once, lazily, with a tiny call. ``auto`` uses it when it works and the pure path otherwise.
+  runs on the tensors' device; checked once per device type, lazily, with a tiny call on that device.
+
+``auto`` picks per call, by measurement: on CUDA torchvision's fused kernel when it runs there (a torchvision built
+without CUDA fails the CUDA probe and falls back) and the compute dtype is float32/float64/float16 (its kernels
+have no bfloat16); everywhere else the pure path, which on CPU is 6-9x faster than torchvision's CPU kernel
+(``benchmarks/dcn_speed.py``). Both backends get the same promoted dtype (bf16/fp16 activations with fp32
+parameters compute in fp32), and the pure path samples in at least float32: a bfloat16 sampling grid quantises
+coordinates to ~0.14 px at these feature sizes.
 
 Speed: ``benchmarks/dcn_speed.py`` measures the pure path against a plain 3x3 conv of the same shape. On a
 2-core AMD EPYC (Zen 5), one thread, at the TDMI shape, forward+backward costs about 7x the conv (forward alone
@@ -65,7 +72,9 @@ def _backend_from_env() -> str:
 
 
 _backend = _backend_from_env()
-_torchvision_ok: bool | None = None
+_torchvision_ok: dict[str, bool] = {}
+"""Result of the torchvision probe per device type ("cpu", "cuda", ...)."""
+_TORCHVISION_DTYPES = (torch.float32, torch.float64, torch.float16)
 
 
 def set_backend(name: str) -> None:
@@ -73,7 +82,7 @@ def set_backend(name: str) -> None:
     global _backend
     if name not in BACKENDS:
         raise ValueError(f"DCN backend {name!r}: expected one of {', '.join(BACKENDS)}")
-    if name == "torchvision" and not torchvision_available():
+    if name == "torchvision" and not (torchvision_available("cpu") or torchvision_available("cuda")):
         raise RuntimeError("DCN backend 'torchvision' requested, but torchvision.ops.deform_conv2d does not "
                            "import or does not run here; use 'torch' or 'auto'")
     _backend = name
@@ -94,20 +103,28 @@ def use_backend(name: str) -> Iterator[None]:
         set_backend(previous)
 
 
-def torchvision_available() -> bool:
-    """True if ``torchvision.ops.deform_conv2d`` imports and runs (a tiny CPU call); checked once."""
-    global _torchvision_ok
-    if _torchvision_ok is None:
+def torchvision_available(device: torch.device | str = "cpu") -> bool:
+    """True if ``torchvision.ops.deform_conv2d`` imports and runs on ``device``'s type (a tiny call there);
+    checked once per device type."""
+    kind = torch.device(device).type
+    if kind not in _torchvision_ok:
         try:
             from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
-            out = tv_deform_conv2d(torch.ones(1, 1, 3, 3), torch.zeros(1, 18, 3, 3), torch.ones(1, 1, 3, 3),
-                                   padding=(1, 1), mask=torch.ones(1, 9, 3, 3))
+            ones = torch.ones(1, 1, 3, 3, device=device)
+            out = tv_deform_conv2d(ones, torch.zeros(1, 18, 3, 3, device=device), ones, padding=(1, 1),
+                                   mask=torch.ones(1, 9, 3, 3, device=device))
             # a centre sample of a 3x3 box filter over ones sees all 9 in-image taps
-            _torchvision_ok = bool(out.shape == (1, 1, 3, 3) and abs(float(out[0, 0, 1, 1]) - 9.0) < 1e-4)
-        except Exception:  # ImportError, missing compiled ops, ABI mismatch with this torch: all mean "unusable"
-            _torchvision_ok = False
-    return _torchvision_ok
+            _torchvision_ok[kind] = bool(out.shape == (1, 1, 3, 3) and abs(float(out[0, 0, 1, 1]) - 9.0) < 1e-4)
+        except Exception:  # ImportError, missing compiled ops, no kernel for this device, ABI mismatch: "unusable"
+            _torchvision_ok[kind] = False
+    return _torchvision_ok[kind]
+
+
+def auto_uses_torchvision(device: torch.device | str, dtype: torch.dtype) -> bool:
+    """The ``auto`` rule: torchvision on CUDA for the dtypes its kernels take, when it runs there; else pure."""
+    return (torch.device(device).type == "cuda" and dtype in _TORCHVISION_DTYPES
+            and torchvision_available(device))
 
 
 def _pair(v) -> tuple[int, int]:
@@ -144,16 +161,19 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | 
     if mask is not None and (mask.shape[0] != B or mask.shape[1] != G * K or mask.shape[-2:] != (Ho, Wo)):
         raise ValueError(f"mask shape {tuple(mask.shape)} != expected [{B}, {G * K}, {Ho}, {Wo}]")
 
-    if _backend == "torchvision" or (_backend == "auto" and torchvision_available()):
-        from torchvision.ops import deform_conv2d as tv_deform_conv2d
-
-        return tv_deform_conv2d(input, offset, weight, bias, stride=stride, padding=padding, dilation=dilation,
-                                mask=mask)
     # one compute dtype: bf16/fp16 activations with fp32 parameters (no autocast rule covers this function)
     dtype = torch.promote_types(input.dtype, weight.dtype)
-    # contiguous: offsets are often channel slices of a predictor's output (chunk/split), which cannot be viewed
-    args = [t if t is None else t.to(dtype).contiguous() for t in (input, offset, weight, bias, mask)]
-    return _DeformConv2dFunction.apply(*args, stride, padding, dilation)
+    if _backend == "torchvision" or (_backend == "auto" and auto_uses_torchvision(input.device, dtype)):
+        from torchvision.ops import deform_conv2d as tv_deform_conv2d
+
+        cast = [t if t is None else t.to(dtype) for t in (input, offset, weight, bias, mask)]
+        return tv_deform_conv2d(cast[0], cast[1], cast[2], cast[3], stride=stride, padding=padding,
+                                dilation=dilation, mask=cast[4])
+    # The pure path samples in at least float32 (a half-precision grid misplaces samples by up to ~0.1 px) and
+    # returns the promoted dtype. contiguous: offsets are often channel slices of a predictor's output.
+    compute = torch.promote_types(dtype, torch.float32)
+    args = [t if t is None else t.to(compute).contiguous() for t in (input, offset, weight, bias, mask)]
+    return _DeformConv2dFunction.apply(*args, stride, padding, dilation).to(dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------------

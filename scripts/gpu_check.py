@@ -1,0 +1,518 @@
+"""Everything a first GPU run can get wrong, checked in minutes: prints a table and writes JSON.
+
+    bash scripts/gpu_check.sh                         # on a GPU machine: --device cuda, full sizes (< 8 min)
+    python scripts/gpu_check.py --device cpu --quick  # the same checks on CPU at tiny sizes (CI runs this)
+
+Checks (one row each; ``ok`` false marks a failure, and the exit status is 1 when any row failed):
+
+    versions       torch / CUDA / cuDNN, whether torchvision's DCN runs per device, which DCN backend ``auto``
+                   gives CPU and device tensors (fp32 and bf16)
+    dcn_parity     pure DCN vs torchvision (when it runs) vs a float64 CPU reference: output and every gradient;
+                   under bf16 and fp16 autocast
+    dcn_speed      forward+backward time and peak memory of the DCN against a 3x3 conv of the same shape
+    deterministic  two identical training steps under --deterministic give identical weights
+    train_<amp>    W48 384x288 batch 16 (quick: W8 128x96 batch 2), N steps: loss finite, s/step, peak memory,
+                   the fp16 scaler's scale
+    loss_terms     each loss term of one batch under bf16 autocast against float32
+    loader         the training data loader alone against the training step rate
+    ddp            two ranks on one device (gloo) with gradient accumulation: equal weights afterwards
+    resume         a run stopped and resumed continues; a checkpoint from more processes is refused clearly
+    test_cli       `tdmi test` on the PoseTrack18 sample (when ../shared/data has it) on the device and on CPU
+    infer_cli      `tdmi infer` on 60 frames of vtest.avi (when present) on the device and on CPU
+    onnx           ONNX export of a model that lives on the device
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+ROWS: list[dict] = []
+
+
+def row(check: str, ok: bool, result: str, **values) -> None:
+    ROWS.append({"check": check, "ok": bool(ok), "result": result, **values})
+    print(f"{'ok ' if ok else 'FAIL'} {check:<16} {result}", flush=True)
+
+
+@contextlib.contextmanager
+def section(name: str):
+    start = time.perf_counter()
+    try:
+        yield
+    except Exception as err:  # a failing check is a row, not the end of the script
+        row(name, False, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+            traceback=traceback.format_exc(limit=4))
+    finally:
+        for r in ROWS:
+            if r["check"].startswith(name) and "seconds" not in r:
+                r["seconds"] = round(time.perf_counter() - start, 2)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_mib(device: torch.device):
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+# ------------------------------------------------------------------------------------------------------------ checks
+
+
+def check_versions(device: torch.device) -> None:
+    from tdmi.models import deform_conv
+
+    tv = {kind: deform_conv.torchvision_available(kind) for kind in {"cpu", device.type}}
+    backends = {f"{kind}/{str(dtype).split('.')[-1]}": ("torchvision" if deform_conv.auto_uses_torchvision(kind, dtype)
+                                                       else "torch")
+                for kind in {"cpu", device.type} for dtype in (torch.float32, torch.bfloat16)}
+    cuda = torch.version.cuda if torch.cuda.is_available() else None
+    cudnn = torch.backends.cudnn.version() if torch.cuda.is_available() else None
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    row("versions", True, f"torch {torch.__version__}, cuda {cuda}, cudnn {cudnn}, {name}; torchvision DCN runs "
+        f"{tv}; auto -> {backends}", torch=torch.__version__, cuda=cuda, cudnn=cudnn, device_name=name,
+        torchvision_dcn=tv, auto_backend=backends)
+
+
+def _dcn_case(device, dtype, B=2, C=16, H=12, W=10, G=4, dilation=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    case = {"input": torch.randn(B, C, H, W, generator=g), "offset": torch.randn(B, 2 * G * 9, H, W, generator=g) * 2,
+            "weight": torch.randn(C, C, 3, 3, generator=g) * 0.1, "bias": torch.randn(C, generator=g),
+            "mask": torch.rand(B, G * 9, H, W, generator=g)}
+    return {k: v.to(device=device, dtype=dtype).requires_grad_() for k, v in case.items()}, dict(padding=dilation,
+                                                                                                 dilation=dilation)
+
+
+def _dcn_run(case, geometry, backend, autocast_dtype=None):
+    from tdmi.models import deform_conv
+
+    device = case["input"].device
+    ctx = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype
+           else contextlib.nullcontext())
+    with deform_conv.use_backend(backend), ctx:
+        out = deform_conv.deform_conv2d(**case, **geometry)
+    grad = torch.ones_like(out)
+    grads = torch.autograd.grad(out, list(case.values()), grad)
+    return [out] + list(grads)
+
+
+def check_dcn_parity(device: torch.device) -> None:
+    from tdmi.models import deform_conv
+
+    names = ["out", "input", "offset", "weight", "bias", "mask"]
+    reference_case, geometry = _dcn_case("cpu", torch.float64)
+    reference = _dcn_run(reference_case, geometry, "torch")
+    backends = ["torch"] + (["torchvision"] if deform_conv.torchvision_available(device) else [])
+    for backend in backends:
+        case, _ = _dcn_case(device, torch.float32)
+        errors = {n: rel(a, b) for n, a, b in zip(names, _dcn_run(case, geometry, backend), reference)}
+        worst = max(errors.values())
+        row(f"dcn_parity_{backend}", worst < 1e-4, f"fp32 vs float64 reference, worst relative error "
+            f"{worst:.1e} ({max(errors, key=errors.get)})", errors=errors)
+        for amp in (torch.bfloat16, torch.float16):
+            if device.type == "cpu" and amp == torch.float16:
+                continue  # CPU autocast has no float16 conv policy worth checking here
+            case, _ = _dcn_case(device, torch.float32)
+            out = _dcn_run(case, geometry, backend, amp)[0]
+            err = rel(out, reference[0])
+            row(f"dcn_parity_{backend}_{str(amp).split('.')[-1]}", err < 2e-2 and out.dtype == torch.float32,
+                f"under autocast: output dtype {str(out.dtype).split('.')[-1]}, relative error {err:.1e}",
+                error=err)
+
+
+def check_dcn_speed(device: torch.device, quick: bool) -> None:
+    from tdmi.models import deform_conv
+
+    B, C, H, W, G = (2, 16, 24, 18, 4) if quick else (8, 48, 96, 72, 12)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(B, C, H, W, generator=g).to(device).requires_grad_()
+    offset = (torch.randn(B, 2 * G * 9, H, W, generator=g) * 2).to(device).requires_grad_()
+    mask = torch.rand(B, G * 9, H, W, generator=g).to(device).requires_grad_()
+    weight = (torch.randn(C, C, 3, 3, generator=g) * 0.1).to(device).requires_grad_()
+    timings = {}
+
+    def timed(fn, repeats=3 if quick else 10):
+        fn()
+        sync(device)
+        peak_reset(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        sync(device)
+        return (time.perf_counter() - start) / repeats * 1000, peak_mib(device)
+
+    def conv():
+        torch.nn.functional.conv2d(x, weight, padding=3, dilation=3).sum().backward()
+
+    timings["conv3x3"] = timed(conv)
+    for backend in ["torch"] + (["torchvision"] if deform_conv.torchvision_available(device) else []):
+        def dcn(backend=backend):
+            with deform_conv.use_backend(backend):
+                deform_conv.deform_conv2d(x, offset, weight, padding=3, dilation=3, mask=mask).sum().backward()
+
+        timings[f"dcn[{backend}]"] = timed(dcn)
+    base = timings["conv3x3"][0]
+    text = ", ".join(f"{k} {ms:.1f} ms ({ms / base:.1f}x, peak {mib} MiB)" for k, (ms, mib) in timings.items())
+    row("dcn_speed", True, f"fwd+bwd at {B}x{C}x{H}x{W}, {G} groups: {text}",
+        timings={k: {"ms": ms, "peak_mib": mib, "ratio_vs_conv": ms / base} for k, (ms, mib) in timings.items()})
+
+
+def check_deterministic(device: torch.device) -> None:
+    """Two identical steps with deterministic algorithms on (warn-only on CUDA, as `tdmi train --deterministic`)."""
+    import warnings
+
+    from tdmi.config import load_config
+    from tdmi.engine.train import build_train_step
+
+    cfg = load_config(None, _tiny_overrides(True))
+    weights = []
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(2):
+                torch.manual_seed(0)
+                module = build_train_step(cfg).to(device).train()
+                optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.1)
+                module(*_batch(cfg, 2, device))["loss"].backward()
+                optimizer.step()
+                weights.append({k: v.detach().cpu().clone() for k, v in module.named_parameters()})
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    differ = [k for k in weights[0] if not torch.equal(weights[0][k], weights[1][k])]
+    nondeterministic = sorted({str(w.message).split(" does not")[0][:60] for w in caught
+                               if "deterministic" in str(w.message)})
+    only_dcn = all("deform" in k or "tde" in k for k in differ)
+    row("deterministic", not differ or (device.type == "cuda" and only_dcn),
+        f"{'identical weights' if not differ else f'{len(differ)} tensors differ (DCN/TDE only: {only_dcn})'}; "
+        f"ops without a deterministic kernel: {nondeterministic or 'none'}", differing=differ[:10])
+
+
+def _tiny_overrides(quick: bool) -> list[str]:
+    if quick:
+        return ["model.backbone.width=8", "model.input_size=[96,128]", "model.heatmap_size=[24,32]",
+                "model.tde.channels=16", "model.tde.deform_groups=4", "model.backbone.freeze=false"]
+    return ["model.backbone.freeze=false"]  # W48 384x288, the paper's model, trained end to end (worst case)
+
+
+def _batch(cfg, batch_size: int, device):
+    g = torch.Generator().manual_seed(0)
+    w, h = cfg.model.input_size
+    hw, hh = cfg.model.heatmap_size
+    return (torch.randn(batch_size, cfg.model.num_frames, 3, h, w, generator=g).to(device),
+            torch.rand(batch_size, cfg.model.num_joints, hh, hw, generator=g).to(device),
+            torch.ones(batch_size, cfg.model.num_joints).to(device))
+
+
+def check_train(device: torch.device, quick: bool) -> None:
+    from tdmi.config import load_config
+    from tdmi.engine.train import build_train_step
+
+    batch_size, steps = (2, 2) if quick else (16, 20)
+    for amp in ("none", "bf16", "fp16"):
+        if device.type == "cpu" and amp == "fp16":
+            continue
+        with section(f"train_{amp}"):
+            cfg = load_config(None, _tiny_overrides(quick) + [f"train.amp={amp}",
+                                                              f"train.channels_last={str(device.type == 'cuda').lower()}"])
+            torch.manual_seed(0)
+            module = build_train_step(cfg).to(device).train()
+            optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-4)
+            scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+            frames, heatmaps, weight = _batch(cfg, batch_size, device)
+            peak_reset(device)
+            losses, start = [], None
+            for step in range(steps + 1):
+                if step == 1:
+                    sync(device)
+                    start = time.perf_counter()
+                loss = module(frames, heatmaps, weight)["loss"]
+                (scaler.scale(loss) if scaler else loss).backward()
+                if scaler:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(float(loss.detach()))
+            sync(device)
+            seconds = (time.perf_counter() - start) / steps
+            finite = all(map(lambda v: v == v and abs(v) < float("inf"), losses))
+            scale = scaler.get_scale() if scaler else None
+            row(f"train_{amp}", finite, f"{batch_size} clips, {steps} steps: {seconds:.3f} s/step, loss "
+                f"{losses[0]:.5f} -> {losses[-1]:.5f}, peak {peak_mib(device)} MiB, scaler {scale}",
+                seconds_per_step=seconds, losses=losses, peak_mib=peak_mib(device), scaler_scale=scale)
+
+
+def check_loss_terms(device: torch.device, quick: bool) -> None:
+    from tdmi.config import load_config
+    from tdmi.engine.train import build_train_step
+
+    cfg = load_config(None, _tiny_overrides(quick) + ["model.mi.formulation=balanced"])
+    torch.manual_seed(0)
+    module = build_train_step(cfg).to(device).eval()
+    frames, heatmaps, weight = _batch(cfg, 2, device)
+    with torch.no_grad():
+        exact = module(frames, heatmaps, weight)
+        module.amp = "bf16"
+        mixed = module(frames, heatmaps, weight)
+    errors = {k: abs(float(mixed[k]) - float(exact[k])) / max(abs(float(exact[k])), 1e-8) for k in exact}
+    dtypes = {str(v.dtype) for v in mixed.values()}
+    worst = max(errors, key=errors.get)
+    row("loss_terms", dtypes == {"torch.float32"} and errors[worst] < 0.1,
+        f"bf16 autocast vs fp32: terms are {dtypes}; largest relative difference {errors[worst]:.1e} ({worst})",
+        errors=errors)
+
+
+def check_loader(device: torch.device, quick: bool, tmp: Path) -> None:
+    from tdmi.config import load_config
+    from tdmi.data.dataset import build_dataset, collate_clips
+    from tdmi.data.synthetic import generate_synthtrack
+
+    root = tmp / "synth"
+    generate_synthtrack(root, sequences=2, frames=12 if quick else 30, seed=0, split="train", progress=False)
+    workers = 0 if quick else min(8, os.cpu_count() or 1)
+    cfg = load_config(None, _tiny_overrides(quick) + [f"data.root={root}", "data.dataset=synthtrack",
+                                                      f"data.workers={workers}"])
+    dataset = build_dataset(cfg, "train")
+    batch = 2 if quick else 16
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=collate_clips,
+                                         pin_memory=device.type == "cuda")
+    count, start = 0, time.perf_counter()
+    for b in loader:
+        b["frames"].to(device, non_blocking=True)
+        count += b["frames"].shape[0]
+    rate = count / (time.perf_counter() - start)
+    steps = [r for r in ROWS if r["check"] == "train_bf16" and "seconds_per_step" in r]
+    step_rate = batch / steps[0]["seconds_per_step"] if steps else None
+    ok = step_rate is None or quick or rate >= step_rate
+    row("loader", ok, f"{workers} workers: {rate:.1f} clips/s; bf16 training step: "
+        f"{'n/a' if step_rate is None else f'{step_rate:.1f} clips/s'}", clips_per_s=rate, step_clips_per_s=step_rate)
+
+
+def _ddp_worker(rank: int, port: int, out: str, device: str, quick: bool) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), TDMI_DIST_BACKEND="gloo")
+    sys.path.insert(0, str(REPO / "scripts"))
+    from tdmi.config import load_config
+    from tdmi.engine import train as engine
+
+    cfg = load_config(None, _tiny_overrides(True) + [f"train.out_dir={out}", "train.epochs=1", "train.grad_accum=2",
+                                                     "train.batch_size=1", "train.val_every=0", "data.workers=0"])
+    captured = {}
+    original = engine._run_epochs
+
+    def spy(cfg_, info, dev, wrapped, step_module, *rest):
+        original(cfg_, info, dev, wrapped, step_module, *rest)
+        captured["state"] = {k: v.detach().cpu().clone() for k, v in step_module.named_parameters()}
+
+    engine._run_epochs = spy
+    try:
+        engine.train(cfg, device=device, train_dataset=_RandomClips(cfg))
+    finally:
+        engine._run_epochs = original
+        torch.distributed.destroy_process_group()
+    torch.save(captured["state"], os.path.join(out, f"rank{rank}.pt"))
+
+
+class _RandomClips(torch.utils.data.Dataset):
+    def __init__(self, cfg, n: int = 4):
+        self.cfg, self.n = cfg, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        w, h = self.cfg.model.input_size
+        hw, hh = self.cfg.model.heatmap_size
+        return {"frames": torch.randn(self.cfg.model.num_frames, 3, h, w, generator=g),
+                "heatmaps": torch.rand(self.cfg.model.num_joints, hh, hw, generator=g),
+                "target_weight": torch.ones(self.cfg.model.num_joints), "meta": {"index": i}}
+
+
+def check_ddp(device: torch.device, tmp: Path) -> None:
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp / "ddp"
+    out.mkdir()
+    mp.spawn(_ddp_worker, args=(port, str(out), str(device), True), nprocs=2, join=True)
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    differ = [k for k in r0 if not torch.equal(r0[k], r1[k])]
+    row("ddp", not differ, f"2 ranks on one {device.type} device (gloo), grad_accum 2: "
+        f"{'identical weights' if not differ else f'{len(differ)} tensors differ, e.g. {differ[0]}'}")
+
+
+def check_resume(device: torch.device, tmp: Path) -> None:
+    from tdmi.config import load_config
+    from tdmi.engine.train import train
+    from tdmi.errors import CheckpointError
+
+    cfg = load_config(None, _tiny_overrides(True) + [f"train.out_dir={tmp / 'resume'}", "train.epochs=2",
+                                                     "train.batch_size=2", "train.val_every=0", "train.max_steps=1",
+                                                     "data.workers=0"])
+    train(cfg, device=str(device), train_dataset=_RandomClips(cfg))
+    cfg.train.max_steps = 0
+    progress = train(cfg, resume=str(tmp / "resume"), device=str(device), train_dataset=_RandomClips(cfg))
+    state_path = tmp / "resume" / "last.state.pt"
+    state = torch.load(state_path, weights_only=True)
+    state["progress"]["world_size"] = 8
+    torch.save(state, state_path)
+    try:
+        train(cfg, resume=str(tmp / "resume"), device=str(device), train_dataset=_RandomClips(cfg))
+        refused = "not refused"
+    except CheckpointError as err:
+        refused = str(err).split(".")[0]
+    row("resume", progress["epoch"] == 2 and "8 process" in refused,
+        f"resumed to epoch {progress['epoch']}; from an 8-process checkpoint: {refused}")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    return subprocess.run([sys.executable, "-m", "tdmi", *args], capture_output=True, text=True, env=env)
+
+
+def check_test_cli(device: torch.device, tmp: Path) -> None:
+    sample = SHARED / "posetrack18_sample"
+    if not sample.is_dir():
+        row("test_cli", True, f"skipped: {sample} not present")
+        return
+    means = {}
+    for dev in dict.fromkeys([device.type, "cpu"]):
+        out = tmp / f"test_{dev}"
+        result = _cli("test", "--checkpoint", str(REPO / "src/tdmi/weights/tdmi_demo.safetensors"),
+                      "--set", f"data.root={sample}", "--set", "data.dataset=posetrack18",
+                      "--set", "data.val_annotations=annotations/val", "--set", "data.missing_frames=pad",
+                      "--set", "data.workers=0", "--boxes", "gt", "--device", dev, "--out", str(out))
+        if result.returncode != 0:
+            raise RuntimeError(f"tdmi test --device {dev}: {result.stderr.strip().splitlines()[-1]}")
+        means[dev] = json.loads((out / "results.json").read_text())["Mean"]
+    diff = abs(means[device.type] - means["cpu"])
+    row("test_cli", diff < 0.5, f"tdmi test on the PoseTrack18 sample: Mean {means} (difference {diff:.2f})",
+        means=means)
+
+
+def check_infer_cli(device: torch.device, tmp: Path, quick: bool) -> None:
+    import cv2
+    import numpy as np
+
+    video = SHARED / "video" / "vtest.avi"
+    if not video.is_file():
+        row("infer_cli", True, f"skipped: {video} not present")
+        return
+    frames = tmp / "vtest_frames"
+    frames.mkdir()
+    capture = cv2.VideoCapture(str(video))
+    count = 8 if quick else 60
+    for i in range(count):
+        ok, image = capture.read()
+        if not ok:
+            break
+        cv2.imwrite(str(frames / f"{i:06d}.jpg"), image)
+    capture.release()
+    boxes = tmp / "vtest_boxes.json"  # fixed boxes, so both devices see the same people
+    boxes.write_text(json.dumps([{"image_id": i, "file_name": f"{i:06d}.jpg", "category_id": 1, "score": 0.9,
+                                  "bbox": [300, 150, 60, 160]} for i in range(count)]))
+    keypoints = {}
+    for dev in dict.fromkeys([device.type, "cpu"]):
+        out = tmp / f"infer_{dev}"
+        result = _cli("infer", str(frames), "--boxes", str(boxes), "--device", dev, "--out", str(out))
+        if result.returncode != 0:
+            raise RuntimeError(f"tdmi infer --device {dev}: {result.stderr.strip().splitlines()[-1]}")
+        files = sorted(out.rglob("*.json"))
+        data = json.loads(files[0].read_text())
+        keypoints[dev] = np.array([a["keypoints"] for a in data["annotations"]], dtype=np.float64)
+    diff = float(np.abs(keypoints[device.type] - keypoints["cpu"]).max()) if keypoints["cpu"].size else 0.0
+    row("infer_cli", diff < 2.0, f"tdmi infer on {count} frames of vtest: {len(keypoints['cpu'])} poses, largest "
+        f"keypoint difference device vs CPU {diff:.3f} (px / score)", max_difference=diff)
+
+
+def check_onnx(device: torch.device, quick: bool, tmp: Path) -> None:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        row("onnx", True, "skipped: onnx not installed (pip install 'tdmi[onnx]')")
+        return
+    from tdmi.config import load_config
+    from tdmi.inference.export import export_onnx
+    from tdmi.models.tdmi import build_model
+
+    cfg = load_config(None, _tiny_overrides(True))
+    model = build_model(cfg.model).to(device).eval()
+    report = export_onnx(model, tuple(cfg.model.input_size), cfg.model.num_frames, tmp)
+    worst = max(report["relative_errors"].values()) if report["relative_errors"] else None
+    row("onnx", True, f"exported from a {device.type} model; onnxruntime relative error {worst}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (CPU, CI)")
+    parser.add_argument("--json-out", type=Path, default=Path("bench-results/gpu_check.json"))
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("gpu_check: --device cuda, but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        for name, fn in (("versions", lambda: check_versions(device)),
+                         ("dcn_parity", lambda: check_dcn_parity(device)),
+                         ("dcn_speed", lambda: check_dcn_speed(device, args.quick)),
+                         ("deterministic", lambda: check_deterministic(device)),
+                         ("train", lambda: check_train(device, args.quick)),
+                         ("loss_terms", lambda: check_loss_terms(device, args.quick)),
+                         ("loader", lambda: check_loader(device, args.quick, tmp)),
+                         ("ddp", lambda: check_ddp(device, tmp)),
+                         ("resume", lambda: check_resume(device, tmp)),
+                         ("test_cli", lambda: check_test_cli(device, tmp)),
+                         ("infer_cli", lambda: check_infer_cli(device, tmp, args.quick)),
+                         ("onnx", lambda: check_onnx(device, args.quick, tmp / "onnx"))):
+            with section(name):
+                fn()
+    failed = [r["check"] for r in ROWS if not r["ok"]]
+    total = time.perf_counter() - start
+    print(f"\n{len(ROWS) - len(failed)} of {len(ROWS)} checks ok in {total:.0f} s"
+          f"{'; failed: ' + ', '.join(failed) if failed else ''}")
+    from tdmi.atomic import atomic_write_json
+
+    atomic_write_json(args.json_out, {"device": str(device), "quick": args.quick, "seconds": total, "rows": ROWS},
+                      indent=1)
+    print(f"wrote {args.json_out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
