@@ -59,12 +59,17 @@ def _batches(cfg, batch_size: int, count: int) -> list[dict]:
     return out
 
 
-def step_rate(cfg, batches: list[dict], steps: int, cached: bool = False) -> dict:
-    """Samples/s of full optimizer steps (best of ``steps`` after one warm-up step)."""
+def _module_and_optimizer(cfg, lr: float):
+    """The trainer's model + losses, seeded, in train mode, with Adam over its trainable parameters."""
     torch.manual_seed(0)
     module = build_train_step(cfg)
     module.train()
-    optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-4)
+    return module, torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=lr)
+
+
+def step_rate(cfg, batches: list[dict], steps: int, cached: bool = False) -> dict:
+    """Samples/s of full optimizer steps (best of ``steps`` after one warm-up step)."""
+    module, optimizer = _module_and_optimizer(cfg, 1e-4)
     inputs = []
     for batch in batches:
         frames = batch["frames"]
@@ -153,10 +158,7 @@ def section_curve(data: Path, steps: int) -> dict:
     for label, amp, cl in (("fp32", "none", False), ("bf16, channels-last", "bf16", True)):
         cfg = _cfg(STAGE1, data, f"train.amp={amp}", f"train.channels_last={str(cl).lower()}")
         batches = _batches(cfg, 32, steps)
-        torch.manual_seed(0)
-        module = build_train_step(cfg)
-        module.train()
-        optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-3)
+        module, optimizer = _module_and_optimizer(cfg, 1e-3)
         curve = []
         for batch in batches:
             frames = channels_last_frames(batch["frames"]) if cl else batch["frames"]

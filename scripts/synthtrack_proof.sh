@@ -72,25 +72,28 @@ if [ ! -f "$work/baseline_stage1/test/results.json" ]; then
   fi
 fi
 
-# The feature cache of stage 2 (one process).
-python - <<'PY'
+# The feature cache of stage 2, built while the first baseline seed (which trains from images) runs beside it.
+python - > "$work/feature_cache.log" 2>&1 <<'PY' &
 from tdmi.config import load_config
 from tdmi.engine.feature_cache import build_feature_cache
 cfg = load_config("configs/synthtrack_stage2_tdmi_w8.yaml")
 build_feature_cache(cfg, cfg.train.feature_cache, cfg.train.feature_cache_draws, seed=cfg.train.feature_cache_seed)
 PY
+cache_pid=$!
+train_and_test baseline_continued/seed_0 configs/synthtrack_stage2_baseline_w8.yaml --set train.seed=0
+wait "$cache_pid"
 
-# Stage 2: the job list, run $jobs at a time.
+# Stage 2: the job list, most informative first (seed 0 of every variant), run $jobs at a time.
 {
   for seed in 0 1 2; do
     echo "tdmi/seed_$seed configs/synthtrack_stage2_tdmi_w8.yaml --set train.seed=$seed"
     echo "tdmi_no_mi/seed_$seed configs/synthtrack_stage2_tdmi_w8_no_mi.yaml --set train.seed=$seed"
     echo "tde_only/seed_$seed configs/synthtrack_stage2_tde_only_w8.yaml --set train.seed=$seed"
-    echo "baseline_continued/seed_$seed configs/synthtrack_stage2_baseline_w8.yaml --set train.seed=$seed"
+    [ "$seed" = 0 ] || echo "baseline_continued/seed_$seed configs/synthtrack_stage2_baseline_w8.yaml --set train.seed=$seed"
   done
+  echo "tdmi_vsd/seed_0 configs/synthtrack_stage2_tdmi_w8_vsd.yaml"
   echo "tdmi_alpha_0.1/seed_0 configs/synthtrack_stage2_tdmi_w8.yaml --set model.mi.alpha=0.1"
   echo "tdmi_alpha_10/seed_0 configs/synthtrack_stage2_tdmi_w8.yaml --set model.mi.alpha=10"
-  echo "tdmi_vsd/seed_0 configs/synthtrack_stage2_tdmi_w8_vsd.yaml"
 } | xargs -P "$jobs" -L 1 bash -c 'train_and_test "$@"' _
 
 python scripts/synthtrack_report.py --work "$work"

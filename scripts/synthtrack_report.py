@@ -117,6 +117,16 @@ def compare(stats: dict, resamples: int) -> dict:
     return out
 
 
+def _save(fig, name: str, dpi: int) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = REPO / "docs" / name
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    plt.close(fig)
+    return str(path.relative_to(REPO))
+
+
 def plot(work: Path) -> list[str]:
     try:
         import matplotlib
@@ -144,11 +154,7 @@ def plot(work: Path) -> list[str]:
         ax2.set_ylabel("train heatmap loss")
         ax.set_title("Stage 1: HRNet-W8 from scratch on SynthTrack")
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = REPO / "docs/synthtrack_stage1_curve.png"
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-        plt.close(fig)
-        written.append(str(path.relative_to(REPO)))
+        written.append(_save(fig, "synthtrack_stage1_curve.png", 110))
     names = ["mi_useful_noisy", "mi_motion_useful", "mi_useful_label", "mi_visual_label", "aux"]
     runs = [("tdmi (balanced)", r) for r in _runs(work, "tdmi")[:1]] + [("tdmi_vsd", r) for r in
                                                                        _runs(work, "tdmi_vsd")[:1]]
@@ -173,11 +179,7 @@ def plot(work: Path) -> list[str]:
             for ax in axes[row]:
                 ax.set_xlabel("optimizer step")
                 ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = REPO / "docs/synthtrack_mi_terms.png"
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-        plt.close(fig)
-        written.append(str(path.relative_to(REPO)))
+        written.append(_save(fig, "synthtrack_mi_terms.png", 100))
     return written
 
 

@@ -57,3 +57,25 @@ def test_round_trip_through_dict_and_yaml():
     assert again == cfg
     assert "tdmi_st" in dump_config(cfg)
     assert isinstance(again, ExperimentConfig)
+
+
+def test_errors_blame_the_set_argument_and_name_the_yaml_file(tmp_path):
+    from tdmi.config import ConfigError, load_config
+
+    good = tmp_path / "good.yaml"
+    good.write_text("train:\n  lr: 1.0e-3\n")
+    with pytest.raises(ConfigError, match=r"^--set train\.lr=abc: train\.lr must be a number"):
+        load_config(good, ["train.lr=abc"])
+    with pytest.raises(ConfigError, match=r"^--set model\.bogus=1: unknown key 'model\.bogus'"):
+        load_config(good, ["model.bogus=1"])
+    with pytest.raises(ConfigError, match=r"^--set model\.arch=xx: model\.arch='xx' is not allowed"):
+        load_config(good, ["model.arch=xx"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1,\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    assert str(bad) in str(err.value) and "<unicode string>" not in str(err.value) and "\n" not in str(err.value)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("train:\n  lr: fast\n")
+    with pytest.raises(ConfigError, match=rf"^{wrong}: train\.lr must be a number"):
+        load_config(wrong)

@@ -389,3 +389,16 @@ def test_build_dataset_model_options(clip_root, readers):
         build_dataset(cfg, "val")
     with pytest.raises(CommandError, match="split"):
         build_dataset(small_config(clip_root), "dev")
+
+
+def test_missing_synthtrack_data_names_the_command_that_makes_it(tmp_path):
+    from tdmi.config import load_config
+    from tdmi.data.dataset import build_dataset
+    from tdmi.errors import CommandError
+
+    cfg = load_config(None, [f"data.root={tmp_path / 'none'}", "data.dataset=synthtrack"])
+    with pytest.raises(CommandError, match=r"annotations/val .*tdmi synth --out .*none --split val"):
+        build_dataset(cfg, "val")
+    cfg = load_config(None, [f"data.root={tmp_path / 'none'}"])
+    with pytest.raises(CommandError, match="docs/data.md"):
+        build_dataset(cfg, "train")

@@ -374,3 +374,11 @@ def test_torchvision_agrees_with_pure_path(stride, dilation, G, groups):
         results[backend] = [out.detach()] + [inputs[k].grad for k in ("input", "offset", "weight", "bias", "mask")]
     for a, b in zip(results["torch"], results["torchvision"]):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8)
+
+
+def test_channels_last_input_gives_a_channels_last_output():
+    case = make_case(H=8, W=6, stride=1, padding=1, dilation=1, G=1, groups=1, seed=31)
+    nchw = deform_conv2d(**case)
+    cl = deform_conv2d(**dict(case, input=case["input"].contiguous(memory_format=torch.channels_last)))
+    assert cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(cl, nchw)

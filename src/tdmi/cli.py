@@ -26,7 +26,8 @@ def _parser(subparsers, name: str, help_text: str, example: str) -> argparse.Arg
 
 
 def _add_config_options(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("--config", required=required, help="experiment YAML file (see configs/)")
+    p.add_argument("--config", required=required,
+                   help="experiment YAML file, or the name of a shipped config (tdmi info --list)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set train.lr=5e-4 (repeatable)")
 
@@ -42,13 +43,24 @@ def _load_config(args):
 
 def _add_info(sub) -> None:
     p = _parser(sub, "info", "print the model summary: parameters, multiply-adds, input/heatmap sizes, joints",
-                "tdmi info --config configs/tdmi_w48_pt17.yaml")
-    _add_config_options(p, required=True)
+                "tdmi info --config tdmi_w48_pt17      (a shipped config by name, or a path)\n"
+                "  tdmi info --list")
+    _add_config_options(p)
+    p.add_argument("--list", action="store_true", help="list the shipped configs with what each reproduces")
     p.add_argument("--json-out", help="also write the summary as JSON to this file")
     p.set_defaults(run=_run_info)
 
 
 def _run_info(args) -> int:
+    if args.list:
+        from tdmi.config import packaged_configs
+
+        for path in packaged_configs():
+            first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.strip()), "")
+            print(f"{path.stem:<40} {first[:100]}")
+        return 0
+    if not args.config:
+        raise CommandError("give --config NAME_OR_FILE (tdmi info --list shows the shipped configs)")
     cfg = _load_config(args)
     from tdmi.models.summary import print_model_summary
 

@@ -261,6 +261,9 @@ class TestConfig:
     boxes: str = "gt"
     """``gt`` or a detection file; overrides ``data.val_boxes`` for `tdmi test`."""
     protocol: Literal["poseval", "pt21"] = "poseval"
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    """Autocast dtype of the model during testing (bf16/fp16 on GPUs; docs/results.md gives the measured mAP
+    difference); decoding always runs in float32."""
     out_dir: str = "runs/test"
 
 
@@ -278,26 +281,61 @@ class ExperimentConfig:
 # Loading, overriding, validating
 
 
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
+"""The experiment configs shipped inside the package (``configs/`` in a checkout links here)."""
+
+
+def packaged_configs() -> list[Path]:
+    """The shipped experiment configs, sorted by name."""
+    return sorted(PACKAGED_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file path, or the name of a shipped config (``tdmi_w48_pt17`` or ``tdmi_w48_pt17.yaml``)."""
+    candidate = Path(path)
+    if candidate.is_file() or len(candidate.parts) > 1:
+        return candidate
+    name = candidate.name if candidate.suffix == ".yaml" else f"{candidate.name}.yaml"
+    shipped = PACKAGED_CONFIGS / name
+    return shipped if shipped.is_file() else candidate
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Read a YAML config (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    """Read a YAML config (a path, or the name of a shipped config; the defaults when ``path`` is None) and apply
+    ``key=value`` overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
+        path = resolve_config_path(path)
         if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
+            names = ", ".join(p.stem for p in packaged_configs())
+            raise ConfigError(f"{path}: config file not found (a path, or one of the shipped configs: {names})")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            with path.open(encoding="utf-8") as stream:  # a stream, so YAML's message names the file, not a string
+                loaded = yaml.safe_load(stream)
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not a text file ({err.reason} at byte {err.start})") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
         raw = loaded
+    overridden: dict[str, str] = {}
     for item in overrides:
         apply_override(raw, item)
+        overridden[item.partition("=")[0].strip()] = item
     where = str(path) if path is not None else "<defaults>"
-    return from_dict(ExperimentConfig, raw, where=where)
+    try:
+        return from_dict(ExperimentConfig, raw, where=where)
+    except ConfigError as err:
+        # A value that came from --set is blamed on the --set argument, not on the file.
+        detail = str(err)[len(where) + 2:]
+        for key, item in overridden.items():
+            if detail.startswith((key + " ", key + "=", key + "[", f"unknown key {key!r}")) or \
+                    detail.startswith(f"{key} must"):
+                raise ConfigError(f"--set {item}: {detail}") from None
+        raise
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

@@ -320,6 +320,20 @@ def collate_clips(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+def check_annotations_exist(cfg: ExperimentConfig, annotations: Path, split: str) -> None:
+    """Raise a :class:`CommandError` naming ``annotations`` (and, for SynthTrack, the command that makes it)."""
+    if annotations.exists():
+        return
+    hint = ""
+    if cfg.data.dataset == "synthtrack":
+        name = annotations.name if annotations.parent.name == "annotations" else split
+        hint = (f"; SynthTrack is generated, not downloaded: tdmi synth --out {cfg.data.root} --split {name} "
+                "(--sequences/--frames/--seed as in docs/results.md)")
+    elif cfg.data.dataset.startswith("posetrack") or cfg.data.dataset == "hieve":
+        hint = f"; docs/data.md says how to obtain {cfg.data.dataset} and `tdmi prepare` checks the tree"
+    raise CommandError(f"annotation path not found: {annotations} (data.root={cfg.data.root}){hint}")
+
+
 def build_dataset(cfg: ExperimentConfig, split: Mode, boxes: Optional[str] = None) -> PoseTrackClipDataset:
     """The dataset of ``split`` as an experiment config describes it.
 
@@ -353,7 +367,11 @@ def build_dataset(cfg: ExperimentConfig, split: Mode, boxes: Optional[str] = Non
         box_file = None if chosen == "gt" else (Path(chosen) if boxes is not None else under_root(chosen))
 
     annotations = under_root(data.train_annotations if split == "train" else data.val_annotations)
-    sequences = load_sequences(annotations, dataset=data.dataset)
+    try:
+        sequences = load_sequences(annotations, dataset=data.dataset)
+    except FileNotFoundError:
+        check_annotations_exist(cfg, annotations, split)  # the path itself is missing: say how to get it
+        raise
     detections = None if box_file is None else load_detections(box_file, score_threshold=data.box_score_threshold)
     return PoseTrackClipDataset(
         sequences, under_root(data.image_root), mode=split, detections=detections,

@@ -25,7 +25,6 @@ weights, data, crop or augmentation settings) is refused with the differing fiel
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -40,18 +39,11 @@ from torch.utils.data import Dataset
 from tdmi.atomic import atomic_write_json
 from tdmi.config import ExperimentConfig, to_dict
 from tdmi.errors import CommandError
+from tdmi.models.checkpoints import file_sha256
 
 CACHE_VERSION = 1
 STAGES = ("s1", "s2", "s3", "s4")
 FLOAT16_MAX = 65504.0
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_key(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
@@ -63,7 +55,7 @@ def cache_key(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
     data = to_dict(cfg.data)
     return {
         "version": CACHE_VERSION,
-        "backbone_sha256": _file_sha256(Path(pretrained)),
+        "backbone_sha256": file_sha256(Path(pretrained)),
         "backbone_width": cfg.model.backbone.width,
         "bn_eval": cfg.model.backbone.bn_eval,
         "amp": cfg.train.amp,

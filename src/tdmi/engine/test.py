@@ -176,14 +176,18 @@ def _frame_track_ids(track_ids: list[int]) -> list[Optional[int]]:
 
 
 def predict_split(model: nn.Module, loader: DataLoader, device: torch.device, *, flip_test: bool = False,
-                  progress: bool = True) -> dict[tuple[str, str], list[PersonPrediction]]:
+                  progress: bool = True, amp: str = "none") -> dict[tuple[str, str], list[PersonPrediction]]:
     """Run ``model`` over ``loader`` (batches of :func:`~tdmi.data.dataset.collate_clips`) and decode every box.
 
     ``frames [B, T, 3, H, W]`` -> heatmaps ``[B, J, h, w]`` (and of ``frames.flip(-1)`` with ``flip_test``) ->
     image keypoints ``[B, J, 2]`` and heatmap maxima ``[B, J]``, using each sample's own crop (center, scale,
     rotation). Returns ``(sequence, key-frame file_name) -> persons`` in the order of the boxes in the frame.
+    ``amp`` (``none``/``bf16``/``fp16``) autocasts the model; decoding runs in float32 on ``device``, so only the
+    keypoints travel back to the CPU.
     """
     from tqdm import tqdm
+
+    from tdmi.engine.train import _autocast
 
     flip_permutation = POSETRACK17.flip_permutation()
     collected: dict[tuple[str, str], list[tuple[int, int, PersonPrediction]]] = {}
@@ -192,15 +196,16 @@ def predict_split(model: nn.Module, loader: DataLoader, device: torch.device, *,
         for batch in batches:
             meta = batch["meta"]
             frames = batch["frames"].to(device, non_blocking=True)
-            heatmaps = _heatmaps_of(model(frames)).float().cpu()
-            flipped = _heatmaps_of(model(frames.flip(-1))).float().cpu() if flip_test else None
+            with _autocast(device.type, amp):
+                heatmaps = _heatmaps_of(model(frames)).float()
+                flipped = _heatmaps_of(model(frames.flip(-1))).float() if flip_test else None
             rotation = np.asarray(meta["rotation"], dtype=np.float64)
             coords, maxvals = decode_heatmaps(
-                heatmaps, torch.from_numpy(np.asarray(meta["center"], np.float64)),
-                torch.from_numpy(np.asarray(meta["scale"], np.float64)),
-                rotation=torch.from_numpy(rotation) if np.any(rotation != 0) else None,
+                heatmaps, torch.from_numpy(np.asarray(meta["center"], np.float64)).to(device),
+                torch.from_numpy(np.asarray(meta["scale"], np.float64)).to(device),
+                rotation=torch.from_numpy(rotation).to(device) if np.any(rotation != 0) else None,
                 flipped_heatmaps=flipped, flip_permutation=flip_permutation)
-            coords_np, maxvals_np = coords.numpy(), maxvals.numpy()
+            coords_np, maxvals_np = coords.cpu().numpy(), maxvals.cpu().numpy()
             for i in range(coords_np.shape[0]):
                 key = (str(meta["sequence"][i]), str(meta["image"][i]))
                 person = PersonPrediction(keypoints=coords_np[i].astype(np.float64),
@@ -256,7 +261,7 @@ def run_test(model: nn.Module, cfg: ExperimentConfig, split: Mode = "val", boxes
     model.eval().to(device)
     start = time.perf_counter()
     predictions = predict_split(model, make_loader(dataset, cfg, device), device, flip_test=cfg.test.flip_test,
-                                progress=progress)
+                                progress=progress, amp=cfg.test.amp)
     inference_seconds = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -416,10 +416,21 @@ def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[
     """
     info, dev = setup_distributed(device, cfg.train.dist_timeout_minutes)
     run_dir = Path(cfg.train.out_dir)
+    if train_dataset is None and not cfg.train.feature_cache:  # fail before anything is written
+        from tdmi.data.dataset import check_annotations_exist
+
+        root = Path(cfg.data.root)
+        annotations = Path(cfg.data.train_annotations)
+        check_annotations_exist(cfg, annotations if annotations.is_absolute() else root / annotations, "train")
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode("utf-8"))
     check_pretrained(cfg)
+    if dev.type == "cuda" and not cfg.train.deterministic:
+        # cuDNN autotuning (fixed crop sizes) and TF32 matmuls/convolutions on Ampere and later GPUs
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if cfg.train.deterministic:
         # CUDA has no deterministic grid_sample backward (the DCN's sampling): warn there instead of raising.
         torch.use_deterministic_algorithms(True, warn_only=dev.type == "cuda")
@@ -591,10 +602,13 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
             progress["batch_in_epoch"] = batch_index
             n = heatmaps.shape[0] * info.world_size
             seen += n
+            # running sums stay on the device: one host sync per step (the finiteness check), not one per term
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+                sums[k] = sums.get(k, 0.0) + v.detach() * n
             rate = seen / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(loss=f"{float(loss.detach()):.5f}", hm=f"{float(terms['heatmap'].detach()):.5f}", sps=f"{rate:.1f}")
+            if batch_index % 10 == 0:
+                bar.set_postfix(loss=f"{float(loss.detach()):.5f}", hm=f"{float(terms['heatmap'].detach()):.5f}",
+                                sps=f"{rate:.1f}")
             if is_step and info.is_main and progress["step"] % 20 == 0:
                 log.write("step", progress["step"], {k: float(v.detach()) for k, v in terms.items()}
                           | {"lr": optimizer.param_groups[0]["lr"], "samples_per_s": rate})
@@ -619,7 +633,7 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
         if epoch_done:
             progress["epoch"] = epoch + 1
             progress["batch_in_epoch"] = 0
-        means = {k: v / max(seen, 1) for k, v in sums.items()}
+        means = {k: float(v) / max(seen, 1) for k, v in sums.items()}
         if info.is_main:
             elapsed = time.perf_counter() - t0
             summary = " ".join(f"{k}={v:.5f}" for k, v in means.items())

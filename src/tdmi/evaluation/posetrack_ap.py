@@ -225,11 +225,26 @@ class _PosevalFile:
 # --------------------------------------------------------------------------------------------------- file reading
 
 
+try:  # orjson parses 3-5x faster, which is most of evaluating from files; numbers come out identical
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson is a dependency, but the evaluator works without it
+    _orjson = None
+
+
+def _parse_json(raw: bytes):
+    if _orjson is not None:
+        try:
+            return _orjson.loads(raw)
+        except _orjson.JSONDecodeError:
+            pass  # NaN/Infinity literals, integers beyond 64 bits, ...: Python's parser accepts or explains them
+    return json.loads(raw.decode("utf-8"))
+
+
 def read_json(path: str | os.PathLike) -> dict:
     """Read one JSON file, turning any failure into a DataFormatError that names the file."""
     try:
-        with open(path, "r", encoding="utf-8") as handle:
-            data = json.load(handle)
+        with open(path, "rb") as handle:
+            data = _parse_json(handle.read())
     except FileNotFoundError:
         raise DataFormatError(f"{path}: file not found") from None
     except OSError as err:  # a folder named *.json, no permission, ...

@@ -304,7 +304,8 @@ def _storage_tensors(state: dict[str, Tensor]) -> Iterator[tuple[str, Tensor]]:
         yield name, tensor
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
@@ -335,7 +336,7 @@ def save_checkpoint(path: str | Path, model_state: dict[str, Tensor], metadata: 
     tensors = dict(_storage_tensors(model_state))
     atomic_write(weights_path, lambda temp: save_file(
         tensors, str(temp), metadata={"format": "pt", "tdmi_format_version": str(FORMAT_VERSION)}))
-    sidecar["weights_sha256"] = _sha256(weights_path)
+    sidecar["weights_sha256"] = file_sha256(weights_path)
     text = json.dumps(sidecar, indent=2) + "\n"
     atomic_write(sidecar_path, lambda temp: temp.write_text(text))
     return weights_path
@@ -369,7 +370,7 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> tuple[dict[str,
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(f"{sidecar_path}: format_version {version!r} is not supported (this tdmi reads "
                               f"<= {FORMAT_VERSION}); upgrade tdmi")
-    if verify and "weights_sha256" in metadata and _sha256(weights_path) != metadata["weights_sha256"]:
+    if verify and "weights_sha256" in metadata and file_sha256(weights_path) != metadata["weights_sha256"]:
         raise CheckpointError(f"{sidecar_path}: weights_sha256 does not match {weights_path.name}: the sidecar "
                               "describes other weights (interrupted save or files mixed up)")
     try:

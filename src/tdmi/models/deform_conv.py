@@ -173,7 +173,10 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | 
     # returns the promoted dtype. contiguous: offsets are often channel slices of a predictor's output.
     compute = torch.promote_types(dtype, torch.float32)
     args = [t if t is None else t.to(compute).contiguous() for t in (input, offset, weight, bias, mask)]
-    return _DeformConv2dFunction.apply(*args, stride, padding, dilation).to(dtype)
+    out = _DeformConv2dFunction.apply(*args, stride, padding, dilation).to(dtype)
+    if not input.is_contiguous() and input.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)  # hand a channels-last model its layout back
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
