@@ -55,9 +55,20 @@ def main() -> int:
         gt_dir = write_sequences(Path(tmp) / "gt", gts)
         pred_dir = write_sequences(Path(tmp) / "pred", preds)
         t_dirs, result = best_of(args.repeats, lambda: evaluate_dirs(gt_dir, pred_dir))
+        # the same read with Python's json module (what evaluate_dirs used before orjson), for the ratio
+        from tdmi.evaluation import posetrack_ap
+
+        parser_module, posetrack_ap._orjson = posetrack_ap._orjson, None
+        try:
+            t_stdlib, stdlib_result = best_of(args.repeats, lambda: evaluate_dirs(gt_dir, pred_dir))
+        finally:
+            posetrack_ap._orjson = parser_module
+        assert stdlib_result.table == result.table
         t_mem, _ = best_of(args.repeats, lambda: evaluate_sequences(gts, preds))
         t_pt21, _ = best_of(args.repeats, lambda: evaluate_dirs(gt_dir, pred_dir, protocol="pt21"))
-        rows += [("tdmi evaluate_dirs (read JSON + AP)", t_dirs), ("tdmi evaluate_sequences (in memory)", t_mem),
+        rows += [("tdmi evaluate_dirs (read JSON + AP)", t_dirs),
+                 ("tdmi evaluate_dirs, stdlib json reader", t_stdlib),
+                 ("tdmi evaluate_sequences (in memory)", t_mem),
                  ("tdmi evaluate_dirs, pt21 protocol", t_pt21)]
         t_official, official_mean = None, None
         if not args.no_baseline:

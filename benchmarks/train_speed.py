@@ -166,7 +166,7 @@ def section_curve(data: Path, steps: int) -> dict:
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            curve.append(float(loss))
+            curve.append(float(loss.detach()))
         losses[label] = curve
     a, b = losses["fp32"], losses["bf16, channels-last"]
     tail = max(1, steps // 5)

@@ -183,6 +183,19 @@ def plot(work: Path) -> list[str]:
     return written
 
 
+def dev_diagnosis(folder: Path) -> dict:
+    """The dev-split runs that chose the MI formulation: their dev tables and gradient summaries."""
+    from mi_diag_summary import summarise
+
+    out = {}
+    for run in sorted(folder.glob("*/dev/results.json")) if folder.is_dir() else []:
+        name = run.parents[1].name
+        summary = summarise(run.parents[1], after=100, results="dev")
+        out[name] = {"dev_table": {k: json.loads(run.read_text())[k] for k in TABLE_KEYS},
+                     "gradients": {k: v for k, v in summary.items() if k not in ("run", "mAP")}}
+    return out
+
+
 def _fmt(value) -> str:
     return "" if value is None else f"{value:.1f}"
 
@@ -213,12 +226,15 @@ def main() -> int:
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--json-out", type=Path, default=REPO / "docs/results/synthtrack_proof.json")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/results.md")
+    parser.add_argument("--mi-dev", type=Path, default=REPO / "runs/mi_dev",
+                        help="the MI formulation diagnosis (scripts/mi_dev_diagnosis.sh), recorded when present")
     args = parser.parse_args()
     variants, stats = collect(args.work)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     report = {"experiment": "synthtrack_proof", "commit": commit, "protocol": "docs/results.md#protocol",
               "metric": "poseval mAP, held-out SynthTrack val (30 x 30 frames, seed 1001), GT boxes",
-              "variants": variants, "comparisons": compare(stats, args.resamples), "plots": plot(args.work)}
+              "variants": variants, "comparisons": compare(stats, args.resamples), "plots": plot(args.work),
+              "mi_dev_diagnosis": dev_diagnosis(args.mi_dev)}
     atomic_write_json(args.json_out, report, indent=1)
     text = markdown(report)
     print(text)
