@@ -97,7 +97,7 @@ def _steps(tensors: dict[str, torch.Tensor], dilation: int, device: str) -> dict
         return step
 
     ops = {BASELINE: conv, "deform_conv2d[torch]": dcn("torch")}
-    if deform_conv.torchvision_available(args.device):
+    if deform_conv.torchvision_available(device):
         ops["deform_conv2d[torchvision]"] = dcn("torchvision")
     steps = {}
     for name, op in ops.items():

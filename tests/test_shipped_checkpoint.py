@@ -51,3 +51,15 @@ def test_shipped_checkpoint_reproduces_its_reported_validation_map(weights, tmp_
     measured = json.loads((out / "results.json").read_text())
     for key in TABLE:
         assert measured[key] == pytest.approx(metadata["validation"][key], abs=0.05), key
+
+
+def test_shipped_baseline_loads_strictly_and_says_what_it_was_scored_on():
+    weights = WEIGHT_DIR / "hrnet_demo.safetensors"
+    if not weights.is_file():
+        pytest.skip("no shipped baseline yet (scripts/synthtrack_proof.sh packages it after stage 1)")
+    state, metadata = load_checkpoint(weights)
+    cfg = config_from_dict(metadata["config"])
+    assert cfg.model.arch == "hrnet"
+    build_model(cfg.model).load_state_dict(state, strict=True)
+    assert weights.stat().st_size < 8 * 2**20
+    assert set(TABLE) <= set(metadata["validation"]) and "synthtrack" in metadata["validation"]
