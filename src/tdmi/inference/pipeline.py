@@ -262,6 +262,11 @@ def shipped_checkpoint() -> Optional[Path]:
     return path if path.is_file() else None
 
 
+SHIPPED_MODEL_NOTE = ("note: the shipped demo model was trained on SynthTrack only (synthetic people); on real "
+                      "video its poses are not meaningful (Mean AP 3.2 on the real PoseTrack18 sample). For real "
+                      "poses pass --checkpoint with a TDMI trained on real data (tdmi train, README).")
+"""Printed by `tdmi infer` when it runs the shipped demo model."""
+
 RANDOM_INIT_BANNER = "\n".join([
     "!" * 100,
     "!!  WARNING: NO TRAINED CHECKPOINT. The model has RANDOMLY INITIALISED weights, so every pose below is",
@@ -813,6 +818,9 @@ def infer_command(args) -> int:
     detector, detector_description = make_detector(args.detector, args.boxes, device=str(device),
                                                    box_score_threshold=loaded.config.data.box_score_threshold)
     print(f"model: {loaded.description}")
+    shipped = shipped_checkpoint()
+    if shipped is not None and loaded.checkpoint is not None and Path(loaded.checkpoint).resolve() == shipped.resolve():
+        print(SHIPPED_MODEL_NOTE)
     print(f"detector: {detector_description}")
     if isinstance(detector, HOGPeopleDetector):
         print("note: the HOG detector is weak (upright, unoccluded, large people only); poses can only be as good "
