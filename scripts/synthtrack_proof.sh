@@ -22,9 +22,10 @@ jobs=${JOBS:-2}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # one thread per process: oversubscription made steps >10x slower
 mkdir -p "$work"
 
-[ -d "$data/annotations/train" ] || tdmi synth --out "$data" --sequences 60 --frames 40 --seed 1 --split train
-[ -d "$data/annotations/dev" ] || tdmi synth --out "$data" --sequences 10 --frames 30 --seed 2 --split dev
-[ -d "$data/annotations/val" ] || tdmi synth --out "$data" --sequences 30 --frames 30 --seed 1001 --split val
+# synthtrack_<split>.json is written last, so an interrupted generation is redone (it is deterministic per seed)
+[ -f "$data/synthtrack_train.json" ] || tdmi synth --out "$data" --sequences 60 --frames 40 --seed 1 --split train
+[ -f "$data/synthtrack_dev.json" ] || tdmi synth --out "$data" --sequences 10 --frames 30 --seed 2 --split dev
+[ -f "$data/synthtrack_val.json" ] || tdmi synth --out "$data" --sequences 30 --frames 30 --seed 1001 --split val
 
 # train_and_test NAME CONFIG [--set ...]: train into $work/NAME (resuming), then test it on val once.
 train_and_test() {
@@ -63,9 +64,17 @@ if [ ! -f "$backbone" ]; then
 fi
 if [ ! -f "$work/baseline_stage1/test/results.json" ]; then
   mkdir -p "$work/baseline_stage1"
+  [ -f "$work/baseline_stage1/config.yaml" ] || python - "$backbone" "$work/baseline_stage1/config.yaml" <<'PY'
+import sys
+from tdmi.config import config_from_dict, dump_config
+from tdmi.models.checkpoints import load_checkpoint
+_, metadata = load_checkpoint(sys.argv[1])
+open(sys.argv[2], "w").write(dump_config(config_from_dict(metadata["config"])))
+PY
   tdmi test --checkpoint "$backbone" --set "data.root=$data" --boxes gt --out "$work/baseline_stage1/test" \
     > "$work/baseline_stage1/test.log" 2>&1
-  if ! grep -q '"validation"' "${backbone%.safetensors}.json"; then   # record the table on the shipped weights
+  if ! grep -q '"validation"' "${backbone%.safetensors}.json" && [ -f "$work/baseline/best.safetensors" ]; then
+    # record the table measured on exactly the shipped weights in their sidecar
     python scripts/package_demo_checkpoint.py "$work/baseline/best.safetensors" --out "$backbone" \
       --results "$work/baseline_stage1/test/results.json" \
       --note "SynthTrack proof stage 1: HRNet-W8 from scratch, best dev epoch (docs/results.md)"
@@ -80,8 +89,10 @@ cfg = load_config("configs/synthtrack_stage2_tdmi_w8.yaml")
 build_feature_cache(cfg, cfg.train.feature_cache, cfg.train.feature_cache_draws, seed=cfg.train.feature_cache_seed)
 PY
 cache_pid=$!
+trap 'kill "$cache_pid" 2>/dev/null || true' EXIT INT TERM   # a background job would outlive Ctrl-C otherwise
 train_and_test baseline_continued/seed_0 configs/synthtrack_stage2_baseline_w8.yaml --set train.seed=0
 wait "$cache_pid"
+trap - EXIT INT TERM
 
 # Stage 2: the job list, most informative first (seed 0 of every variant), run $jobs at a time.
 {

@@ -50,7 +50,7 @@ BEGIN, END = "<!-- synthtrack-proof:begin -->", "<!-- synthtrack-proof:end -->"
 
 def _runs(work: Path, folder: str) -> list[Path]:
     base = work / folder
-    if (base / "config.yaml").is_file():  # a single run (stage 1)
+    if (base / "config.yaml").is_file() or (base / "test/results.json").is_file():  # a single run (stage 1)
         return [base]
     return sorted(p for p in base.glob("seed_*") if p.is_dir())
 
@@ -62,9 +62,11 @@ def _metrics(run: Path) -> list[dict]:
 
 def _hard_gt(work: Path) -> Path:
     out = work / "hard_gt"
-    if not out.is_dir():
+    if not out.is_dir():  # built beside and renamed, so an interrupted build is never taken for a finished one
+        partial = work / "hard_gt.partial"
         subprocess.run([sys.executable, str(REPO / "scripts/synthtrack_hard_subset.py"),
-                        str(work / "data/annotations/val"), str(out)], check=True, capture_output=True)
+                        str(work / "data/annotations/val"), str(partial)], check=True, capture_output=True)
+        partial.rename(out)
     return out
 
 
@@ -87,12 +89,13 @@ def collect(work: Path) -> tuple[dict, dict]:
             epochs = [r for r in records if r["kind"] == "epoch"]
             import yaml
 
-            config = yaml.safe_load((run / "config.yaml").read_text())
+            config_path = run / "config.yaml"
+            config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {"train": {}}
             seeds.append({
-                "seed": config["train"]["seed"], "run": str(run.relative_to(work)), "table": table,
+                "seed": config["train"].get("seed"), "run": str(run.relative_to(work)), "table": table,
                 "hard_table": {k: float(hard_table[k]) for k in TABLE_KEYS},
                 "epochs": len(epochs), "wall_seconds": float(sum(r.get("seconds", 0.0) for r in epochs)),
-                "batch_size": config["train"]["batch_size"], "feature_cache": config["train"].get("feature_cache"),
+                "batch_size": config["train"].get("batch_size"), "feature_cache": config["train"].get("feature_cache"),
             })
             seed_stats["all"].append(sequence_stats(gt_dir, predictions))
             seed_stats["hard"].append(sequence_stats(hard, predictions))

@@ -309,6 +309,17 @@ def test_mi_diagnostics_report_gradients_and_gate_statistics(tmp_path):
             assert -1.0 - 1e-6 <= first[f"{group}.{term}.cos"] <= 1.0 + 1e-6
     assert first["tde.heatmap.norm"] > 0 and first["noisy_gate.mi_useful_noisy.norm"] > 0
     assert 0.0 <= first["useful_gate.saturated"] <= 1.0 and first["useful_gate.per_sample_std"] >= 0
+    # the diagnostic forward leaves the BatchNorm statistics as the training step left them
+    from tdmi.engine.mi_diagnostics import mi_diagnostics
+    from tdmi.engine.train import build_train_step
+
+    step = build_train_step(cfg).train()
+    data = TinyClips(n=2)
+    batch = [data[0], data[1]]
+    before = {k: v.clone() for k, v in step.model.named_buffers()}
+    mi_diagnostics(step, torch.stack([b["frames"] for b in batch]), torch.stack([b["heatmaps"] for b in batch]),
+                   torch.stack([b["target_weight"] for b in batch]))
+    assert all(torch.equal(before[k], v) for k, v in step.model.named_buffers())
 
 
 def test_resume_refuses_another_world_size_and_old_rng_lists_restore(tmp_path):

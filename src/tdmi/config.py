@@ -14,6 +14,7 @@ choices. Sizes are written ``[w, h]`` (as HRNet's yaml files do); tensors are ``
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -331,9 +332,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     except ConfigError as err:
         # A value that came from --set is blamed on the --set argument, not on the file.
         detail = str(err)[len(where) + 2:]
+        unknown = re.match(r"unknown key '([^']+)'", detail)
+        named = unknown.group(1) if unknown else re.split(r"[ =\[]", detail, maxsplit=1)[0]
         for key, item in overridden.items():
-            if detail.startswith((key + " ", key + "=", key + "[", f"unknown key {key!r}")) or \
-                    detail.startswith(f"{key} must"):
+            # the key set, a field inside a section that was set as a whole, or a bad section name on the way
+            if named == key or named.startswith(key + ".") or key.startswith(named + "."):
                 raise ConfigError(f"--set {item}: {detail}") from None
         raise
 

@@ -25,6 +25,9 @@ weights, data, crop or augmentation settings) is refused with the differing fiel
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -53,6 +56,15 @@ def cache_key(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
         raise CommandError("train.feature_cache needs the frozen backbone's weights: set model.backbone.pretrained "
                            f"to an existing checkpoint (got {pretrained!r})")
     data = to_dict(cfg.data)
+    annotations = Path(cfg.data.train_annotations)
+    annotations = annotations if annotations.is_absolute() else Path(cfg.data.root) / annotations
+    files = sorted(annotations.rglob("*.json")) if annotations.is_dir() else [annotations]
+    # the annotation files' contents: data regenerated under the same root must not reuse an old cache
+    fingerprint = hashlib.sha256()
+    for path in files:
+        if path.is_file():
+            fingerprint.update(path.name.encode())
+            fingerprint.update(file_sha256(path).encode())
     return {
         "version": CACHE_VERSION,
         "backbone_sha256": file_sha256(Path(pretrained)),
@@ -60,6 +72,7 @@ def cache_key(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
         "bn_eval": cfg.model.backbone.bn_eval,
         "amp": cfg.train.amp,
         "data_root": str(Path(cfg.data.root).resolve()),
+        "annotations_sha256": fingerprint.hexdigest(),
         "data": {k: data[k] for k in ("dataset", "train_annotations", "image_root", "padding", "missing_frames",
                                       "sigma", "bbox_enlarge", "joint_weights", "augment")},
         "input_size": list(cfg.model.input_size),
@@ -107,6 +120,31 @@ def build_feature_cache(cfg: ExperimentConfig, folder: str | Path, draws: int, s
     Raises:
         CommandError: the folder holds a cache built for other weights or settings (the field is named).
     """
+    if draws < 1:
+        raise CommandError(f"train.feature_cache_draws={draws}: need at least one draw")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _exclusive(folder):
+        return _build(cfg, folder, draws, seed, device, batch_size, progress)
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path):
+    """One builder per cache folder: a second process waits instead of overwriting the first one's draw."""
+    with open(folder / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{folder}: another process is building this feature cache; waiting for it", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build(cfg: ExperimentConfig, folder: Path, draws: int, seed: int, device: Optional[torch.device],
+           batch_size: int, progress: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
     from tdmi.data.dataset import PoseTrackClipDataset, build_dataset
@@ -114,9 +152,6 @@ def build_feature_cache(cfg: ExperimentConfig, folder: str | Path, draws: int, s
     from tdmi.models.checkpoints import load_hrnet_weights
     from tdmi.models.hrnet import HRNet
 
-    if draws < 1:
-        raise CommandError(f"train.feature_cache_draws={draws}: need at least one draw")
-    folder = Path(folder)
     key = cache_key(cfg, seed)
     manifest = _read_manifest(folder)
     if manifest is not None:
@@ -134,6 +169,9 @@ def build_feature_cache(cfg: ExperimentConfig, folder: str | Path, draws: int, s
     dataset.seed = int(seed)
     if len(dataset) == 0:
         raise CommandError(f"the training set of {cfg.data.root} is empty")
+    if manifest is not None and manifest["num_samples"] != len(dataset):
+        raise CommandError(f"{folder}: the cache holds {manifest['num_samples']} clips, the training set "
+                           f"{len(dataset)}; delete the folder to rebuild it")
     backbone = HRNet(width=cfg.model.backbone.width, num_joints=cfg.model.num_joints)
     load_hrnet_weights(backbone, cfg.model.backbone.pretrained)
     backbone.eval().to(device)
@@ -147,7 +185,6 @@ def build_feature_cache(cfg: ExperimentConfig, folder: str | Path, draws: int, s
         "key": key, "num_samples": n, "num_frames": t, "stage_channels": channels, "heatmap_hw": [h, w],
         "num_joints": cfg.model.num_joints, "dtype": "float16", "draws_done": [],
     } if manifest is None else manifest
-    folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "manifest.json", manifest, indent=1)
 
     from tdmi.data.dataset import collate_clips

@@ -71,6 +71,9 @@ def mi_diagnostics(step_module: nn.Module, inputs: Any, heatmaps: Tensor, target
     if objective is None or not groups:
         return {}
     device_type = heatmaps.device.type
+    # The extra forward runs in train mode (the gradients must be the training step's), which would update the
+    # BatchNorm running statistics a second time on this batch: keep them as they were.
+    saved = {name: buffer.clone() for name, buffer in model.named_buffers()}
     with _autocast(device_type, step_module.amp):
         output = model(inputs) if isinstance(inputs, Tensor) else model.decode(inputs)
     with torch.autocast(device_type=device_type, enabled=False):
@@ -99,4 +102,8 @@ def mi_diagnostics(step_module: nn.Module, inputs: Any, heatmaps: Tensor, target
         useful, noisy = rdm.gates(output.motion.detach())
         result.update(gate_statistics(useful, "useful_gate"))
         result.update(gate_statistics(noisy, "noisy_gate"))
+    del output, terms, weighted, heatmap_loss  # the graph holds the buffers: free it before restoring them
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            buffer.copy_(saved[name])
     return result

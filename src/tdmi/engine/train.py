@@ -331,6 +331,10 @@ def load_training_state(resume: str, step_module: TrainStep, optimizer, schedule
         raise CheckpointError(f"--resume: {weights_path} does not fit the model of this config (resume with the "
                               f"run's own config.yaml): {str(err).splitlines()[0]}") from None
     state = read_torch_file(state_path)
+    if isinstance(state.get("scheduler"), dict) and "milestones" in state["scheduler"]:
+        raise CheckpointError(f"--resume: {state_path} was written by an older tdmi (epoch-wise MultiStepLR); this "
+                              "version schedules the lr per optimizer step. Start a new run from its weights "
+                              "(--set model.backbone.pretrained=... or load them into a fresh run)")
     try:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -482,6 +486,8 @@ def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[
         if info.is_main:
             print(f"resumed from {resume}: epoch {progress['epoch']}, batch {progress['batch_in_epoch']}, "
                   f"step {progress['step']}")
+        if progress.get("stopped") == "plateau" and not _plateaued(cfg, progress):
+            progress.pop("stopped")  # the current config (e.g. plateau_window=0) no longer calls it a plateau
         if progress.get("stopped") == "plateau":
             if info.is_main:
                 print(f"{resume} already stopped at its plateau after epoch {progress['epoch']}: nothing to do")
@@ -528,6 +534,9 @@ def _cached_dataset(cfg: ExperimentConfig, info: DistInfo, dev: torch.device):
     if not cfg.model.backbone.freeze:
         raise CommandError("train.feature_cache needs a frozen backbone (model.backbone.freeze=true): a trained "
                            "backbone changes its features every step")
+    if not cfg.model.backbone.bn_eval:
+        raise CommandError("train.feature_cache needs model.backbone.bn_eval=true: with BatchNorm in train mode the "
+                           "frozen backbone's features depend on the batch, which a cache cannot reproduce")
     if info.is_main:
         build_feature_cache(cfg, cfg.train.feature_cache, cfg.train.feature_cache_draws,
                             seed=cfg.train.feature_cache_seed, device=dev)
@@ -548,13 +557,15 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
 
     accum = max(1, cfg.train.grad_accum)
     max_steps = cfg.train.max_steps
+    if max_steps and progress["step"] >= max_steps:  # a resumed run that already reached its step limit
+        return
     for epoch in range(progress["epoch"], cfg.train.epochs):
         start_batch = progress["batch_in_epoch"] if epoch == progress["epoch"] else 0
         sampler.set_epoch(epoch, start_batch)
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
         step_module.train()
-        epoch_lr = optimizer.param_groups[0]["lr"]  # the schedule steps at the epoch's end; report what was used
+        epoch_lr = optimizer.param_groups[0]["lr"]  # the lr of the epoch's first step (it changes every step)
         sums: dict[str, float] = {}
         seen, t0 = 0, time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not info.is_main,
@@ -585,7 +596,8 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
                         f"{values}. The last good checkpoint in {run_dir} is kept; lower train.lr or "
                         "model.mi.alpha, or use train.amp=none.")
                 # The epoch's last group may hold fewer than `accum` batches: average over the batches it has.
-                group_start = start_batch + (batch_index - start_batch) // accum * accum
+                # groups are aligned to the epoch's batch index (as is_step), also after a mid-epoch resume
+                group_start = batch_index // accum * accum
                 group_size = min(accum, start_batch + len(loader) - group_start)
                 scaled = loss / group_size
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
@@ -623,8 +635,8 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
                 # ranks agree on an interrupt (each saw its own signal at its own moment) once per optimizer step,
                 # so no rank leaves a collective the others still wait in
                 interrupted["agreed"] = is_step and _any_rank(interrupted["flag"], dev)
-            else:
-                interrupted["agreed"] = interrupted["flag"]
+            else:  # stop at an optimizer step, so no accumulated gradient is thrown away
+                interrupted["agreed"] = is_step and interrupted["flag"]
             stop_now = interrupted["agreed"] or (max_steps and progress["step"] >= max_steps)
             if stop_now:
                 break
@@ -660,6 +672,9 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
                                     cfg, dict(progress), snapshot=False)
         if info.enabled:
             dist.barrier()
+            # only rank 0 validates, so only it can see a plateau: every rank stops with it
+            if _any_rank(progress.get("stopped") == "plateau", dev):
+                progress["stopped"] = "plateau"
         if interrupted["agreed"]:
             if info.is_main:
                 print(f"saved a resumable checkpoint: tdmi train --config {run_dir / 'config.yaml'} "

@@ -58,7 +58,9 @@ def sequence_stats(gt_dir: str | Path, pred_dir: str | Path) -> list[SequenceSta
 
 
 def mean_ap(stats: Sequence[SequenceStats], indices: Sequence[int] | None = None) -> float:
-    """poseval's Mean AP (x100) over the sequences ``indices`` of ``stats`` (repeats allowed); all when None."""
+    """poseval's Mean AP (x100) over the sequences ``indices`` of ``stats`` (repeats allowed); all when None.
+
+    The poseval protocol only (``sequence_stats`` reads poseval's rules; PT21's recall floor is not applied)."""
     chosen = [stats[i] for i in (range(len(stats)) if indices is None else indices)]
     ap = np.zeros(NUM_JOINTS)
     for j in range(NUM_JOINTS):
