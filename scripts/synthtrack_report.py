@@ -82,7 +82,7 @@ def collect(work: Path) -> tuple[dict, dict]:
             if not results.is_file():
                 pending.append(run.name)
                 continue
-            table = {k: json.loads(results.read_text())["table"][k] for k in TABLE_KEYS}
+            table = {k: float(json.loads(results.read_text())[k]) for k in TABLE_KEYS}
             predictions = run / "test/predictions"
             hard_table = evaluate_dirs(hard, predictions).table
             records = _metrics(run)

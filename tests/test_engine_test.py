@@ -325,3 +325,17 @@ def test_oracle_on_real_posetrack18_frames(posetrack18_sample, annotations, tmp_
     result = engine_test.run_test(OracleModel(dataset), cfg, out_dir=tmp_path, device="cpu", progress=False)
     assert result.result.num_sequences == 3 and result.num_samples == len(dataset) > 0
     assert result.table["Mean"] > 95.0, result.result.format_table()
+
+
+def test_config_comparison_treats_keys_an_older_checkpoint_lacks_as_their_defaults():
+    from tdmi.config import ModelConfig
+    from tdmi.engine.test import model_config_differences
+
+    given = to_dict(ModelConfig())
+    stored = to_dict(ModelConfig())
+    del stored["rdm"]["reduction"]  # a key added after the checkpoint was written, at its default
+    assert model_config_differences(given, stored) == []
+    given["rdm"]["reduction"] = 8
+    assert model_config_differences(given, stored) == ["model.rdm.reduction: 8 vs checkpoint 4"]
+    given["rdm"]["reduction"], given["rdm"]["init_std"] = 4, 0.1  # initialisation only: not a layout change
+    assert model_config_differences(given, stored) == []

@@ -49,10 +49,11 @@ from tdmi.models.checkpoints import load_checkpoint
 MI_OBJECTIVE_PREFIX = "mi_objective."
 """State-dict keys of the MI objective's own modules in training checkpoints; not part of the model."""
 
-TRAINING_ONLY_MODEL_KEYS: tuple[str, ...] = ("backbone.pretrained", "backbone.freeze", "backbone.bn_eval", "mi.")
+TRAINING_ONLY_MODEL_KEYS: tuple[str, ...] = ("backbone.pretrained", "backbone.freeze", "backbone.bn_eval", "mi.",
+                                             "rdm.init_std")
 """``model`` config keys (and prefixes) that change training but not the weights' layout or the predictions, so a
-``--config`` may differ from the checkpoint there: where the initial weights came from, which weights train, and
-the MI objective's settings."""
+``--config`` may differ from the checkpoint there: where the initial weights came from, which weights train, how
+they were initialised, and the MI objective's settings."""
 
 
 @dataclass
@@ -312,13 +313,18 @@ def validate_model(model: nn.Module, cfg: ExperimentConfig, epoch: int) -> dict[
 
 def model_config_differences(given: Mapping[str, Any], stored: Mapping[str, Any]) -> list[str]:
     """``model`` keys whose values differ (``key: given vs stored``), ignoring :data:`TRAINING_ONLY_MODEL_KEYS`."""
+    from tdmi.config import ModelConfig
+
     a, b = flatten_dict(dict(given)), flatten_dict(dict(stored))
+    # a key that a checkpoint from an older tdmi does not store had the default value then
+    defaults = flatten_dict(to_dict(ModelConfig()))
     differing = []
     for key in sorted(set(a) | set(b)):
         if any(key == k or (k.endswith(".") and key.startswith(k)) for k in TRAINING_ONLY_MODEL_KEYS):
             continue
-        if a.get(key, "<absent>") != b.get(key, "<absent>"):
-            differing.append(f"model.{key}: {a.get(key, '<absent>')!r} vs checkpoint {b.get(key, '<absent>')!r}")
+        mine, theirs = a.get(key, defaults.get(key, "<absent>")), b.get(key, defaults.get(key, "<absent>"))
+        if mine != theirs:
+            differing.append(f"model.{key}: {mine!r} vs checkpoint {theirs!r}")
     return differing
 
 
