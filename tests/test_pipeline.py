@@ -405,3 +405,20 @@ def test_a_boxes_file_that_matches_no_frame_is_reported(tmp_path, scene):
                            PipelineOptions(), torch.device("cpu"), progress=False)
     notes = json.loads(outcome.json_path.read_text())["tdmi"]["notes"]
     assert any("has no entry for any of its 3 frames" in note for note in notes)
+
+
+def test_infer_checks_inputs_first_says_each_error_once_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("not a video")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for inputs in ([str(tmp_path / "missing.mp4")], [str(fake)], [str(empty), str(tmp_path / "missing.mp4")]):
+        code, captured = _cli(["infer", *inputs, "--out", str(out)], capsys)
+        assert code == 2
+        errors = [line for line in captured.err.splitlines() if "error:" in line]
+        assert len(errors) == 1, captured.err
+        for spec in inputs:
+            assert errors[0].count(spec) == 1  # named once, not doubled
+        assert "model:" not in captured.out  # nothing loaded before the inputs were checked
+        assert not out.exists()

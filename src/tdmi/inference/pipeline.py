@@ -810,6 +810,23 @@ def infer_command(args) -> int:
     """``tdmi infer INPUT... [--checkpoint FILE] [--config FILE] [--boxes FILE | --detector NAME] [--out DIR]
     [--render] [--online] [--mode tube|exact] [--window N] [--device cpu|cuda]``."""
     from tdmi.inference.detectors import HOGPeopleDetector, make_detector
+    from tdmi.inference.sources import open_source
+
+    # Inputs first: a missing or undecodable input is said once, before a model or detector is loaded and before
+    # anything is written.
+    failures: list[str] = []
+    inputs = []
+    for spec in args.inputs:
+        try:
+            with open_source(spec):
+                inputs.append(spec)
+        except (TdmiError, FileNotFoundError) as err:
+            failures.append(_input_error(spec, err))
+    if not inputs:
+        raise CommandError(failures[0] if len(failures) == 1 else
+                           f"none of the {len(failures)} inputs can be read: {'; '.join(failures)}")
+    for failure in failures:
+        print(f"tdmi infer: error: {failure} (skipped)", file=sys.stderr)
 
     device = resolve_device(args.device)
     loaded = load_inference_model(args.checkpoint, args.config, args.overrides, device)
@@ -832,14 +849,13 @@ def infer_command(args) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
     outcomes: list[InferOutcome] = []
-    failures: list[str] = []
-    for spec in args.inputs:
+    for spec in inputs:
         try:
             outcome = infer_source(spec, out_dir, loaded, detector, detector_description, options, device,
                                    render=args.render, output_stem=_output_stem(spec, taken))
         except (TdmiError, FileNotFoundError) as err:
-            failures.append(f"{spec}: {err}")
-            print(f"tdmi infer: error: {err}", file=sys.stderr)
+            failures.append(_input_error(spec, err))
+            print(f"tdmi infer: error: {failures[-1]}", file=sys.stderr)
             continue
         outcomes.append(outcome)
         for note in outcome.notes:
@@ -861,6 +877,11 @@ def infer_command(args) -> int:
           f"{', online' if options.online else ''}){' [RANDOM WEIGHTS]' if loaded.random_init else ''}; "
           f"wrote {out_dir}")
     if failures and not outcomes:
-        raise CommandError(failures[0] if len(failures) == 1 else f"all {len(failures)} inputs failed; first: "
-                           f"{failures[0]}")
+        return 2  # every failure has been printed once already
     return 1 if failures else 0
+
+
+def _input_error(spec, err: BaseException) -> str:
+    """The error's text, led by the input once (most messages already start with the path)."""
+    text = str(err)
+    return text if text.startswith(str(spec)) else f"{spec}: {text}"
