@@ -50,3 +50,23 @@ def test_docs_cli_page_matches_the_parsers():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.DOC.read_text() == module.render(), "docs/cli.md is stale: run python scripts/write_cli_docs.py"
+
+
+def test_an_error_raised_in_a_dataloader_worker_is_shown_as_its_one_line_message(tmp_path, capsys):
+    import torch
+
+    from tdmi.cli import one_line
+    from tdmi.errors import DataFormatError
+
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            raise DataFormatError(f"{tmp_path}/frame_{i}.jpg: not an image")
+
+    with pytest.raises(DataFormatError) as caught:
+        next(iter(torch.utils.data.DataLoader(Broken(), num_workers=1)))
+    assert "Original Traceback" in str(caught.value)  # what torch re-raises: the worker's whole traceback
+    assert one_line(caught.value) == f"{tmp_path}/frame_0.jpg: not an image"
+    assert one_line(ValueError("plain")) == "plain"

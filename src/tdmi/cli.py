@@ -263,6 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(err: BaseException) -> str:
+    """An error's message without the worker traceback that a DataLoader worker process wraps around it."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    last = [line.strip() for line in text.splitlines() if line.strip()][-1]
+    kind, sep, message = last.partition(": ")  # "tdmi.errors.DataFormatError: <the message>"
+    return message if sep and "." in kind and " " not in kind else last
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -274,7 +284,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         return int(args.run(args) or 0)
     except (TdmiError, ConfigError, FileNotFoundError) as err:
-        print(f"tdmi {args.command}: error: {err}", file=sys.stderr)
+        print(f"tdmi {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tdmi {args.command}: interrupted", file=sys.stderr)
