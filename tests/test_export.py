@@ -79,3 +79,14 @@ def test_export_cli_with_a_checkpoint(tmp_path, capsys):
     last = capsys.readouterr().out.splitlines()[-1]
     assert last.startswith("export: 2 ONNX graphs") and "RANDOM" not in last
     assert (tmp_path / "onnx" / "encoder.onnx").stat().st_size > 0
+
+
+def test_export_without_onnx_names_the_extra_to_install(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    from tdmi.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    assert main(["export", "--out", str(tmp_path / "onnx")]) == 2
+    assert "pip install 'tdmi[onnx]'" in capsys.readouterr().err

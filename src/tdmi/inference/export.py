@@ -184,6 +184,11 @@ def export_onnx(model: nn.Module, input_size: tuple[int, int], num_frames: int, 
     Raises:
         CommandError: the export fails or onnxruntime's outputs differ from PyTorch's beyond :data:`TOLERANCE`.
     """
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:
+        raise CommandError("tdmi export needs the onnx package, which is not installed: pip install 'tdmi[onnx]' "
+                           "(onnx and onnxruntime; onnxruntime also checks the exported graphs)")
     model = model.cpu().eval()
     width, height = input_size
     frames = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(1))
