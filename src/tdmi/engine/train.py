@@ -147,13 +147,12 @@ class TrainStep(nn.Module):
     """
 
     def __init__(self, model: nn.Module, heatmap_loss: nn.Module, mi_objective: Optional[nn.Module],
-                 amp: str = "none", channels_last: bool = False):
+                 amp: str = "none"):
         super().__init__()
         self.model = model
         self.heatmap_loss = heatmap_loss
         self.mi_objective = mi_objective
         self.amp = amp
-        self.channels_last = channels_last
 
     def forward(self, inputs, heatmaps: Tensor, target_weight: Tensor) -> dict[str, Tensor]:
         """``inputs``: clip frames ``[B, T, 3, H, W]``, or cached stage features (a ``StageFeatures`` of
@@ -197,7 +196,7 @@ def build_train_step(cfg: ExperimentConfig) -> TrainStep:
     if cfg.model.arch != "hrnet" and cfg.model.mi.enabled:
         mi_objective = MIObjective.from_config(cfg.model)
     step = TrainStep(model, JointsMSELoss(factor=cfg.train.heatmap_loss_factor), mi_objective,
-                     amp=cfg.train.amp, channels_last=cfg.train.channels_last)
+                     amp=cfg.train.amp)
     if cfg.train.channels_last:
         step.to(memory_format=torch.channels_last)
     return step
