@@ -161,7 +161,7 @@ def plot(work: Path) -> list[str]:
     names = ["mi_useful_noisy", "mi_motion_useful", "mi_useful_label", "mi_visual_label", "aux"]
     runs = [("tdmi (balanced)", r) for r in _runs(work, "tdmi")[:1]] + [("tdmi_vsd", r) for r in
                                                                        _runs(work, "tdmi_vsd")[:1]]
-    runs = [(label, r) for label, r in runs if _metrics(r)]
+    runs = [(label, r) for label, r in runs if (r / "test/results.json").is_file()]  # finished runs only
     if runs:
         fig, axes = plt.subplots(len(runs), 2, figsize=(11, 3.2 * len(runs)), squeeze=False)
         for row, (label, run) in enumerate(runs):
