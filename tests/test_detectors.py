@@ -143,8 +143,8 @@ def test_real_posetrack_detections_are_keyed_by_sequence_and_frame(posetrack18_s
     assert detector.sequences == ["003418", "009473", "012834"]
     detector.select_sequence("012834_mpii_test")
     boxes, scores = detector.detect(FRAME, 0, "000000.jpg")
-    expected = [r for r in records if r["image_id"] == 10128340000 and r["category_id"] == 1]
-    assert len(boxes) == len(expected) > 0
+    expected = [r for r in records if r["image_id"] == 10128340000 and r["category_id"] == 1 and r["score"] >= 0.2]
+    assert len(boxes) == len(expected) > 0  # the default threshold is tdmi test's: 0.2
     np.testing.assert_allclose(boxes[0], expected[0]["bbox"], rtol=1e-6)
     np.testing.assert_allclose(scores, [r["score"] for r in expected], rtol=1e-6)
 
@@ -173,23 +173,6 @@ def test_tdmi_boxes_round_trip_is_atomic(tmp_path):
         np.testing.assert_allclose(got.boxes, boxes.reshape(-1, 4))
         np.testing.assert_allclose(got.scores, scores, atol=1e-4)
     assert detector.frames_matched == 3  # the empty frame is known, not missing
-
-
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "not valid JSON"),
-    ('{"something": 1}', "not a box file"),
-    ('[{"image_id": 0, "bbox": [1, 2, 3]}]', r"\[0\]: bbox must be \[x, y, w, h\]"),
-    ('[{"image_id": 0, "bbox": [1, 2, 3, "a"]}]', "must be numbers"),
-    ('[{"image_id": 0, "bbox": [1, 2, 3, NaN]}]', "non-finite"),
-    ('[{"bbox": [1, 2, 3, 4]}]', "needs 'image_name' or an integer 'image_id'"),
-    ('[7]', "expected an object with 'bbox'"),
-])
-def test_malformed_box_files_name_file_and_problem(tmp_path, content, message):
-    path = tmp_path / "bad.json"
-    path.write_text(content)
-    with pytest.raises(DataFormatError, match=message) as err:
-        BoxFileDetector(path)
-    assert "bad.json" in str(err.value)
 
 
 # ------------------------------------------------------------------------------------------------------ selection

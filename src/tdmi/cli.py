@@ -185,7 +185,9 @@ def _add_infer(sub) -> None:
     p.add_argument("--checkpoint", help="tdmi .safetensors checkpoint (default: the shipped demo model)")
     _add_config_options(p)
     box_source = p.add_mutually_exclusive_group()
-    box_source.add_argument("--boxes", help="person boxes file (COCO results or PoseTrack-style)")
+    box_source.add_argument("--boxes", help="person boxes file: COCO results, a DCPose/PoseWarper list, PoseTrack-style "
+                                            "or tdmi-boxes (docs/data.md section 3); boxes scoring below "
+                                            "data.box_score_threshold (0.2) are dropped")
     box_source.add_argument("--detector", default=None, help="person detector name (default: best available)")
     p.add_argument("--out", default="tdmi-out", help="output folder (default tdmi-out)")
     p.add_argument("--render", action="store_true", help="also write an MP4 with skeletons coloured per track")

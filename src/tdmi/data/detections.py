@@ -1,14 +1,11 @@
 """Person boxes for validation/test and inference: detection files and the ground-truth-box mode.
 
-Facts implemented (``shared/docs/posetrack-facts.md`` 4.2 and 10):
+Box files are read by :mod:`tdmi.data.box_files` (its docstring lists the layouts and the rules shared with
+``tdmi infer``); this module matches them to dataset frames (``shared/docs/posetrack-facts.md`` 4.2 and 10):
 
-- COCO detection results (mmpose's ``test_posetrack18_human_detections.json``): a JSON list of
-  ``{image_id, bbox [x, y, w, h], score, category_id}``, matched to frames by image id.
-- DCPose / PoseWarper box lists (``val_boxes.json``, ``test_boxes.json``): a JSON list of
-  ``{image_name, bbox [x, y, w, h], score, category_id, nframes, frame_id}``, matched by image path.
-- Non-person records (``category_id`` != 1) are skipped; a record without ``category_id`` counts as a person.
-- Records with ``score < score_threshold`` are dropped (DCPose/FAMI ``IMAGE_THRE`` 0.2); there is no NMS and no
-  clipping: boxes are used raw, as the published numbers were produced.
+- COCO detection results and PoseTrack-style files are matched to frames by image id;
+- DCPose / PoseWarper box lists (``val_boxes.json``) and ``tdmi-boxes`` files by image path, exactly or by the
+  ``<sequence>/<file>`` suffix.
 - GT-box mode (:meth:`Detections.from_ground_truth`): every GT person with at least one labelled joint becomes a
   box of score 1, as DCPose's ``USE_GT_BBOX`` path (people with all-zero keypoints are skipped there too).
   Clipping GT boxes to the image is the crop transform's job, which knows the image size.
@@ -27,15 +24,10 @@ from typing import Union
 
 import numpy as np
 
-from tdmi.data.fileio import check_int, check_number, check_numbers, field_error, read_json
+from tdmi.data.box_files import DEFAULT_SCORE_THRESHOLD, read_box_file
 from tdmi.data.records import Frame, Person, Sequence
 from tdmi.errors import DataFormatError
 from tdmi.keypoints import POSETRACK17
-
-#: DCPose/FAMI's IMAGE_THRE for PoseWarper's boxes.
-DEFAULT_SCORE_THRESHOLD = 0.2
-PERSON_CATEGORY_ID = 1
-
 
 def _normalise_path(name: str) -> str:
     path = name.replace("\\", "/")
@@ -164,49 +156,29 @@ class Detections:
 
 
 def load_detections(path: Union[str, Path], score_threshold: float = DEFAULT_SCORE_THRESHOLD) -> Detections:
-    """Read a COCO detection-result file or a DCPose/PoseWarper box list (format decided per record).
+    """The boxes of a box file (any layout :func:`tdmi.data.box_files.read_box_file` reads), keyed for frames.
+
+    A record is matched to a frame by its image id when it has one (COCO results, PoseTrack-style files), else
+    by its path (DCPose/PoseWarper lists, ``tdmi-boxes`` files written from a PoseTrack frame folder).
 
     Args:
         path: the JSON file.
         score_threshold: drop boxes with ``score < score_threshold`` (default 0.2, as DCPose/FAMI).
     Raises:
         FileNotFoundError: no such file.
-        DataFormatError: not a JSON list of detection records, or a record lacks/has a malformed field (the
-            message names the file and the record index).
+        DataFormatError: a malformed file (the message names the file and the record), or a record that only
+            has a frame index (a ``tdmi-boxes`` file of a video), which names no dataset frame.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"detection file not found: {path}")
-    src = str(path)
-    records = read_json(path)
-    if not isinstance(records, list):
-        hint = " (an annotation file?)" if isinstance(records, dict) and "images" in records else ""
-        raise DataFormatError(f"{src}: top level is {type(records).__name__}{hint}; expected a list of detection "
-                              f"records with image_id or image_name, bbox, score, category_id")
     detections = Detections(f"{path.name} (score >= {score_threshold:g})")
-    for i, record in enumerate(records):
-        where = f"[{i}]"
-        if not isinstance(record, dict):
-            raise field_error(src, where, f"is {type(record).__name__}, expected an object")
-        if "image_id" not in record and "image_name" not in record:
-            raise field_error(src, where, "has neither image_id (COCO results) nor image_name (DCPose boxes)")
-        image_id = check_int(record["image_id"], src, f"{where}.image_id") if "image_id" in record else None
-        image_name = record.get("image_name")
-        if image_name is not None and not isinstance(image_name, str):
-            raise field_error(src, f"{where}.image_name", f"is {image_name!r}, expected a path")
-        if "bbox" not in record:
-            raise field_error(src, where, "has no bbox")
-        bbox = check_numbers(record["bbox"], src, f"{where}.bbox", 4)
-        if "score" not in record:
-            raise field_error(src, where, "has no score")
-        score = check_number(record["score"], src, f"{where}.score")
-        category = check_int(record.get("category_id", PERSON_CATEGORY_ID), src, f"{where}.category_id")
-        if category != PERSON_CATEGORY_ID:
+    for record in read_box_file(path):
+        if record.image_id is None and record.image_name is None:
+            raise DataFormatError(f"{path}: frame {record.frame_index} is known by its index only (a tdmi-boxes "
+                                  f"file written from a video?); dataset frames are matched by image id or path")
+        # PoseTrack-style files give both; the id is the exact key there
+        key_name = record.image_name if record.image_id is None else None
+        detections._note_image(record.image_id, key_name)
+        if record.bbox is None or record.score < score_threshold:
             continue
-        # DCPose boxes carry a frame_id too, but the path is the key DCPose itself uses; image ids only for COCO.
-        key_id = image_id if image_name is None else None
-        detections._note_image(key_id, image_name)
-        if score < score_threshold:
-            continue
-        detections.add(_box_person(bbox, score), image_id=key_id, image_name=image_name)
+        detections.add(_box_person(record.bbox, record.score), image_id=record.image_id, image_name=key_name)
     return detections

@@ -12,12 +12,10 @@ index and name; box files use them as keys. :func:`make_detector` picks one and 
 
 Detectors, best first:
 
-- :class:`BoxFileDetector`: COCO detection results (``image_id``, ``bbox``, ``score``, ``category_id``),
-  DCPose/PoseWarper box lists (``image_name`` instead of ``image_id``), PoseTrack-style files
-  (``images`` + ``annotations`` with ``bbox``), and the per-frame file our ``infer`` writes
-  (:func:`write_boxes_file`, ``"format": "tdmi-boxes"``). Records are keyed by file name (sequence folder and
-  frame stem), by PoseTrack image id (sequence number and frame), or else by ``image_id`` as the 0-based
-  frame index.
+- :class:`BoxFileDetector`: any box file :func:`tdmi.data.box_files.read_box_file` reads (COCO results,
+  DCPose/PoseWarper lists, PoseTrack-style files, and the per-frame ``tdmi-boxes`` file our ``infer`` writes,
+  :func:`write_boxes_file`), with the same defaults as ``tdmi test --boxes``. Records are keyed by file name
+  (sequence folder and frame stem), by PoseTrack image id (sequence number and frame), or else by frame index.
 - :class:`TorchvisionDetector`: a torchvision COCO detector, only when torchvision imports AND its weights
   file is already in the torch hub cache (``torch.hub.get_dir()/checkpoints``). Nothing is ever downloaded.
 - :class:`HOGPeopleDetector`: Dalal & Triggs' HOG + linear SVM for upright people (CVPR 2005), the model
@@ -31,7 +29,6 @@ Detectors, best first:
 from __future__ import annotations
 
 import json
-import math
 import os
 from functools import lru_cache
 from importlib import resources
@@ -41,8 +38,9 @@ from typing import Iterable, NamedTuple, Optional, Protocol
 import cv2
 import numpy as np
 
-from tdmi.data.fileio import atomic_write_json, read_json
-from tdmi.errors import CommandError, DataFormatError
+from tdmi.data.box_files import DEFAULT_SCORE_THRESHOLD, read_box_file
+from tdmi.data.fileio import atomic_write_json
+from tdmi.errors import CommandError
 from tdmi.inference.boxes import as_boxes, iou_matrix, nms
 
 #: COCO category id of "person" (COCO results files and torchvision's COCO detectors).
@@ -97,111 +95,43 @@ def _posetrack_image_name(image_id: int) -> Optional[str]:
 
 
 class BoxFileDetector:
-    """Boxes read from a file, looked up by frame name (preferred) or frame index. See the module docstring.
+    """Boxes read from a box file, looked up by frame name (preferred) or frame index.
 
-    Frames the file does not list have no people. Files that hold several sequences (PoseWarper's
-    ``val_boxes.json``) need :meth:`select_sequence` with the folder name of the frames being processed.
+    The file is read by :func:`tdmi.data.box_files.read_box_file`, with the layouts, defaults and errors that
+    ``tdmi test --boxes`` uses too. A video frame has no image id, so records are keyed here by (sequence
+    folder, frame stem) when the file names the frame (a path, a PoseTrack image id, a ``tdmi-boxes`` name) and
+    else by frame index (a small COCO ``image_id``, a ``tdmi-boxes`` index). Frames the file does not list have
+    no people. Files that hold several sequences (PoseWarper's ``val_boxes.json``) need
+    :meth:`select_sequence` with the folder name of the frames being processed.
 
     Args:
         path: the box file.
-        score_threshold: boxes scoring below this are dropped (DCPose/FAMI use 0.2 on PoseWarper's boxes).
+        score_threshold: boxes scoring below this are dropped (default 0.2, DCPose/FAMI's on PoseWarper's boxes).
     """
 
-    def __init__(self, path: str | os.PathLike, score_threshold: float = 0.0) -> None:
+    def __init__(self, path: str | os.PathLike, score_threshold: float = DEFAULT_SCORE_THRESHOLD) -> None:
         self.path = Path(path)
         self.score_threshold = score_threshold
-        self._by_name: dict[tuple[str, str], list[tuple[list[float], float]]] = {}
-        self._by_index: dict[int, list[tuple[list[float], float]]] = {}
+        self._by_name: dict[tuple[str, str], list[tuple[np.ndarray, float]]] = {}
+        self._by_index: dict[int, list[tuple[np.ndarray, float]]] = {}
         self.sequence: Optional[str] = None
         self.frames_seen = 0
         self.frames_matched = 0
-        self._load()
+        for record in read_box_file(self.path):
+            name = record.image_name
+            index = record.frame_index
+            if name is None and record.image_id is not None:
+                name = _posetrack_image_name(record.image_id)
+                index = record.image_id if name is None else None
+            # a frame is listed even when all of its boxes fall below the threshold: it has no people
+            entries = self._by_name.setdefault(_record_key(name), []) if name is not None \
+                else self._by_index.setdefault(int(index), [])
+            if record.bbox is not None and record.score >= score_threshold:
+                entries.append((record.bbox, record.score))
         self.sequences = sorted({seq for seq, _ in self._by_name})  # "" for names without a folder
         count = sum(len(v) for v in self._by_name.values()) + sum(len(v) for v in self._by_index.values())
         self.description = (f"boxes from {self.path.name} ({count} boxes, "
                             f"{len(self._by_name) + len(self._by_index)} frames, score >= {score_threshold:g})")
-
-    def _load(self) -> None:
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no such box file")
-        data = read_json(self.path)
-        if isinstance(data, list):
-            self._load_records(data, "")
-        elif isinstance(data, dict) and data.get("format") == "tdmi-boxes":
-            self._load_tdmi(data)
-        elif isinstance(data, dict) and isinstance(data.get("annotations"), list):
-            names = {}
-            for i, image in enumerate(data.get("images") or []):
-                if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
-                    raise DataFormatError(f"{self.path}: images[{i}] needs 'id' and 'file_name'")
-                names[image["id"]] = image["file_name"]
-            self._load_records(data["annotations"], "annotations", names)
-        else:
-            raise DataFormatError(
-                f"{self.path}: not a box file tdmi reads; expected a JSON list of COCO results / PoseWarper records "
-                f"(bbox, score, image_id or image_name), a PoseTrack-style file with 'annotations', or a "
-                f"tdmi-boxes file")
-
-    def _add(self, where: str, bbox, score, key_name: Optional[str], key_index: Optional[int]) -> None:
-        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-            raise DataFormatError(f"{self.path}: {where}: bbox must be [x, y, w, h], got {bbox!r}")
-        try:
-            values = [float(v) for v in bbox]
-            score = float(score)
-        except (TypeError, ValueError):
-            raise DataFormatError(f"{self.path}: {where}: bbox and score must be numbers, got {bbox!r}, "
-                                  f"{score!r}") from None
-        if not all(math.isfinite(v) for v in values) or not math.isfinite(score):
-            raise DataFormatError(f"{self.path}: {where}: bbox/score has a non-finite number: {bbox!r}, {score!r}")
-        if score < self.score_threshold:
-            return
-        if key_name is not None:
-            self._by_name.setdefault(_record_key(key_name), []).append((values, score))
-        else:
-            self._by_index.setdefault(int(key_index), []).append((values, score))
-
-    def _load_records(self, records: list, prefix: str, image_names: Optional[dict] = None) -> None:
-        for i, record in enumerate(records):
-            where = f"{prefix}[{i}]"
-            if not isinstance(record, dict) or "bbox" not in record:
-                raise DataFormatError(f"{self.path}: {where}: expected an object with 'bbox', got {record!r:.80}")
-            if record.get("category_id", PERSON_CATEGORY) != PERSON_CATEGORY:
-                continue
-            name = record.get("image_name") or record.get("file_name")
-            index = None
-            if name is None:
-                image_id = record.get("image_id")
-                if isinstance(image_id, str) and image_id.isdigit():
-                    image_id = int(image_id)
-                if image_names is not None and image_id in image_names:
-                    name = image_names[image_id]
-                elif isinstance(image_id, int):
-                    name = _posetrack_image_name(image_id)
-                    index = image_id if name is None else None
-                else:
-                    raise DataFormatError(f"{self.path}: {where}: needs 'image_name' or an integer 'image_id'")
-            self._add(where, record["bbox"], record.get("score", 1.0), name, index)
-
-    def _load_tdmi(self, data: dict) -> None:
-        for i, frame in enumerate(data.get("frames") or []):
-            where = f"frames[{i}]"
-            if not isinstance(frame, dict) or "boxes" not in frame:
-                raise DataFormatError(f"{self.path}: {where}: expected an object with 'boxes'")
-            boxes = frame["boxes"]
-            scores = frame.get("scores", [1.0] * len(boxes))
-            if len(scores) != len(boxes):
-                raise DataFormatError(f"{self.path}: {where}: {len(boxes)} boxes but {len(scores)} scores")
-            name = frame.get("name") or None
-            if name is None and not isinstance(frame.get("index"), int):
-                raise DataFormatError(f"{self.path}: {where}: needs 'name' or an integer 'index'")
-            key = name if name is None else f"{data.get('source', '')}/{name}"
-            if not boxes:  # an empty frame stays listed, so it counts as matched (a frame with no people)
-                if key is not None:
-                    self._by_name.setdefault(_record_key(key), [])
-                else:
-                    self._by_index.setdefault(frame["index"], [])
-            for j, (bbox, score) in enumerate(zip(boxes, scores)):
-                self._add(f"{where}.boxes[{j}]", bbox, score, key, frame.get("index"))
 
     def select_sequence(self, sequence: Optional[str]) -> None:
         """Restrict name look-ups to one sequence (needed when the file holds several).
@@ -516,7 +446,7 @@ class TorchvisionDetector:
 
 
 def make_detector(name: Optional[str], boxes_file: Optional[str], *, device: str = "cpu",
-                  box_score_threshold: float = 0.0) -> tuple[PersonDetector, str]:
+                  box_score_threshold: float = DEFAULT_SCORE_THRESHOLD) -> tuple[PersonDetector, str]:
     """Choose a detector and say which, for the CLI to print.
 
     Args:
@@ -524,7 +454,7 @@ def make_detector(name: Optional[str], boxes_file: Optional[str], *, device: str
             locally, else HOG), ``hog``, or one of :data:`TORCHVISION_DETECTORS`.
         boxes_file: a box file (see :class:`BoxFileDetector`); excludes ``name``.
         device: device for torchvision detectors.
-        box_score_threshold: drop box-file records scoring below this.
+        box_score_threshold: drop box-file records scoring below this (``data.box_score_threshold``).
 
     Returns:
         ``(detector, description)``.
