@@ -44,8 +44,11 @@ def _load_config(args):
 def _add_info(sub) -> None:
     p = _parser(sub, "info", "print the model summary: parameters, multiply-adds, input/heatmap sizes, joints",
                 "tdmi info --config tdmi_w48_pt17      (a shipped config by name, or a path)\n"
+                "  tdmi info --checkpoint pose_hrnet_w32_256x192.pth   (the model a checkpoint holds)\n"
                 "  tdmi info --list")
     _add_config_options(p)
+    p.add_argument("--checkpoint", help="summarise the model of this checkpoint (tdmi .safetensors or a foreign "
+                                        "HRNet .pth) instead of a config's")
     p.add_argument("--list", action="store_true", help="list the shipped configs with what each reproduces")
     p.add_argument("--json-out", help="also write the summary as JSON to this file")
     p.set_defaults(run=_run_info)
@@ -59,12 +62,28 @@ def _run_info(args) -> int:
             first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.strip()), "")
             print(f"{path.stem:<40} {first[:100]}")
         return 0
-    if not args.config:
-        raise CommandError("give --config NAME_OR_FILE (tdmi info --list shows the shipped configs)")
-    cfg = _load_config(args)
     from tdmi.models.summary import print_model_summary
 
+    if args.checkpoint:
+        return _info_checkpoint(args)
+    if not args.config:
+        raise CommandError("give --config NAME_OR_FILE or --checkpoint FILE (tdmi info --list shows the shipped "
+                           "configs)")
+    cfg = _load_config(args)
+
     return print_model_summary(cfg, json_out=args.json_out)
+
+
+def _info_checkpoint(args) -> int:
+    """``tdmi info --checkpoint FILE``: what the checkpoint is, then its model's summary."""
+    from tdmi.inference.pipeline import load_inference_model
+    from tdmi.models.summary import print_model_summary
+
+    loaded = load_inference_model(args.checkpoint, args.config, args.overrides)
+    print(f"checkpoint: {loaded.description}")
+    for note in loaded.notes:
+        print(f"note: {note}")
+    return print_model_summary(loaded.config, json_out=args.json_out)
 
 
 # --------------------------------------------------------------------------------------------------------------- synth
@@ -136,7 +155,8 @@ def _add_test(sub) -> None:
     p = _parser(sub, "test", "run a checkpoint over a split, write prediction files and print the mAP table",
                 "tdmi test --config configs/tdmi_w48_pt17.yaml --checkpoint runs/tdmi/best.safetensors --boxes gt")
     _add_config_options(p)
-    p.add_argument("--checkpoint", required=True, help="tdmi .safetensors checkpoint")
+    p.add_argument("--checkpoint", required=True,
+                   help="tdmi .safetensors checkpoint, or a foreign HRNet .pth (official, mmpose, DCPose, FAMI)")
     p.add_argument("--boxes", help="'gt' or a detection file; overrides test.boxes")
     p.add_argument("--out", help="output folder (default: test.out_dir)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
@@ -182,7 +202,8 @@ def _add_infer(sub) -> None:
     p = _parser(sub, "infer", "video or frame folder in, tracked poses out (PoseTrack18 JSON, optional MP4)",
                 "tdmi infer street.mp4 --checkpoint model.safetensors --out out/ --render")
     p.add_argument("inputs", nargs="+", help="video files or folders of frames")
-    p.add_argument("--checkpoint", help="tdmi .safetensors checkpoint (default: the shipped demo model)")
+    p.add_argument("--checkpoint", help="tdmi .safetensors checkpoint, or a foreign HRNet .pth (official, mmpose, "
+                                        "DCPose, FAMI; its single-frame HRNet); default: the shipped demo model")
     _add_config_options(p)
     box_source = p.add_mutually_exclusive_group()
     box_source.add_argument("--boxes", help="person boxes file: COCO results, a DCPose/PoseWarper list, PoseTrack-style "
@@ -232,7 +253,8 @@ def _run_demo(args) -> int:
 def _add_export(sub) -> None:
     p = _parser(sub, "export", "export the per-frame encoder and the clip decoder as two ONNX graphs",
                 "tdmi export --checkpoint model.safetensors --format onnx --out export/")
-    p.add_argument("--checkpoint", help="tdmi .safetensors checkpoint (default: the shipped demo model)")
+    p.add_argument("--checkpoint", help="tdmi .safetensors checkpoint, or a foreign HRNet .pth (official, mmpose, "
+                                        "DCPose, FAMI; its single-frame HRNet); default: the shipped demo model")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--out", default="tdmi-export", help="output folder (default tdmi-export)")
     p.set_defaults(run=_run_export)

@@ -342,7 +342,8 @@ def load_model_for_test(checkpoint: str | Path, cfg: Optional[ExperimentConfig] 
     """Build the checkpoint's model and load its weights strictly (``mi_objective.*`` keys are skipped).
 
     Args:
-        checkpoint: a tdmi ``.safetensors`` checkpoint with its JSON sidecar.
+        checkpoint: a tdmi ``.safetensors`` checkpoint with its JSON sidecar, or a foreign HRNet ``.pth``
+            (:mod:`tdmi.models.foreign_hrnet`; then ``cfg`` must be None).
         cfg: the experiment config to test with; None = the sidecar's training config (with ``overrides``
             applied, e.g. ``data.root=...``). A given config must describe the same model: differing ``model`` keys
             (other than :data:`TRAINING_ONLY_MODEL_KEYS`) are a :class:`~tdmi.errors.CheckpointError` naming them.
@@ -353,8 +354,16 @@ def load_model_for_test(checkpoint: str | Path, cfg: Optional[ExperimentConfig] 
         :class:`LoadedModel` (``model, cfg, metadata = load_model_for_test(...)`` also works); the model is in eval
         mode on ``device``.
     """
+    from tdmi.models.foreign_hrnet import is_foreign_checkpoint, load_foreign_hrnet
     from tdmi.models.tdmi import build_model
 
+    if is_foreign_checkpoint(checkpoint):
+        if cfg is not None:
+            raise CheckpointError(f"{checkpoint}: a foreign HRNet file takes its model from the weights; pass the "
+                                  f"config as a path to tdmi.models.foreign_hrnet.load_foreign_hrnet instead")
+        device = device if isinstance(device, torch.device) else select_device(device)
+        foreign = load_foreign_hrnet(checkpoint, None, overrides, device)
+        return LoadedModel(foreign.model, foreign.cfg, foreign.metadata)
     state, metadata = load_checkpoint(checkpoint)
     stored = metadata.get("config")
     if not isinstance(stored, dict) or not isinstance(stored.get("model"), dict):
@@ -399,8 +408,17 @@ def test_command(args) -> int:
     """``tdmi test --checkpoint CKPT [--config YAML] [--set k=v] [--boxes gt|FILE] [--out DIR] [--device D]``."""
     device = select_device(args.device)
     overrides = list(getattr(args, "overrides", None) or [])
-    cfg = load_config(args.config, overrides) if args.config else None
-    model, cfg, metadata = load_model_for_test(args.checkpoint, cfg, device=device, overrides=overrides)
+    from tdmi.models.foreign_hrnet import is_foreign_checkpoint, load_foreign_hrnet
+
+    if is_foreign_checkpoint(args.checkpoint):  # an official/mmpose/DCPose HRNet file: its single-frame HRNet
+        foreign = load_foreign_hrnet(args.checkpoint, args.config, overrides, device)
+        model, cfg = foreign.model, foreign.cfg
+        print(f"model: {foreign.description}", file=sys.stderr)
+        for note in foreign.notes:
+            print(f"note: {note}", file=sys.stderr)
+    else:
+        cfg = load_config(args.config, overrides) if args.config else None
+        model, cfg, _ = load_model_for_test(args.checkpoint, cfg, device=device, overrides=overrides)
     out_dir = Path(args.out) if args.out else Path(cfg.test.out_dir)
     print(f"test: {cfg.model.arch} from {args.checkpoint} on {device}, split test ({cfg.data.val_annotations} "
           f"under {cfg.data.root}), flip test {'on' if cfg.test.flip_test else 'off'}", file=sys.stderr)

@@ -247,6 +247,8 @@ def export_command(args) -> int:
     if loaded.random_init:
         print(RANDOM_INIT_BANNER, file=sys.stderr)
     print(f"model: {loaded.description}")
+    for note in loaded.notes:
+        print(f"note: {note}")
     out_dir = Path(args.out)
     cfg = loaded.config.model
     report = export_onnx(loaded.model, (int(cfg.input_size[0]), int(cfg.input_size[1])), cfg.num_frames, out_dir)

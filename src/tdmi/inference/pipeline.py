@@ -238,6 +238,8 @@ class LoadedModel(NamedTuple):
     description: str
     random_init: bool
     checkpoint: Optional[Path]
+    notes: tuple[str, ...] | list[str] = ()
+    """One-line facts the user should see (e.g. what a foreign checkpoint's joint slots mean)."""
 
 
 def resolve_device(name: Optional[str]) -> torch.device:
@@ -280,7 +282,8 @@ def load_inference_model(checkpoint: Optional[str], config_path: Optional[str] =
                          overrides: Iterable[str] = (), device: torch.device | str = "cpu") -> LoadedModel:
     """Build the model for inference, in eval mode on ``device``.
 
-    Order: ``checkpoint`` (its sidecar's config, or ``config_path`` when given); else the shipped demo checkpoint;
+    Order: ``checkpoint`` (its sidecar's config, or ``config_path`` when given; a foreign HRNet ``.pth`` becomes the
+    single-frame HRNet, :mod:`tdmi.models.foreign_hrnet`); else the shipped demo checkpoint;
     else a randomly initialised model from ``config_path`` or, without one, the small W8 128x96 model
     (:data:`FALLBACK_MODEL_OVERRIDES`), with ``random_init`` set so that callers print :data:`RANDOM_INIT_BANNER`.
 
@@ -288,6 +291,7 @@ def load_inference_model(checkpoint: Optional[str], config_path: Optional[str] =
         CheckpointError: missing or unreadable files, or weights that do not fit the config's model.
     """
     from tdmi.models.checkpoints import load_checkpoint
+    from tdmi.models.foreign_hrnet import is_foreign_checkpoint, load_foreign_hrnet
     from tdmi.models.tdmi import build_model
 
     path = Path(checkpoint) if checkpoint else shipped_checkpoint()
@@ -298,6 +302,9 @@ def load_inference_model(checkpoint: Optional[str], config_path: Optional[str] =
         description = (f"{cfg.model.arch} HRNet-W{cfg.model.backbone.width} {cfg.model.input_size[0]}x"
                        f"{cfg.model.input_size[1]} delta={cfg.model.delta}, RANDOM weights (no checkpoint)")
         return LoadedModel(model.to(device).eval(), cfg, description, True, None)
+    if is_foreign_checkpoint(path):  # an official/mmpose/DCPose HRNet file: the single-frame HRNet it holds
+        foreign = load_foreign_hrnet(path, config_path, overrides, device)
+        return LoadedModel(foreign.model, foreign.cfg, foreign.description, False, path, foreign.notes)
     state, metadata = load_checkpoint(path)
     if config_path:
         cfg = load_config(config_path, list(overrides))
@@ -835,6 +842,8 @@ def infer_command(args) -> int:
     detector, detector_description = make_detector(args.detector, args.boxes, device=str(device),
                                                    box_score_threshold=loaded.config.data.box_score_threshold)
     print(f"model: {loaded.description}")
+    for note in loaded.notes:
+        print(f"note: {note}")
     shipped = shipped_checkpoint()
     if shipped is not None and loaded.checkpoint is not None and Path(loaded.checkpoint).resolve() == shipped.resolve():
         print(SHIPPED_MODEL_NOTE)

@@ -354,9 +354,11 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> tuple[dict[str,
 
     weights_path, sidecar_path = checkpoint_paths(path)
     if not weights_path.is_file():
-        hint = " (a .pth file? foreign HRNet weights load with load_hrnet_weights)" \
-            if Path(path).suffix == ".pth" else ""
-        raise CheckpointError(f"{weights_path}: checkpoint weights not found{hint}")
+        if Path(path).is_file():
+            raise CheckpointError(f"{path}: not a tdmi checkpoint (those are .safetensors + .json); a foreign HRNet "
+                                  f"file loads with tdmi.models.foreign_hrnet.load_foreign_hrnet, and the tdmi "
+                                  f"commands take it as --checkpoint directly")
+        raise CheckpointError(f"{weights_path}: checkpoint weights not found")
     if not sidecar_path.is_file():
         raise CheckpointError(f"{sidecar_path}: sidecar missing; a tdmi checkpoint is {weights_path.name} plus "
                               f"{sidecar_path.name} (config, joint set, input size, normalisation)")
