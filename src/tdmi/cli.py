@@ -212,6 +212,9 @@ def _add_infer(sub) -> None:
     box_source.add_argument("--detector", default=None, help="person detector name (default: best available)")
     p.add_argument("--out", default="tdmi-out", help="output folder (default tdmi-out)")
     p.add_argument("--render", action="store_true", help="also write an MP4 with skeletons coloured per track")
+    p.add_argument("--redetect", action="store_true",
+                   help="run the detector even when OUT/<input>.boxes.json holds its boxes for this input (a rerun "
+                        "on the same input and detector reuses them by default)")
     p.add_argument("--online", action="store_true",
                    help="causal: frame t from frames t-delta..t only (future slots padded with frame t), for live use")
     p.add_argument("--mode", choices=["tube", "exact"], default="tube",

@@ -732,15 +732,19 @@ def _output_stem(spec: str, taken: set[str]) -> str:
 
 def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detector_description: str,
                  options: PipelineOptions, device: torch.device, *, render: bool = False,
-                 output_stem: Optional[str] = None, progress: bool = True) -> InferOutcome:
+                 output_stem: Optional[str] = None, progress: bool = True,
+                 reuse_detections: bool = True) -> InferOutcome:
     """Run one video / frame folder / image and write ``<out>/<stem>.json`` (and ``<stem>.mp4`` with ``render``).
 
     Files are written atomically when the input is finished; an error leaves earlier files as they were and no
-    partial file of this input.
+    partial file of this input. An image detector's boxes are cached in ``<out>/<stem>.boxes.json`` and reused by
+    the next run on the same input with the same detector (:mod:`tdmi.inference.detection_cache`), unless
+    ``reuse_detections`` is False.
 
     Raises:
         FileNotFoundError, DataFormatError: the input cannot be read (messages name it).
     """
+    from tdmi.inference.detection_cache import RecordingDetector, cache_key, cache_path, load_cached_detector
     from tdmi.inference.detectors import BoxFileDetector
     from tdmi.inference.render import VideoWriter, draw_people
     from tdmi.inference.sources import open_source
@@ -752,6 +756,17 @@ def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detect
         if len(box_file.sequences) > 1:
             box_file.select_sequence(source.info.name)
         box_file.frames_seen = box_file.frames_matched = 0  # counted per input
+    recorder, cache_file, key, cache_note = None, None, None, None
+    if box_file is None and source.info.kind != "webcam":
+        cache_file = cache_path(out_dir, stem)
+        key = cache_key(spec, detector_description)
+        cached = load_cached_detector(cache_file, key) if reuse_detections else None
+        if cached is not None:
+            detector = cached
+            cache_note = (f"{source.info.name}: boxes reused from {cache_file} (same input, same detector); "
+                          f"--redetect runs the detector again")
+        elif key is not None:
+            detector = recorder = RecordingDetector(detector)
     estimator = VideoPoseEstimator(loaded.model, loaded.config, options, device)
     collected: list[FramePoses] = []
     try:
@@ -782,7 +797,11 @@ def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detect
         if writer is not None:
             writer.abort()
         raise
+    if recorder is not None:
+        recorder.write(cache_file, source.info.name, key)
     notes = list(dict.fromkeys(str(w.message) for w in caught))
+    if cache_note is not None:
+        notes.insert(0, cache_note)
     if len(notes) > MAX_NOTES:  # e.g. a box cap hit in every frame: the first ones tell the story
         notes = notes[:MAX_NOTES] + [f"... and {len(notes) - MAX_NOTES} more warnings like these"]
     if writer is not None and writer.note:
@@ -861,7 +880,8 @@ def infer_command(args) -> int:
     for spec in inputs:
         try:
             outcome = infer_source(spec, out_dir, loaded, detector, detector_description, options, device,
-                                   render=args.render, output_stem=_output_stem(spec, taken))
+                                   render=args.render, output_stem=_output_stem(spec, taken),
+                                   reuse_detections=not getattr(args, "redetect", False))
         except (TdmiError, FileNotFoundError) as err:
             failures.append(_input_error(spec, err))
             print(f"tdmi infer: error: {failures[-1]}", file=sys.stderr)
