@@ -94,13 +94,20 @@ train_and_test baseline_continued/seed_0 configs/synthtrack_stage2_baseline_w8.y
 wait "$cache_pid"
 trap - EXIT INT TERM
 
-# Stage 2: the job list, most informative first (seed 0 of every variant), run $jobs at a time.
+# Stage 2: the job list, run $jobs at a time, in the order of the protocol's questions: seed 0 of TDMI and TDMI
+# without MI, then all seeds of the main comparison (TDMI vs the baseline), then of MI vs no MI, then TDE only.
 {
-  for seed in 0 1 2; do
+  echo "tdmi/seed_0 configs/synthtrack_stage2_tdmi_w8.yaml --set train.seed=0"
+  echo "tdmi_no_mi/seed_0 configs/synthtrack_stage2_tdmi_w8_no_mi.yaml --set train.seed=0"
+  for seed in 1 2; do
     echo "tdmi/seed_$seed configs/synthtrack_stage2_tdmi_w8.yaml --set train.seed=$seed"
+    echo "baseline_continued/seed_$seed configs/synthtrack_stage2_baseline_w8.yaml --set train.seed=$seed"
+  done
+  for seed in 1 2; do
     echo "tdmi_no_mi/seed_$seed configs/synthtrack_stage2_tdmi_w8_no_mi.yaml --set train.seed=$seed"
+  done
+  for seed in 0 1 2; do
     echo "tde_only/seed_$seed configs/synthtrack_stage2_tde_only_w8.yaml --set train.seed=$seed"
-    [ "$seed" = 0 ] || echo "baseline_continued/seed_$seed configs/synthtrack_stage2_baseline_w8.yaml --set train.seed=$seed"
   done
   echo "tdmi_vsd/seed_0 configs/synthtrack_stage2_tdmi_w8_vsd.yaml"
   echo "tdmi_alpha_0.1/seed_0 configs/synthtrack_stage2_tdmi_w8.yaml --set model.mi.alpha=0.1"
