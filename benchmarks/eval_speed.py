@@ -56,13 +56,13 @@ def main() -> int:
         pred_dir = write_sequences(Path(tmp) / "pred", preds)
         t_dirs, result = best_of(args.repeats, lambda: evaluate_dirs(gt_dir, pred_dir))
         # the same read with Python's json module (what evaluate_dirs used before orjson), for the ratio
-        from tdmi.evaluation import posetrack_ap
+        from tdmi.evaluation import posetrack_files
 
-        parser_module, posetrack_ap._orjson = posetrack_ap._orjson, None
+        parser_module, posetrack_files._orjson = posetrack_files._orjson, None
         try:
             t_stdlib, stdlib_result = best_of(args.repeats, lambda: evaluate_dirs(gt_dir, pred_dir))
         finally:
-            posetrack_ap._orjson = parser_module
+            posetrack_files._orjson = parser_module
         assert stdlib_result.table == result.table
         t_mem, _ = best_of(args.repeats, lambda: evaluate_sequences(gts, preds))
         t_pt21, _ = best_of(args.repeats, lambda: evaluate_dirs(gt_dir, pred_dir, protocol="pt21"))
