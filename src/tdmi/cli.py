@@ -131,13 +131,17 @@ def _run_prepare(args) -> int:
 
 def _add_evaluate(sub) -> None:
     p = _parser(sub, "evaluate", "PoseTrack mAP of prediction files, identical to the official poseval",
-                "tdmi evaluate --gt data/posetrack18/annotations/val --pred runs/test/predictions")
+                "tdmi evaluate --gt data/posetrack18/annotations/val --pred runs/test/predictions --track")
     p.add_argument("--gt", required=True, help="folder of per-sequence ground-truth JSON files")
     p.add_argument("--pred", required=True, help="folder of per-sequence prediction JSON files (same names)")
     p.add_argument("--protocol", choices=["poseval", "pt21"], default="poseval",
                    help="poseval (PoseTrack17/18, default) or the PoseTrack21 evaluation kit's rules")
     p.add_argument("--allow-missing", action="store_true",
                    help="score a GT sequence without a prediction file as all misses instead of failing")
+    p.add_argument("--track", action="store_true",
+                   help="also the tracking metrics: MOTA, MOTP, precision, recall per joint group and Total, as "
+                        "poseval's --evalPoseTracking computes them (under 'tracking' in --json-out; poseval "
+                        "protocol only)")
     p.add_argument("--json-out", help="write the table (8 keys, percent) and per-joint APs as JSON")
     p.set_defaults(run=_run_evaluate)
 

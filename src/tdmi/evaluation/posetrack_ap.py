@@ -423,7 +423,10 @@ def write_json_atomic(path: str | os.PathLike, payload: Any, indent: Optional[in
 
 
 def evaluate_command(args) -> int:
-    """``tdmi evaluate --gt DIR --pred DIR [--protocol poseval|pt21] [--allow-missing] [--json-out FILE]``."""
+    """``tdmi evaluate --gt DIR --pred DIR [--protocol poseval|pt21] [--allow-missing] [--track] [--json-out FILE]``."""
+    if getattr(args, "track", False) and args.protocol != "poseval":  # said before any work is done
+        raise DataFormatError("--track with --protocol pt21 (the PT21 kit's HOTA) is not implemented yet; "
+                              "use --protocol poseval for poseval's MOTA")
     result = evaluate_dirs(args.gt, args.pred, protocol=args.protocol, allow_missing=args.allow_missing,
                            progress=True)
     print(f"PoseTrack AP ({result.protocol} protocol): {result.num_sequences} sequences, "
@@ -431,8 +434,20 @@ def evaluate_command(args) -> int:
     print(result.format_table())
     if result.missing_predictions:
         print(f"scored as all misses (no prediction file): {', '.join(result.missing_predictions)}")
-    if args.json_out:
-        write_json_atomic(args.json_out, result.to_json_dict(gt_dir=str(args.gt), pred_dir=str(args.pred)))
+    payload = result.to_json_dict(gt_dir=str(args.gt), pred_dir=str(args.pred))
     summary = f"evaluate: Mean AP {result.table['Mean']:.1f} over {result.num_frames} frames"
+    if getattr(args, "track", False):
+        from tdmi.evaluation.posetrack_mota import evaluate_tracking_dirs
+
+        tracking = evaluate_tracking_dirs(args.gt, args.pred, allow_missing=args.allow_missing, progress=True)
+        print(f"PoseTrack tracking (poseval --evalPoseTracking): {tracking.num_sequences} sequences, "
+              f"{tracking.num_frames} frames (each sequence's last evaluated frame is not counted, as in poseval)")
+        print(tracking.format_table())
+        for note in tracking.notes:
+            print(f"note: {note}")
+        payload["tracking"] = tracking.to_json_dict()
+        summary += f", MOTA {tracking.table['MOTA']['Total']:.1f}"
+    if args.json_out:
+        write_json_atomic(args.json_out, payload)
     print(summary + (f"; wrote {args.json_out}" if args.json_out else ""))
     return 0

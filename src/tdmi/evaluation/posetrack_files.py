@@ -13,7 +13,7 @@ import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -50,7 +50,8 @@ class _People:
     """Persons of one file (or of all evaluated frames), one row each, in frame order then file order.
 
     ``xy [N, 15, 2]``, ``present [N, 15]``, ``score [N, 15]`` use the protocol's joint order; ``frame [N]`` is the
-    frame index; ``head_size [N]`` is NaN when the person has no head box (only GT uses it).
+    frame index; ``head_size [N]`` is NaN when the person has no head box (only GT uses it); ``track_id [N]``
+    (float64, NaN when absent) is read for the tracking metrics.
     """
 
     frame: np.ndarray
@@ -58,6 +59,11 @@ class _People:
     present: np.ndarray
     score: np.ndarray
     head_size: np.ndarray
+    track_id: Optional[np.ndarray] = None
+
+    def __post_init__(self) -> None:
+        if self.track_id is None:
+            self.track_id = np.full(len(self.frame), np.nan)
 
     @staticmethod
     def empty() -> "_People":
@@ -65,7 +71,8 @@ class _People:
                        np.zeros((0, NUM_JOINTS)), np.zeros(0))
 
     def select(self, mask: np.ndarray) -> "_People":
-        return _People(self.frame[mask], self.xy[mask], self.present[mask], self.score[mask], self.head_size[mask])
+        return _People(self.frame[mask], self.xy[mask], self.present[mask], self.score[mask], self.head_size[mask],
+                       self.track_id[mask])
 
     @staticmethod
     def concat(parts: Sequence["_People"], frame_offsets: Sequence[int]) -> "_People":
@@ -77,6 +84,7 @@ class _People:
             np.concatenate([p.present for p in parts]),
             np.concatenate([p.score for p in parts]),
             np.concatenate([p.head_size for p in parts]),
+            np.concatenate([p.track_id for p in parts]),
         )
 
 
@@ -101,6 +109,11 @@ class _PosevalFile:
     xy: np.ndarray
     score: np.ndarray
     ignore_regions: dict[int, list[np.ndarray]]  # frame -> polygons (each [V, 2]); only frames with regions
+    track_id: Optional[np.ndarray] = None  # [N] float64, NaN where a person has none
+
+    def __post_init__(self) -> None:
+        if self.track_id is None:
+            self.track_id = np.full(len(self.frame), np.nan)
 
 
 # --------------------------------------------------------------------------------------------------- file reading
@@ -177,6 +190,11 @@ def _check_track_ids(track_ids: list, frame_of: list[int], frame_names: list[str
             bad_frame, bad_id = uniq[np.argmax(counts > 1)]
             raise DataFormatError(f"{source}: track_id {bad_id:g} appears twice in frame "
                                   f"{frame_names[int(bad_frame)]!r}; track ids must be unique within a frame")
+
+
+def _track_id_array(track_ids: list) -> np.ndarray:
+    """Track ids as float64 ``[N]`` (NaN where absent); :func:`_check_track_ids` has already checked them."""
+    return np.asarray([np.nan if t is None else float(t) for t in track_ids], dtype=np.float64)
 
 
 def _numbers(value: Any, field_name: str, source: str) -> np.ndarray:
@@ -303,7 +321,7 @@ def _read_posetrack18_poseval(data: dict, source: str, is_gt: bool) -> _PosevalF
         source=source, num_frames=len(kept), frame_names=frame_names, frame_people=frame_people,
         frame=np.asarray(person_frame, dtype=np.int64), structured=np.ones(n, dtype=bool), head=head,
         owner=owner[keep], joint=joint[keep], xy=flat[keep, :2], score=scores.reshape(-1)[keep],
-        ignore_regions=ignore,
+        ignore_regions=ignore, track_id=_track_id_array(track_ids),
     )
 
 
@@ -383,7 +401,7 @@ def _read_annolist_poseval(data: dict, source: str, is_gt: bool) -> _PosevalFile
         frame=np.asarray(person_frame, dtype=np.int64), structured=np.asarray(structured, dtype=bool),
         head=np.asarray(heads, dtype=np.float64).reshape(-1, 4), owner=np.asarray(owner, dtype=np.int64),
         joint=np.asarray(joint, dtype=np.int64), xy=np.asarray(xy, dtype=np.float64).reshape(-1, 2),
-        score=np.asarray(score, dtype=np.float64), ignore_regions=ignore,
+        score=np.asarray(score, dtype=np.float64), ignore_regions=ignore, track_id=_track_id_array(track_ids),
     )
 
 
@@ -488,6 +506,6 @@ def _prepare_poseval(gt: _PosevalFile, pred: _PosevalFile) -> tuple[_People, _Pe
             box = f.head[rows]
             dx, dy = box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]
             head_size = HEAD_SIZE_FACTOR * np.sqrt(dx * dx + dy * dy)
-        return _People(new_index[f.frame[rows]], xy, present, score, head_size)
+        return _People(new_index[f.frame[rows]], xy, present, score, head_size, f.track_id[rows])
 
     return clean(gt, True), clean(pred, False), names
