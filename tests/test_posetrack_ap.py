@@ -318,6 +318,15 @@ def test_track_id_rules():
     pred["annotations"][1]["track_id"] = 10000
     with pytest.raises(DataFormatError, match="10000"):
         evaluate(gt, pred)
+    # the PoseTrack21 kit has no such limit: its track ids are large integers (uniqueness still holds)
+    pred["annotations"][1]["track_id"] = 1
+    small_ids = evaluate(gt, pred, protocol="pt21").table["Mean"]
+    gt["annotations"][0]["track_id"], gt["annotations"][1]["track_id"] = 1_200_345, 1_200_346
+    pred["annotations"][0]["track_id"] = 123_456_789
+    assert evaluate(gt, pred, protocol="pt21").table["Mean"] == small_ids
+    pred["annotations"][1]["track_id"] = 123_456_789
+    with pytest.raises(DataFormatError, match="unique within a frame"):
+        evaluate(gt, pred, protocol="pt21")
 
 
 def test_unknown_protocol_is_rejected():

@@ -171,8 +171,10 @@ def _number_array(rows: list, width: int, what: str, source: str) -> np.ndarray:
     raise DataFormatError(f"{source}: {what} is malformed")
 
 
-def _check_track_ids(track_ids: list, frame_of: list[int], frame_names: list[str], source: str, unique: bool) -> None:
-    """poseval's checks: every id < 10000; in predictions no id twice within a frame."""
+def _check_track_ids(track_ids: list, frame_of: list[int], frame_names: list[str], source: str, unique: bool,
+                     max_id: Optional[int] = MAX_TRACK_ID) -> None:
+    """poseval's checks: every id < 10000 (``max_id``; None = no limit, as the PT21 kit); with ``unique``, no id
+    twice within a frame."""
     given = [(f, t) for f, t in zip(frame_of, track_ids) if t is not None]
     if not given:
         return
@@ -180,7 +182,7 @@ def _check_track_ids(track_ids: list, frame_of: list[int], frame_names: list[str
         arr = np.asarray([t for _, t in given], dtype=np.float64)
     except (TypeError, ValueError):
         raise DataFormatError(f"{source}: a track_id is not a number") from None
-    if np.any(arr >= MAX_TRACK_ID):
+    if max_id is not None and np.any(arr >= max_id):
         raise DataFormatError(f"{source}: track_id {int(arr.max())} >= {MAX_TRACK_ID} (poseval requires ids < 10000)")
     if unique:
         frames = np.asarray([f for f, _ in given])

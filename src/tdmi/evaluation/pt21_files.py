@@ -87,7 +87,8 @@ def _read_pt21_file(data: dict, source: str, is_gt: bool) -> _Pt21File:
             raise DataFormatError(f"{source}: an annotation has no track_id")
         track_ids.append(person["track_id"])
     names = [str(images[i].get("file_name", i)) for i in range(len(images))]
-    _check_track_ids(track_ids, list(frame), names, source, unique=True)
+    # the kit has no 10000 limit (PT21 track ids are large integers); ids must still be unique within a frame
+    _check_track_ids(track_ids, list(frame), names, source, unique=True, max_id=None)
     return _Pt21File(source, image_ids, labeled, frame, keypoints, head_size, ignore)
 
 
