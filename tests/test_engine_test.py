@@ -339,3 +339,16 @@ def test_config_comparison_treats_keys_an_older_checkpoint_lacks_as_their_defaul
     assert model_config_differences(given, stored) == ["model.rdm.reduction: 8 vs checkpoint 4"]
     given["rdm"]["reduction"], given["rdm"]["init_std"] = 4, 0.1  # initialisation only: not a layout change
     assert model_config_differences(given, stored) == []
+
+
+def test_oracle_poses_tracked_by_the_pose_tracker_score_a_high_mota(synth_root, tmp_path):
+    cfg = tiny_config(synth_root, "test.track=pose", "test.track_joint_threshold=0.3")
+    oracle = OracleModel(build_dataset(cfg, "val"))
+    result = engine_test.run_test(oracle, cfg, out_dir=tmp_path, device="cpu", progress=False)
+    assert result.table["Mean"] > 95.0  # the mAP file is the same as without tracking
+    mota = result.tracking.table["MOTA"]["Total"]
+    assert mota > 80.0, result.tracking.format_table()
+    saved = json.loads(result.results_file.read_text())["tracking"]
+    assert saved["settings"] == {"tracker": "pose", "joint_threshold": 0.3, "person_threshold": 0.0}
+    assert saved["MOTA"]["Total"] == pytest.approx(mota)
+    assert (tmp_path / "predictions_track").is_dir()

@@ -266,6 +266,14 @@ class TestConfig:
     """Autocast dtype of the model during testing (bf16/fp16 on GPUs; docs/results.md gives the measured mAP
     difference); decoding always runs in float32."""
     out_dir: str = "runs/test"
+    track: Optional[Literal["iou", "pose"]] = None
+    """`tdmi test --track`: give predictions track ids with this tracker (``pose``: IoU + OKS, ``iou``: boxes
+    only), write the pruned tracking submission and report poseval's MOTA beside the mAP."""
+    track_joint_threshold: float = 0.4
+    """Joints scoring below this are left out of the tracking submission (poseval's MOTA counts every submitted
+    joint); the mAP file keeps all of them."""
+    track_person_threshold: float = 0.0
+    """People whose box score is below this are left out of the tracking submission."""
 
 
 @dataclass

@@ -284,6 +284,7 @@ class PoseTrackClipDataset(Dataset):
             "rotation": float(params.rotation),
             "flipped": bool(params.flip),
             "score": float(entry.person.score),
+            "bbox": np.asarray(entry.person.bbox, np.float32),
             "track_id": int(entry.person.track_id),
             "person_index": entry.person_index,
             "padded": list(padded),

@@ -36,7 +36,6 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
 from torch.utils.data import Dataset
 
 from tdmi.atomic import atomic_write_json

@@ -86,6 +86,9 @@ class TestResult:
     evaluation_seconds: float
     results_file: Path
     meta: dict[str, Any] = field(default_factory=dict)
+    tracking: Optional[Any] = None
+    """:class:`~tdmi.evaluation.posetrack_mota.TrackingResult` of the tracking submission (``--track``)."""
+    tracking_settings: Optional[dict[str, Any]] = None
 
     @property
     def table(self) -> dict[str, float]:
@@ -93,11 +96,14 @@ class TestResult:
         return dict(self.result.table)
 
     def to_json_dict(self) -> dict[str, Any]:
-        return self.result.to_json_dict(
+        out = self.result.to_json_dict(
             boxes=self.boxes, split=self.split, flip_test=self.flip_test, samples=self.num_samples,
             predictions_dir=str(self.predictions_dir), ground_truth=str(self.ground_truth),
             inference_seconds=round(self.inference_seconds, 3), evaluation_seconds=round(self.evaluation_seconds, 3),
             **self.meta)
+        if self.tracking is not None:
+            out["tracking"] = {**self.tracking.to_json_dict(), "settings": self.tracking_settings}
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -211,7 +217,8 @@ def predict_split(model: nn.Module, loader: DataLoader, device: torch.device, *,
                 key = (str(meta["sequence"][i]), str(meta["image"][i]))
                 person = PersonPrediction(keypoints=coords_np[i].astype(np.float64),
                                           heatmap_scores=maxvals_np[i].astype(np.float64),
-                                          box_score=float(meta["score"][i]))
+                                          box_score=float(meta["score"][i]),
+                                          box=np.asarray(meta["bbox"][i], np.float64) if "bbox" in meta else None)
                 collected.setdefault(key, []).append((int(meta["person_index"][i]), int(meta["track_id"][i]), person))
     predictions: dict[tuple[str, str], list[PersonPrediction]] = {}
     for key, rows in collected.items():
@@ -268,6 +275,20 @@ def run_test(model: nn.Module, cfg: ExperimentConfig, split: Mode = "val", boxes
     start = time.perf_counter()
     gt_dir = ground_truth_dir(cfg, dataset, out)
     predictions_dir = out / "predictions"
+    tracking = settings = None
+    if cfg.test.track is not None:
+        from tdmi.engine.test_tracking import TrackingSettings, track_split
+        from tdmi.evaluation.posetrack_mota import evaluate_tracking_dirs
+
+        if cfg.test.protocol != "poseval":
+            raise CommandError("test.track: the tracking metrics follow poseval (PoseTrack17/18); the PT21 kit's "
+                               "HOTA is not implemented yet, so use test.protocol=poseval")
+        tracking_settings = TrackingSettings(cfg.test.track, cfg.test.track_joint_threshold,
+                                             cfg.test.track_person_threshold)
+        predictions, submission = track_split(predictions, dataset.sequences, tracking_settings)
+        write_posetrack18_predictions(gt_dir, submission, out / "predictions_track")
+        tracking = evaluate_tracking_dirs(gt_dir, out / "predictions_track", allow_missing=True)
+        settings = tracking_settings.to_json()
     write_posetrack18_predictions(gt_dir, predictions, predictions_dir)
     result = evaluate_dirs(gt_dir, predictions_dir, protocol=cfg.test.protocol)
     evaluation_seconds = time.perf_counter() - start
@@ -275,7 +296,8 @@ def run_test(model: nn.Module, cfg: ExperimentConfig, split: Mode = "val", boxes
     test_result = TestResult(
         out_dir=out, predictions_dir=predictions_dir, ground_truth=gt_dir, result=result, boxes=boxes_text,
         split=split, num_samples=len(dataset), flip_test=cfg.test.flip_test, inference_seconds=inference_seconds,
-        evaluation_seconds=evaluation_seconds, results_file=out / "results.json", meta=dict(meta or {}))
+        evaluation_seconds=evaluation_seconds, results_file=out / "results.json", meta=dict(meta or {}),
+        tracking=tracking, tracking_settings=settings)
     write_json_atomic(test_result.results_file, test_result.to_json_dict())
     return test_result
 
@@ -405,9 +427,12 @@ def load_model_for_test(checkpoint: str | Path, cfg: Optional[ExperimentConfig] 
 
 
 def test_command(args) -> int:
-    """``tdmi test --checkpoint CKPT [--config YAML] [--set k=v] [--boxes gt|FILE] [--out DIR] [--device D]``."""
+    """``tdmi test --checkpoint CKPT [--config YAML] [--set k=v] [--boxes gt|FILE] [--track [pose|iou]] [--out DIR]
+    [--device D]``."""
     device = select_device(args.device)
     overrides = list(getattr(args, "overrides", None) or [])
+    if getattr(args, "track", None):
+        overrides.append(f"test.track={args.track}")
     from tdmi.models.foreign_hrnet import is_foreign_checkpoint, load_foreign_hrnet
 
     if is_foreign_checkpoint(args.checkpoint):  # an official/mmpose/DCPose HRNet file: its single-frame HRNet
@@ -430,8 +455,14 @@ def test_command(args) -> int:
           f"{result.num_samples} person boxes")
     print(ap.format_table())
     print(f"boxes: {result.boxes}")
+    if result.tracking is not None:
+        s = result.tracking_settings
+        print(f"tracking ({s['tracker']} tracker; submission without joints scoring < {s['joint_threshold']:g} "
+              f"and unconfirmed tracks, in {result.out_dir / 'predictions_track'}), poseval's metrics:")
+        print(result.tracking.format_table())
     rate = result.num_samples / result.inference_seconds if result.inference_seconds > 0 else math.inf
     boxes_short = "GT boxes" if result.boxes == "GT" else f"{result.num_samples} detected boxes"
-    print(f"test: Mean AP {ap.table['Mean']:.1f} with {boxes_short} in {result.inference_seconds:.1f} s "
+    mota = f", MOTA {result.tracking.table['MOTA']['Total']:.1f}" if result.tracking is not None else ""
+    print(f"test: Mean AP {ap.table['Mean']:.1f}{mota} with {boxes_short} in {result.inference_seconds:.1f} s "
           f"({rate:.1f} boxes/s); wrote {result.predictions_dir} and {result.results_file}")
     return 0

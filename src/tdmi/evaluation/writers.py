@@ -52,12 +52,14 @@ class PersonPrediction:
         heatmap_scores: ``[17]`` raw heatmap maxima from the decoder.
         box_score: detection score of the person box (1.0 for GT boxes).
         track_id: track id, unique within the frame and < 10000; None = index of the person within its frame.
+        box: ``[4]`` xywh of the person box the pose was estimated in (for trackers); not written.
     """
 
     keypoints: np.ndarray
     heatmap_scores: np.ndarray
     box_score: float = 1.0
     track_id: Optional[int] = None
+    box: Optional[np.ndarray] = None
 
     @property
     def joint_scores(self) -> np.ndarray:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import torch
 from torch import Tensor, nn
 
 BN_MOMENTUM = 0.1
