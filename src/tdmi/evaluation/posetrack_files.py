@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -407,11 +408,29 @@ def _read_annolist_poseval(data: dict, source: str, is_gt: bool) -> _PosevalFile
     )
 
 
+@contextmanager
+def malformed_file(source: str):
+    """Turn what a damaged file makes the readers trip over (a list where an object belongs, a missing field
+    deep inside, a string where a number belongs) into one :class:`DataFormatError` that names the file.
+    The readers check the common cases with precise messages; this is the net under the rest."""
+    try:
+        yield
+    except DataFormatError:
+        raise
+    except (TypeError, KeyError, AttributeError, IndexError, ValueError) as err:
+        detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        raise DataFormatError(f"{source}: malformed file: an entry does not have the expected structure or "
+                              f"types ({detail})") from None
+
+
 def _read_poseval_file(data: dict, source: str, is_gt: bool) -> _PosevalFile:
-    if "annolist" in data:
-        return _read_annolist_poseval(data, source, is_gt)
-    if "images" in data:
-        return _read_posetrack18_poseval(data, source, is_gt)
+    if not isinstance(data, dict):
+        raise DataFormatError(f"{source}: the top level is {type(data).__name__}, expected an object")
+    with malformed_file(source):
+        if "annolist" in data:
+            return _read_annolist_poseval(data, source, is_gt)
+        if "images" in data:
+            return _read_posetrack18_poseval(data, source, is_gt)
     raise DataFormatError(f"{source}: neither a PoseTrack17 ('annolist') nor a PoseTrack18 ('images') file")
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from tdmi.errors import DataFormatError
 from tdmi.evaluation.posetrack_files import (HEAD_SIZE_FACTOR, MISSING_SCORE, _PT21_SLOTS, _build_polygons,
                                              _check_track_ids, _inside_any, _number_array, _People,
-                                             _polygon_arrays)
+                                             _polygon_arrays, malformed_file)
 
 
 # ---------------------------------------------------------------------------------------- PoseTrack21 reading
@@ -31,6 +31,13 @@ class _Pt21File:
 
 
 def _read_pt21_file(data: dict, source: str, is_gt: bool) -> _Pt21File:
+    if not isinstance(data, dict):
+        raise DataFormatError(f"{source}: the top level is {type(data).__name__}, expected an object")
+    with malformed_file(source):
+        return _read_pt21_checked(data, source, is_gt)
+
+
+def _read_pt21_checked(data: dict, source: str, is_gt: bool) -> _Pt21File:
     images = data.get("images")
     if not isinstance(images, list):
         raise DataFormatError(f"{source}: 'images' must be a list (the PoseTrack21 protocol reads PoseTrack18-style "
