@@ -170,14 +170,14 @@ def plot(work: Path) -> list[str]:
                 if steps and term in steps[0]:
                     axes[row, 0].plot([r["step"] for r in steps], [r[term] for r in steps], label=term)
             axes[row, 0].set_yscale("symlog", linthresh=1e-3)
-            axes[row, 0].set_title(f"{label}: MI terms (raw values)")
+            axes[row, 0].set_title(f"{label}: MI terms (raw values)", fontsize=9)
             axes[row, 0].legend(fontsize=7)
             diag = [r for r in _metrics(run) if r["kind"] == "mi_diag"]
             for key in ("tde.mi_useful_noisy.cos", "tde.mi_motion_useful.cos", "tde.mi_useful_label.cos",
                         "tde.mi_visual_label.cos", "useful_gate.saturated", "noisy_gate.saturated"):
                 if diag and key in diag[0]:
                     axes[row, 1].plot([r["step"] for r in diag], [r[key] for r in diag], label=key)
-            axes[row, 1].set_title(f"{label}: gradient cosine with the heatmap loss; gate saturation")
+            axes[row, 1].set_title(f"{label}: cosines with the heatmap gradient; gate saturation", fontsize=9)
             axes[row, 1].legend(fontsize=7)
             for ax in axes[row]:
                 ax.set_xlabel("optimizer step")
