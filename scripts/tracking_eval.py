@@ -34,7 +34,7 @@ from tdmi.engine.test_tracking import TrackingSettings, track_split  # noqa: E40
 from tdmi.evaluation.posetrack_mota import evaluate_tracking_dirs  # noqa: E402
 from tdmi.evaluation.writers import PersonPrediction, write_posetrack18_predictions  # noqa: E402
 
-THRESHOLDS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6)
+THRESHOLDS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 TRACKERS = ("iou", "pose")
 
 

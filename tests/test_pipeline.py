@@ -422,3 +422,28 @@ def test_infer_checks_inputs_first_says_each_error_once_and_writes_nothing(tmp_p
             assert errors[0].count(spec) == 1  # named once, not doubled
         assert "model:" not in captured.out  # nothing loaded before the inputs were checked
         assert not out.exists()
+
+
+def test_the_progress_bar_counts_finished_frames_not_frames_read(scene, monkeypatch):
+    import tqdm as tqdm_module
+
+    model, cfg, images, boxes = scene
+    events: list[str] = []
+
+    class RecordingBar:
+        def __init__(self, *args, **kwargs):
+            self.n = 0
+
+        def update(self, count=1):
+            self.n += count
+            events.append("update")
+
+        def close(self):
+            events.append("close")
+
+    monkeypatch.setattr(tqdm_module, "tqdm", RecordingBar)
+    estimator = VideoPoseEstimator(model, cfg, PipelineOptions(mode="tube", window=3), torch.device("cpu"))
+    estimator.run(source_frames(images), ListDetector(boxes), lambda frame, image: events.append("emit"),
+                  progress=True, total=len(images))
+    # every update follows an emit: the bar reaches 100% with the last finished frame, not the last frame read
+    assert events == ["emit", "update"] * len(images) + ["close"]

@@ -420,9 +420,16 @@ class VideoPoseEstimator:
         self._online_cache: dict[tuple, tuple] = {}
         self._window_counter = 0
         self._features_type: type = tuple
-        self._emit = emit
         start = time.perf_counter()
         bar = tqdm(total=total, desc=description, unit="frame", disable=not progress, file=sys.stderr)
+
+        def emit_and_count(frame_poses: FramePoses, image: np.ndarray) -> None:
+            # the bar counts finished frames: offline, poses come about window + delta frames after the read,
+            # and a bar of frames read would reach 100% while the last windows are still being estimated
+            emit(frame_poses, image)
+            bar.update(1)
+
+        self._emit = emit_and_count
         last_size: Optional[tuple[int, int]] = None
         segment = -1
         position = -1
@@ -451,7 +458,6 @@ class VideoPoseEstimator:
                         self._release(position + 1)
                     else:
                         self._process_ready(position, final=False)
-                    bar.update(1)
                 if not self.options.online:
                     self._process_ready(position, final=True)
         finally:
