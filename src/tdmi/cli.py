@@ -216,7 +216,14 @@ def _add_infer(sub) -> None:
     box_source.add_argument("--boxes", help="person boxes file: COCO results, a DCPose/PoseWarper list, PoseTrack-style "
                                             "or tdmi-boxes (docs/data.md section 3); boxes scoring below "
                                             "data.box_score_threshold (0.2) are dropped")
-    box_source.add_argument("--detector", default=None, help="person detector name (default: best available)")
+    box_source.add_argument(
+        "--detector", default=None,
+        help="person detector: a YOLOX / RTMDet / YOLOv8 .onnx file (needs onnxruntime: tdmi[onnx]; the best "
+             "choice), a torchvision name (fasterrcnn_resnet50_fpn_v2, ... : needs torchvision and its weights "
+             "already in the torch hub cache), or hog (built in, weak: upright people only). Default: a cached "
+             "torchvision detector, else hog")
+    p.add_argument("--detector-layout", default="auto", choices=["auto", "yolox", "rtmdet", "yolov8"],
+                   help="output layout and preprocessing of an .onnx detector (default: read from the file)")
     p.add_argument("--out", default="tdmi-out", help="output folder (default tdmi-out)")
     p.add_argument("--render", action="store_true", help="also write an MP4 with skeletons coloured per track")
     p.add_argument("--redetect", action="store_true",

@@ -466,12 +466,15 @@ class TorchvisionDetector:
 
 
 def make_detector(name: Optional[str], boxes_file: Optional[str], *, device: str = "cpu",
-                  box_score_threshold: float = DEFAULT_SCORE_THRESHOLD) -> tuple[PersonDetector, str]:
+                  box_score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+                  layout: str = "auto") -> tuple[PersonDetector, str]:
     """Choose a detector and say which, for the CLI to print.
 
     Args:
         name: None or ``auto`` (a box file if given, else the best torchvision detector whose weights are cached
-            locally, else HOG), ``hog``, or one of :data:`TORCHVISION_DETECTORS`.
+            locally, else HOG), ``hog``, one of :data:`TORCHVISION_DETECTORS`, or a path to an ``.onnx`` person
+            detector (:class:`tdmi.inference.onnx_detector.OnnxPersonDetector`).
+        layout: the ONNX file's layout (``auto``, ``yolox``, ``rtmdet``, ``yolov8``).
         boxes_file: a box file (see :class:`BoxFileDetector`); excludes ``name``.
         device: device for torchvision detectors.
         box_score_threshold: drop box-file records scoring below this (``data.box_score_threshold``).
@@ -486,8 +489,14 @@ def make_detector(name: Optional[str], boxes_file: Optional[str], *, device: str
         detector: PersonDetector = BoxFileDetector(boxes_file, score_threshold=box_score_threshold)
         return detector, detector.description
     name = name or "auto"
+    if name.lower().endswith(".onnx"):
+        from tdmi.inference.onnx_detector import OnnxPersonDetector
+
+        detector = OnnxPersonDetector(name, layout=layout)
+        return detector, detector.description
     if name not in DETECTOR_NAMES:
-        raise CommandError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTOR_NAMES)}")
+        raise CommandError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTOR_NAMES)}, or a path to "
+                           f"an .onnx person detector (YOLOX, RTMDet, YOLOv8)")
     if name == "auto":
         for candidate in TORCHVISION_DETECTORS:
             weights = torchvision_weights_path(candidate)

@@ -865,7 +865,8 @@ def infer_command(args) -> int:
     if loaded.random_init:
         print(RANDOM_INIT_BANNER, file=sys.stderr)
     detector, detector_description = make_detector(args.detector, args.boxes, device=str(device),
-                                                   box_score_threshold=loaded.config.data.box_score_threshold)
+                                                   box_score_threshold=loaded.config.data.box_score_threshold,
+                                                   layout=getattr(args, "detector_layout", "auto"))
     print(f"model: {loaded.description}")
     for note in loaded.notes:
         print(f"note: {note}")
