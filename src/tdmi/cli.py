@@ -25,6 +25,12 @@ def _parser(subparsers, name: str, help_text: str, example: str) -> argparse.Arg
     )
 
 
+def _add_threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", default="auto",
+                   help="CPU threads: a number, or auto (default): the cores other processes leave free, by the "
+                        "load average; OMP_NUM_THREADS wins over auto")
+
+
 def _add_config_options(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--config", required=required,
                    help="experiment YAML file, or the name of a shipped config (tdmi info --list)")
@@ -167,6 +173,7 @@ def _add_test(sub) -> None:
                         "only), write the pruned tracking submission and report poseval's MOTA (test.track*)")
     p.add_argument("--out", help="output folder (default: test.out_dir)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    _add_threads_option(p)
     p.set_defaults(run=_run_test)
 
 
@@ -236,6 +243,7 @@ def _add_infer(sub) -> None:
     p.add_argument("--window", type=int, default=12,
                    help="tube mode: at most this many key frames share one crop box per track (default 12)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    _add_threads_option(p)
     p.set_defaults(run=_run_infer)
 
 
@@ -255,6 +263,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default="tdmi-demo", help="output folder (default tdmi-demo)")
     p.add_argument("--frames", type=int, default=24, help="frames of the synthetic clip (default 24)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    _add_threads_option(p)
     p.set_defaults(run=_run_demo)
 
 
@@ -323,6 +332,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     from tdmi.config import ConfigError
 
     try:
+        if hasattr(args, "threads"):
+            from tdmi.threads import apply_threads, choose_threads
+
+            threads, why = choose_threads(args.threads)
+            apply_threads(threads)
+            print(f"tdmi {args.command}: {threads} CPU thread{'s' if threads > 1 else ''} ({why})", file=sys.stderr)
         return int(args.run(args) or 0)
     except (TdmiError, ConfigError, FileNotFoundError) as err:
         print(f"tdmi {args.command}: error: {one_line(err)}", file=sys.stderr)

@@ -1,0 +1,87 @@
+"""Wall time of `tdmi demo` and `tdmi infer` by thread setting, on an idle machine and with one core busy.
+
+    python benchmarks/threads_speed.py                      # prints the table, writes benchmarks/threads_speed.json
+    python benchmarks/threads_speed.py --repeats 1 --frames 20
+
+Settings: ``--threads 1``, ``--threads <cores>`` (what PyTorch does by default) and ``auto`` (tdmi's default:
+the cores the load average leaves free). Conditions: as found (the load average is recorded: "idle" is only
+idle on an otherwise idle machine) and with one extra busy process (a Python busy loop). The target (issue 10):
+the default within 1.2x of the best setting in both conditions. Each run is a fresh process (the command as a
+user types it) without OMP_NUM_THREADS, so the setting under test decides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VIDEO = ROOT.parent / "shared" / "data" / "video" / "vtest.avi"
+
+
+def _run(command: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=24, help="demo clip length and infer frames of vtest")
+    parser.add_argument("--json-out", default=str(ROOT / "benchmarks" / "threads_speed.json"))
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    tdmi = [sys.executable, "-m", "tdmi"]
+    with tempfile.TemporaryDirectory() as tmp:
+        workloads = {"demo": tdmi + ["demo", "--frames", str(args.frames), "--out", f"{tmp}/demo"]}
+        if VIDEO.is_file():
+            clip = Path(tmp) / "clip"
+            clip.mkdir()
+            import cv2
+
+            capture = cv2.VideoCapture(str(VIDEO))
+            for i in range(args.frames):
+                ok, frame = capture.read()
+                if ok:
+                    cv2.imwrite(str(clip / f"{i:06d}.jpg"), frame)
+            workloads["infer"] = tdmi + ["infer", str(clip), "--detector", "hog", "--redetect", "--out", f"{tmp}/infer"]
+        rows = []
+        for condition in ("as found", "one core busy"):
+            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if condition != "as found" else None
+            try:
+                if busy is not None:
+                    time.sleep(3)
+                load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+                for name, command in workloads.items():
+                    times = {}
+                    for setting in ("1", str(cores), "auto"):
+                        times[setting] = min(_run(command + ["--threads", setting], env) for _ in range(args.repeats))
+                    best = min(times.values())
+                    rows.append({"condition": condition, "load_average": round(load, 2), "workload": name,
+                                 "seconds": {k: round(v, 2) for k, v in times.items()},
+                                 "default_over_best": round(times["auto"] / best, 3),
+                                 "torch_default_over_best": round(times[str(cores)] / best, 3)})
+            finally:
+                if busy is not None:
+                    busy.kill()
+    print(f"{'condition':<15} {'load':>5} {'workload':<7} {'1 thread':>9} {f'{cores} threads':>10} {'auto':>7} "
+          f"{'auto/best':>9}")
+    for r in rows:
+        s = r["seconds"]
+        print(f"{r['condition']:<15} {r['load_average']:>5.1f} {r['workload']:<7} {s['1']:>9.1f} "
+              f"{s[str(cores)]:>10.1f} {s['auto']:>7.1f} {r['default_over_best']:>9.2f}")
+    Path(args.json_out).write_text(json.dumps({"cores": cores, "frames": args.frames, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {args.json_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
