@@ -84,12 +84,20 @@ def make_gt_sequence(rng: np.random.Generator, seq_index: int, num_frames: int =
 
 def make_predictions(rng: np.random.Generator, gt: dict, miss_prob: float = 0.15, extra_people: float = 0.6,
                      tie_scores: bool = False, missing_scores_prob: float = 0.03,
-                     width: int = 1280, height: int = 720) -> dict:
-    """Predictions for one GT file: perturbed GT people plus false positives, in the PoseTrack18 layout."""
+                     width: int = 1280, height: int = 720, track_ids: str = "rank", swap_prob: float = 0.0) -> dict:
+    """Predictions for one GT file: perturbed GT people plus false positives, in the PoseTrack18 layout.
+
+    ``track_ids="rank"``: each person's position in the (shuffled) frame, so tracks mean nothing. ``"follow"``:
+    every GT track keeps an id of its own (not the GT's), extras get fresh ids, and with ``swap_prob`` a frame
+    swaps the ids of two of its people (identity switches for the tracking metrics).
+    """
     by_image: dict[int, list[dict]] = {}
     for ann in gt["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
-    annotations = []
+    follow = track_ids == "follow"
+    relabel = ({t: 100 + i for i, t in enumerate(rng.permutation(sorted({a["track_id"] for a in gt["annotations"]})))}
+               if follow else {})
+    annotations, next_id = [], 1000
     for image in gt["images"]:
         people = []
         for ann in by_image.get(image["id"], []):
@@ -99,19 +107,24 @@ def make_predictions(rng: np.random.Generator, gt: dict, miss_prob: float = 0.15
             head = np.hypot(ann["bbox_head"][2], ann["bbox_head"][3]) * 0.6
             noise = rng.normal(0, head * rng.choice([0.1, 0.3, 0.8]), (17, 2))
             xy = np.where(kp[:, 2:] > 0, kp[:, :2] + noise, rng.uniform([0, 0], [width, height], (17, 2)))
-            people.append(xy)
+            people.append([relabel.get(ann["track_id"]), xy])
         for _ in range(rng.poisson(extra_people)):
-            people.append(rng.uniform([0, 0], [width, height]) + rng.normal(0, 80, (17, 2)))
+            people.append([next_id, rng.uniform([0, 0], [width, height]) + rng.normal(0, 80, (17, 2))])
+            next_id += 1
+        if follow and len(people) >= 2 and rng.random() < swap_prob:
+            a, b = rng.choice(len(people), 2, replace=False)
+            people[a][0], people[b][0] = people[b][0], people[a][0]
         order = rng.permutation(len(people))
         for rank, index in enumerate(order):
-            xy = people[index]
+            track_id, xy = people[index]
+            track_id = int(track_id) if follow else rank
             scores = rng.random(17)
             if tie_scores:
                 scores = np.round(scores, 1)
             keypoints = np.concatenate([np.round(xy, 3), scores[:, None]], axis=1)
             dropped = rng.random(17) < 0.05
             keypoints[dropped] = 0.0  # (0, 0, 0): not submitted
-            ann = {"image_id": image["id"], "track_id": int(rank), "keypoints": keypoints.reshape(-1).tolist(),
+            ann = {"image_id": image["id"], "track_id": track_id, "keypoints": keypoints.reshape(-1).tolist(),
                    "scores": keypoints[:, 2].tolist(), "score": float(rng.random()), "category_id": 1}
             if rng.random() < missing_scores_prob:
                 del ann["scores"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posetrack_gen import make_gt_sequence, to_annolist, write_sequences
+from posetrack_gen import make_gt_sequence, make_predictions, to_annolist, write_sequences
 from tdmi.evaluation.posetrack_mota import evaluate_tracking_dirs, evaluate_tracking_sequences
 
 # --------------------------------------------------------------------------------------- hand-computed cases
@@ -128,35 +128,8 @@ def test_group_values_are_plain_means_of_their_joints():
 def _tracked_predictions(rng: np.random.Generator, gt: dict, swap_prob: float, miss_prob: float,
                          extra: float) -> dict:
     """Predictions that follow the GT tracks under their own ids, with swaps, misses, noise and extras."""
-    relabel = {t: int(100 + i) for i, t in enumerate(rng.permutation(sorted({a["track_id"] for a in
-                                                                            gt["annotations"]})))}
-    by_image: dict[int, list[dict]] = {}
-    for ann in gt["annotations"]:
-        by_image.setdefault(ann["image_id"], []).append(ann)
-    annotations, next_id = [], 1000
-    for image in gt["images"]:
-        people = []
-        for ann in by_image.get(image["id"], []):
-            if rng.random() < miss_prob:
-                continue
-            kp = np.asarray(ann["keypoints"], dtype=np.float64).reshape(17, 3)
-            head = np.hypot(ann["bbox_head"][2], ann["bbox_head"][3]) * 0.6
-            xy = np.where(kp[:, 2:] > 0, kp[:, :2] + rng.normal(0, head * rng.choice([0.05, 0.3, 0.7]), (17, 2)),
-                          rng.uniform(0, 1000, (17, 2)))
-            people.append([relabel[ann["track_id"]], xy])
-        if len(people) >= 2 and rng.random() < swap_prob:
-            a, b = rng.choice(len(people), 2, replace=False)
-            people[a][0], people[b][0] = people[b][0], people[a][0]
-        for _ in range(rng.poisson(extra)):
-            people.append([next_id, rng.uniform(0, 1000, 2) + rng.normal(0, 60, (17, 2))])
-            next_id += 1
-        for track_id, xy in (people[i] for i in rng.permutation(len(people))):
-            keypoints = np.concatenate([np.round(xy, 3), rng.random((17, 1))], axis=1)
-            keypoints[rng.random(17) < 0.05] = 0.0
-            annotations.append({"image_id": image["id"], "track_id": int(track_id) % 10000, "category_id": 1,
-                                "keypoints": keypoints.reshape(-1).tolist(), "scores": keypoints[:, 2].tolist()})
-    images = [{k: image[k] for k in ("file_name", "id", "frame_id", "vid_id", "nframes")} for image in gt["images"]]
-    return {"images": images, "annotations": annotations, "categories": gt["categories"]}
+    return make_predictions(rng, gt, miss_prob=miss_prob, extra_people=extra, width=1000, height=1000,
+                            track_ids="follow", swap_prob=swap_prob)
 
 
 def _official(gt_dir: Path, pred_dir: Path) -> dict:
