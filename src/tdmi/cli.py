@@ -145,9 +145,12 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--allow-missing", action="store_true",
                    help="score a GT sequence without a prediction file as all misses instead of failing")
     p.add_argument("--track", action="store_true",
-                   help="also the tracking metrics: MOTA, MOTP, precision, recall per joint group and Total, as "
-                        "poseval's --evalPoseTracking computes them (under 'tracking' in --json-out; poseval "
-                        "protocol only)")
+                   help="also the tracking metrics, under 'tracking' in --json-out: poseval's MOTA, MOTP, precision "
+                        "and recall per joint group and Total (--protocol poseval), or the PoseTrack21 kit's HOTA, "
+                        "DetA, AssA, DetRe, DetPr, AssRe, AssPr, LocA (--protocol pt21)")
+    p.add_argument("--pt21-corrected", action="store_true",
+                   help="with --protocol pt21 --track: count an empty frame's own joints, not the whole sequence's, "
+                        "as the kit does (docs/tracking-metrics.md); published PT21 numbers have the kit's rule")
     p.add_argument("--json-out", help="write the table (8 keys, percent) and per-joint APs as JSON")
     p.set_defaults(run=_run_evaluate)
 

@@ -281,8 +281,9 @@ def run_test(model: nn.Module, cfg: ExperimentConfig, split: Mode = "val", boxes
         from tdmi.evaluation.posetrack_mota import evaluate_tracking_dirs
 
         if cfg.test.protocol != "poseval":
-            raise CommandError("test.track: the tracking metrics follow poseval (PoseTrack17/18); the PT21 kit's "
-                               "HOTA is not implemented yet, so use test.protocol=poseval")
+            raise CommandError("test.track reports poseval's MOTA (test.protocol=poseval); for the PoseTrack21 "
+                               "kit's HOTA run tdmi test with test.protocol=poseval and then tdmi evaluate --track "
+                               "--protocol pt21 on OUT/predictions_track")
         tracking_settings = TrackingSettings(cfg.test.track, cfg.test.track_joint_threshold,
                                              cfg.test.track_person_threshold)
         predictions, submission = track_split(predictions, dataset.sequences, tracking_settings)

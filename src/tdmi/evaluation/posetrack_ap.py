@@ -424,9 +424,6 @@ def write_json_atomic(path: str | os.PathLike, payload: Any, indent: Optional[in
 
 def evaluate_command(args) -> int:
     """``tdmi evaluate --gt DIR --pred DIR [--protocol poseval|pt21] [--allow-missing] [--track] [--json-out FILE]``."""
-    if getattr(args, "track", False) and args.protocol != "poseval":  # said before any work is done
-        raise DataFormatError("--track with --protocol pt21 (the PT21 kit's HOTA) is not implemented yet; "
-                              "use --protocol poseval for poseval's MOTA")
     result = evaluate_dirs(args.gt, args.pred, protocol=args.protocol, allow_missing=args.allow_missing,
                            progress=True)
     print(f"PoseTrack AP ({result.protocol} protocol): {result.num_sequences} sequences, "
@@ -436,7 +433,17 @@ def evaluate_command(args) -> int:
         print(f"scored as all misses (no prediction file): {', '.join(result.missing_predictions)}")
     payload = result.to_json_dict(gt_dir=str(args.gt), pred_dir=str(args.pred))
     summary = f"evaluate: Mean AP {result.table['Mean']:.1f} over {result.num_frames} frames"
-    if getattr(args, "track", False):
+    if getattr(args, "track", False) and args.protocol == "pt21":
+        from tdmi.evaluation.pt21_hota import evaluate_hota_dirs
+
+        corrected = bool(getattr(args, "pt21_corrected", False))
+        hota = evaluate_hota_dirs(args.gt, args.pred, corrected=corrected, allow_missing=args.allow_missing)
+        print(f"PoseTrack21 pose tracking (the kit's hota_pose{', its defects corrected' if corrected else ''}): "
+              f"{hota.num_sequences} sequences")
+        print(hota.format_table())
+        payload["tracking"] = hota.to_json_dict()
+        summary += f", HOTA {hota.table['HOTA']:.1f}"
+    elif getattr(args, "track", False):
         from tdmi.evaluation.posetrack_mota import evaluate_tracking_dirs
 
         tracking = evaluate_tracking_dirs(args.gt, args.pred, allow_missing=args.allow_missing, progress=True)

@@ -7,6 +7,7 @@ Facts: ``shared/docs/posetrack-facts.md`` section 10 and ``tracking-eval-facts.m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -28,6 +29,7 @@ class _Pt21File:
     keypoints: np.ndarray  # [N, 15, 3] x, y, score (preds) or flag (GT), PT21 order
     head_size: np.ndarray  # [N]
     ignore_regions: dict[int, list[np.ndarray]]
+    track_id: Optional[np.ndarray] = None  # [N] float64
 
 
 def _read_pt21_file(data: dict, source: str, is_gt: bool) -> _Pt21File:
@@ -96,7 +98,8 @@ def _read_pt21_checked(data: dict, source: str, is_gt: bool) -> _Pt21File:
     names = [str(images[i].get("file_name", i)) for i in range(len(images))]
     # the kit has no 10000 limit (PT21 track ids are large integers); ids must still be unique within a frame
     _check_track_ids(track_ids, list(frame), names, source, unique=True, max_id=None)
-    return _Pt21File(source, image_ids, labeled, frame, keypoints, head_size, ignore)
+    return _Pt21File(source, image_ids, labeled, frame, keypoints, head_size, ignore,
+                     np.asarray([float(t) for t in track_ids], np.float64))
 
 
 def _prepare_pt21(gt: _Pt21File, pred: _Pt21File) -> tuple[_People, _People, list[str]]:
@@ -128,6 +131,7 @@ def _prepare_pt21(gt: _Pt21File, pred: _Pt21File) -> tuple[_People, _People, lis
         sel = np.flatnonzero(keep)
         kp = kp[sel]
         present = (kp[:, :, 0] > 0) & (kp[:, :, 1] > 0)
-        return _People(new_index[f.frame[sel]], kp[:, :, :2], present, kp[:, :, 2], f.head_size[sel])
+        track_id = f.track_id[sel] if f.track_id is not None else None
+        return _People(new_index[f.frame[sel]], kp[:, :, :2], present, kp[:, :, 2], f.head_size[sel], track_id)
 
     return clean(gt, True), clean(pred, False), [str(i) for i in evaluated]
