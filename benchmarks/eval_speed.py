@@ -71,11 +71,13 @@ def main() -> int:
                  ("tdmi evaluate_sequences (in memory)", t_mem),
                  ("tdmi evaluate_dirs, pt21 protocol", t_pt21)]
         t_official, official_mean = None, None
+        track_rows: list[tuple[str, float]] = []
+        t_track_official, official_mota, eval_helpers = None, None, None
         if not args.no_baseline:
             try:
                 from poseval import eval_helpers, evaluateAP
             except ImportError:
-                eval_helpers = None
+                pass
             if eval_helpers is not None:
                 def run_official():
                     g, p = eval_helpers.load_data_dir(["", f"{gt_dir}/", f"{pred_dir}/"])
@@ -83,6 +85,27 @@ def main() -> int:
                 t_official, (ap, _, _) = best_of(1, run_official)
                 official_mean = float(ap[15, 0])
                 rows.append(("poseval (baseline)", t_official))
+        # tracking metrics (tdmi evaluate --track) against poseval --evalPoseTracking, when both are importable
+        from tdmi.evaluation.posetrack_mota import evaluate_tracking_dirs
+
+        t_track, track_result = best_of(args.repeats, lambda: evaluate_tracking_dirs(gt_dir, pred_dir))
+        track_rows.append(("tdmi evaluate_tracking_dirs (MOTA)", t_track))
+        if not args.no_baseline:
+            try:
+                from poseval import evaluateTracking
+            except ImportError:
+                evaluateTracking = None
+            if evaluateTracking is not None and eval_helpers is not None:
+                import contextlib
+                import io
+
+                def run_official_tracking():
+                    g, p = eval_helpers.load_data_dir(["", f"{gt_dir}/", f"{pred_dir}/"])
+                    with contextlib.redirect_stdout(io.StringIO()), np.errstate(all="ignore"):
+                        return evaluateTracking.evaluateTracking(g, p, tmp, False, False)
+                t_track_official, official_tracking = best_of(1, run_official_tracking)
+                track_rows.append(("poseval --evalPoseTracking (baseline)", t_track_official))
+                official_mota = [float(v) for v in official_tracking["mota"][0]]
     people = sum(len(g["annotations"]) for g in gts.values())
     print(f"{args.sequences} sequences, {result.num_frames} evaluated frames, {people} GT people, "
           f"{result.num_predicted_people} predicted people; Mean AP {result.table['Mean']:.2f}")
@@ -92,11 +115,22 @@ def main() -> int:
         print(f"{name:<40} {seconds:9.3f} {ratio}")
     if official_mean is not None:
         print(f"Mean AP identical to poseval: {official_mean == result.table['Mean']}")
+    for name, seconds in track_rows:
+        ratio = f"{t_track_official / seconds:10.1f}x" if t_track_official else "        n/a"
+        print(f"{name:<40} {seconds:9.3f} {ratio}")
+    mota_identical = None
+    if official_mota is not None:
+        mota_identical = bool(np.array_equal(np.asarray(official_mota), track_result.mota, equal_nan=True))
+        print(f"MOTA identical to poseval (16 values): {mota_identical}")
     payload = {
         "sequences": args.sequences, "frames_evaluated": result.num_frames, "gt_people": people,
         "mean_ap": result.table["Mean"], "timings_s": {name: seconds for name, seconds in rows},
         "speedup_vs_poseval": {name: (t_official / s if t_official else None) for name, s in rows},
         "poseval_mean_ap": official_mean, "python": platform.python_version(), "machine": platform.machine(),
+        "tracking_timings_s": {name: seconds for name, seconds in track_rows},
+        "tracking_speedup_vs_poseval": {name: (t_track_official / s if t_track_official else None)
+                                        for name, s in track_rows},
+        "mota_total": float(track_result.mota[-1]), "mota_identical_to_poseval": mota_identical,
     }
     Path(args.json_out).write_text(json.dumps(payload, indent=2) + "\n")
     print(f"eval_speed: evaluate_dirs {t_dirs:.2f} s for {args.sequences} sequences; wrote {args.json_out}")

@@ -23,7 +23,6 @@ section says otherwise (``processes``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess

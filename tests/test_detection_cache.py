@@ -11,7 +11,9 @@ import torch
 
 from pipeline_helpers import ListDetector, frames_with_people, moving_boxes, one_torch_thread, tiny_model, write_frames
 from tdmi.inference.detection_cache import CACHE_SUFFIX, cache_key, input_fingerprint
-from tdmi.inference.pipeline import LoadedModel, PipelineOptions, infer_source
+from tdmi.inference.infer_command import infer_source
+from tdmi.inference.model_loading import LoadedModel
+from tdmi.inference.records import PipelineOptions
 
 one_torch_thread = one_torch_thread  # the fixture, used by every test here
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

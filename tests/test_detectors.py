@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tdmi.errors import CommandError, DataFormatError
+from tdmi.errors import CommandError
 from tdmi.inference import detectors
 from tdmi.inference.boxes import iou_matrix
 from tdmi.inference.detectors import (BoxFileDetector, HOGPeopleDetector, hog_window_descriptor, make_detector,

@@ -18,8 +18,9 @@ from tdmi.data.clips import window_offsets
 from tdmi.data.transforms import box_to_center_scale, get_affine_transform, normalize_crops, warp_frames
 from tdmi.errors import CheckpointError
 from tdmi.evaluation.decode import decode_heatmaps
-from tdmi.inference.pipeline import (LoadedModel, PipelineOptions, VideoPoseEstimator, infer_source,
-                                     load_inference_model)
+from tdmi.inference.infer_command import infer_source
+from tdmi.inference.model_loading import LoadedModel, load_inference_model
+from tdmi.inference.pipeline import PipelineOptions, VideoPoseEstimator
 
 SIZE = (160, 120)
 LOOSE = {"tube_scale_tolerance": 10.0, "tube_shift_tolerance": 10.0}
@@ -341,9 +342,9 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path):
 
 
 def test_without_checkpoint_the_small_model_is_random_and_said_so(tmp_path, capsys, monkeypatch):
-    import tdmi.inference.pipeline as pipeline
+    import tdmi.inference.model_loading as model_loading
 
-    monkeypatch.setattr(pipeline, "shipped_checkpoint", lambda: None)
+    monkeypatch.setattr(model_loading, "shipped_checkpoint", lambda: None)
     loaded = load_inference_model(None)
     assert loaded.random_init and "RANDOM" in loaded.description
     assert loaded.config.model.backbone.width == 8 and loaded.config.model.input_size == [96, 128]

@@ -7,7 +7,6 @@ parity with the kit (anDoer/PoseTrack21 ``eval/posetrack21``, which needs numpy 
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np

@@ -82,7 +82,7 @@ def _run_info(args) -> int:
 
 def _info_checkpoint(args) -> int:
     """``tdmi info --checkpoint FILE``: what the checkpoint is, then its model's summary."""
-    from tdmi.inference.pipeline import load_inference_model
+    from tdmi.inference.model_loading import load_inference_model
     from tdmi.models.summary import print_model_summary
 
     loaded = load_inference_model(args.checkpoint, args.config, args.overrides)
@@ -251,7 +251,7 @@ def _add_infer(sub) -> None:
 
 
 def _run_infer(args) -> int:
-    from tdmi.inference.pipeline import infer_command
+    from tdmi.inference.infer_command import infer_command
 
     return infer_command(args)
 

@@ -29,8 +29,9 @@ import numpy as np
 
 from tdmi.data.fileio import atomic_write_json, read_json
 from tdmi.errors import CommandError
-from tdmi.inference.pipeline import (RANDOM_INIT_BANNER, InferOutcome, PipelineOptions, infer_source,
-                                     load_inference_model, resolve_device)
+from tdmi.inference.infer_command import InferOutcome, infer_source
+from tdmi.inference.model_loading import RANDOM_INIT_BANNER, load_inference_model, resolve_device
+from tdmi.inference.records import PipelineOptions
 
 #: Frames and frame size of the synthetic demo clip (small: the whole demo runs in seconds on a laptop CPU).
 DEMO_FRAMES = 24

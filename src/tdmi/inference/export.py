@@ -238,7 +238,7 @@ def export_command(args) -> int:
     """``tdmi export [--checkpoint FILE] --format onnx [--out DIR]``."""
     import sys
 
-    from tdmi.inference.pipeline import RANDOM_INIT_BANNER, load_inference_model
+    from tdmi.inference.model_loading import RANDOM_INIT_BANNER, load_inference_model
 
     if args.format != "onnx":
         raise CommandError(f"--format {args.format!r}: only onnx is supported")

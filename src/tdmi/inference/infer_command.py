@@ -1,0 +1,273 @@
+"""``tdmi infer``: inputs checked first, the model and detector loaded once, each input estimated and written.
+
+One PoseTrack18-style JSON per input (``<out>/<stem>.json``), optionally an MP4 with the skeletons, and the image
+detector's boxes as a cache (:mod:`tdmi.inference.detection_cache`). Files are written atomically when an input is
+finished; a failing input is said once and leaves earlier outputs untouched.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from tdmi import __version__
+from tdmi.data.fileio import atomic_write_json
+from tdmi.errors import CommandError, DataFormatError, TdmiError
+from tdmi.evaluation.writers import POSETRACK18_CATEGORIES, posetrack18_annotation
+from tdmi.inference.sources import FrameSource
+from tdmi.inference.model_loading import (RANDOM_INIT_BANNER, SHIPPED_MODEL_NOTE, LoadedModel,  # noqa: F401
+                                          load_inference_model, resolve_device, shipped_checkpoint)
+from tdmi.inference.pipeline import VideoPoseEstimator
+from tdmi.inference.records import DEFAULT_WINDOW, MAX_NOTES, FramePoses, PipelineOptions, RunStats
+
+
+# ----------------------------------------------------------------------------------------------------------- files
+
+
+def _image_ids(source_stem: str, frames: list[FramePoses]) -> list[int]:
+    """PoseTrack18 ids when every frame name follows the PoseTrack layout (so files line up with GT), else the
+    frames' source indices."""
+    from tdmi.data.posetrack import posetrack18_image_id
+
+    try:
+        ids = [posetrack18_image_id(f"{source_stem}/{Path(f.name).stem}.jpg") for f in frames]
+    except (DataFormatError, ValueError):
+        return [f.index for f in frames]
+    return ids if len(set(ids)) == len(ids) else [f.index for f in frames]
+
+
+def poses_document(frames: list[FramePoses], source_stem: str, kind: str, meta: dict) -> dict:
+    """The PoseTrack18-style JSON of one input: ``images`` (one per decoded frame, in order), ``annotations`` (17-slot
+    ``keypoints`` whose third value is the joint score, ``scores``, ``track_id``, ``bbox``, ``score``),
+    ``categories``, and run information under ``"tdmi"`` (poseval ignores unknown keys)."""
+    ids = _image_ids(source_stem, frames)
+    images, annotations = [], []
+    for frame, image_id in zip(frames, ids):
+        file_name = f"{source_stem}/{frame.name}" if kind != "video" else f"{source_stem}/{frame.index:06d}.jpg"
+        images.append({"id": image_id, "file_name": file_name, "frame_id": image_id, "frame_index": frame.index,
+                       "nframes": len(frames), "width": frame.size[0], "height": frame.size[1]})
+        for person in frame.people:
+            annotation = posetrack18_annotation(person.prediction(), image_id, len(annotations),
+                                                f"{source_stem} frame {frame.name}")
+            annotation["bbox"] = [round(float(v), 2) for v in person.box]
+            annotation["id"] = len(annotations)
+            annotations.append(annotation)
+    return {"images": images, "annotations": annotations, "categories": POSETRACK18_CATEGORIES, "tdmi": meta}
+
+
+@dataclass
+class InferOutcome:
+    """What :func:`infer_source` wrote and measured."""
+
+    json_path: Path
+    video_path: Optional[Path]
+    stats: RunStats
+    people: int
+    tracks: int
+    notes: list[str] = field(default_factory=list)
+    frames: list[FramePoses] = field(default_factory=list)
+
+
+def _output_stem(spec: str, taken: set[str]) -> str:
+    path = Path(spec)
+    stem = path.name if path.is_dir() else path.stem
+    stem = stem or "input"
+    candidate, number = stem, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{stem}_{number}"
+    taken.add(candidate)
+    return candidate
+
+
+def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detector_description: str,
+                 options: PipelineOptions, device: torch.device, *, render: bool = False,
+                 output_stem: Optional[str] = None, progress: bool = True,
+                 reuse_detections: bool = True) -> InferOutcome:
+    """Run one video / frame folder / image and write ``<out>/<stem>.json`` (and ``<stem>.mp4`` with ``render``).
+
+    Files are written atomically when the input is finished; an error leaves earlier files as they were and no
+    partial file of this input. An image detector's boxes are cached in ``<out>/<stem>.boxes.json`` and reused by
+    the next run on the same input with the same detector (:mod:`tdmi.inference.detection_cache`), unless
+    ``reuse_detections`` is False.
+
+    Raises:
+        FileNotFoundError, DataFormatError: the input cannot be read (messages name it).
+    """
+    from tdmi.inference.detection_cache import RecordingDetector, cache_key, cache_path, load_cached_detector
+    from tdmi.inference.detectors import BoxFileDetector
+    from tdmi.inference.render import VideoWriter, draw_people
+    from tdmi.inference.sources import open_source
+
+    source: FrameSource = open_source(spec)
+    stem = output_stem or _output_stem(spec, set())
+    box_file = detector if isinstance(detector, BoxFileDetector) else None
+    if box_file is not None:
+        if len(box_file.sequences) > 1:
+            box_file.select_sequence(source.info.name)
+        box_file.frames_seen = box_file.frames_matched = 0  # counted per input
+    recorder, cache_file, key, cache_note = None, None, None, None
+    if box_file is None and source.info.kind != "webcam":
+        cache_file = cache_path(out_dir, stem)
+        key = cache_key(spec, detector_description)
+        cached = load_cached_detector(cache_file, key) if reuse_detections else None
+        if cached is not None:
+            detector = cached
+            cache_note = (f"{source.info.name}: boxes reused from {cache_file} (same input, same detector); "
+                          f"--redetect runs the detector again")
+        elif key is not None:
+            detector = recorder = RecordingDetector(detector)
+    estimator = VideoPoseEstimator(loaded.model, loaded.config, options, device)
+    collected: list[FramePoses] = []
+    try:
+        writer = VideoWriter(out_dir / f"{stem}.mp4", source.info.fps, (source.info.width, source.info.height)) \
+            if render else None
+    except BaseException:
+        source.close()  # the writer could not start: release the decoder before reporting
+        raise
+
+    def emit(frame: FramePoses, image: np.ndarray) -> None:
+        for person in frame.people:
+            person.heatmaps = None  # never keep maps of a whole video
+        collected.append(frame)
+        if writer is not None:
+            people = frame.people
+            writer.write(draw_people(
+                image, np.stack([p.box for p in people]) if people else None, [p.track_id for p in people],
+                np.stack([p.keypoints for p in people]) if people else None,
+                np.stack([p.heatmap_scores for p in people]) if people else None))
+
+    try:
+        with source, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            stats = estimator.run(source, detector, emit, progress=progress, total=source.info.frame_count,
+                                  description=f"infer {source.info.name}")
+        video_path = writer.close() if writer is not None else None
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if recorder is not None:
+        recorder.write(cache_file, source.info.name, key)
+    notes = list(dict.fromkeys(str(w.message) for w in caught))
+    if cache_note is not None:
+        notes.insert(0, cache_note)
+    if len(notes) > MAX_NOTES:  # e.g. a box cap hit in every frame: the first ones tell the story
+        notes = notes[:MAX_NOTES] + [f"... and {len(notes) - MAX_NOTES} more warnings like these"]
+    if writer is not None and writer.note:
+        notes.append(writer.note)
+    people = sum(len(f.people) for f in collected)
+    tracks = len({p.track_id for f in collected for p in f.people})
+    if box_file is not None and box_file.frames_seen and box_file.frames_matched == 0:
+        notes.append(f"{source.info.name}: the boxes file has no entry for any of its {box_file.frames_seen} frames "
+                     "(frame names or indices do not match); no poses were estimated")
+    if people == 0:
+        notes.append(f"{source.info.name}: no person was detected in any frame; the JSON lists the frames with no "
+                     f"annotations")
+    meta = {
+        "tdmi_version": __version__, "source": str(spec), "source_kind": source.info.kind, "fps": source.info.fps,
+        "model": loaded.description, "checkpoint": str(loaded.checkpoint) if loaded.checkpoint else None,
+        "random_init": loaded.random_init, "detector": detector_description, "mode": options.mode,
+        "online": options.online, "window": options.window, "delta": int(loaded.config.model.delta),
+        "padding": options.padding or loaded.config.data.padding, "device": str(device),
+        "throughput": stats.to_json(),
+        "skipped_frames": [{"index": i, "name": n, "reason": r} for i, n, r in source.skipped],
+        "size_changes": [{"index": i, "size": list(s)} for i, s in source.size_changes],
+        "gaps": [{"before": g.before, "after": g.after, "missing": g.missing} for g in source.info.gaps],
+        "truncated": source.truncated, "notes": notes,
+    }
+    json_path = out_dir / f"{stem}.json"
+    atomic_write_json(json_path, poses_document(collected, Path(source.info.name).stem if source.info.kind == "video"
+                                                else source.info.name, source.info.kind, meta))
+    return InferOutcome(json_path, video_path, stats, people, tracks, notes, collected)
+
+
+def infer_command(args) -> int:
+    """``tdmi infer INPUT... [--checkpoint FILE] [--config FILE] [--boxes FILE | --detector NAME] [--out DIR]
+    [--render] [--online] [--mode tube|exact] [--window N] [--device cpu|cuda]``."""
+    from tdmi.inference.detectors import HOGPeopleDetector, make_detector
+    from tdmi.inference.sources import open_source
+
+    # Inputs first: a missing or undecodable input is said once, before a model or detector is loaded and before
+    # anything is written.
+    failures: list[str] = []
+    inputs = []
+    for spec in args.inputs:
+        try:
+            with open_source(spec):
+                inputs.append(spec)
+        except (TdmiError, FileNotFoundError) as err:
+            failures.append(_input_error(spec, err))
+    if not inputs:
+        raise CommandError(failures[0] if len(failures) == 1 else
+                           f"none of the {len(failures)} inputs can be read: {'; '.join(failures)}")
+    for failure in failures:
+        print(f"tdmi infer: error: {failure} (skipped)", file=sys.stderr)
+
+    device = resolve_device(args.device)
+    loaded = load_inference_model(args.checkpoint, args.config, args.overrides, device)
+    if loaded.random_init:
+        print(RANDOM_INIT_BANNER, file=sys.stderr)
+    detector, detector_description = make_detector(args.detector, args.boxes, device=str(device),
+                                                   box_score_threshold=loaded.config.data.box_score_threshold,
+                                                   layout=getattr(args, "detector_layout", "auto"))
+    print(f"model: {loaded.description}")
+    for note in loaded.notes:
+        print(f"note: {note}")
+    shipped = shipped_checkpoint()
+    if shipped is not None and loaded.checkpoint is not None and Path(loaded.checkpoint).resolve() == shipped.resolve():
+        print(SHIPPED_MODEL_NOTE)
+    print(f"detector: {detector_description}")
+    if isinstance(detector, HOGPeopleDetector):
+        print("note: the HOG detector is weak (upright, unoccluded, large people only); poses can only be as good "
+              "as the boxes. Pass --boxes FILE with a stronger detector's output when you have one.")
+    options = PipelineOptions(mode=args.mode, online=args.online, window=getattr(args, "window", DEFAULT_WINDOW))
+    print(f"mode: {options.mode}{' (online, causal clips)' if options.online else ''}, delta="
+          f"{loaded.config.model.delta}, window={options.window}, device={device}")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    outcomes: list[InferOutcome] = []
+    for spec in inputs:
+        try:
+            outcome = infer_source(spec, out_dir, loaded, detector, detector_description, options, device,
+                                   render=args.render, output_stem=_output_stem(spec, taken),
+                                   reuse_detections=not getattr(args, "redetect", False))
+        except (TdmiError, FileNotFoundError) as err:
+            failures.append(_input_error(spec, err))
+            print(f"tdmi infer: error: {failures[-1]}", file=sys.stderr)
+            continue
+        outcomes.append(outcome)
+        for note in outcome.notes:
+            print(f"note: {note}", file=sys.stderr)
+        s = outcome.stats
+        print(f"{spec}: {s.frames} frames, {outcome.people} person-frames in {outcome.tracks} tracks, "
+              f"{s.person_frames_per_second:.1f} person-frames/s (pose), {s.encodes_per_person_frame:.2f} "
+              f"backbone encodes per person-frame -> {outcome.json_path}"
+              + (f" and {outcome.video_path}" if outcome.video_path else ""))
+    frames = sum(o.stats.frames for o in outcomes)
+    person_frames = sum(o.stats.person_frames for o in outcomes)
+    pose_seconds = sum(o.stats.pose_seconds for o in outcomes)
+    encodes = sum(o.stats.encoded_crops for o in outcomes)
+    rate = person_frames / pose_seconds if pose_seconds > 0 else 0.0
+    per = encodes / person_frames if person_frames else 0.0
+    failed = f", {len(failures)} failed" if failures else ""
+    print(f"infer: {len(outcomes)} of {len(args.inputs)} inputs done{failed}, {frames} frames, {person_frames} "
+          f"person-frames, {rate:.1f} person-frames/s, {per:.2f} encodes/person-frame ({options.mode}"
+          f"{', online' if options.online else ''}){' [RANDOM WEIGHTS]' if loaded.random_init else ''}; "
+          f"wrote {out_dir}")
+    if failures and not outcomes:
+        return 2  # every failure has been printed once already
+    return 1 if failures else 0
+
+
+def _input_error(spec, err: BaseException) -> str:
+    """The error's text, led by the input once (most messages already start with the path)."""
+    text = str(err)
+    return text if text.startswith(str(spec)) else f"{spec}: {text}"
