@@ -96,3 +96,22 @@ def test_fingerprint_follows_files_and_ignores_nothing_else(tmp_path):
     (folder / "000001.jpg").write_bytes(b"b")
     assert input_fingerprint(str(folder)) != before
     assert input_fingerprint(str(tmp_path / "missing.mp4")) is None and cache_key("0", "hog") is None
+
+
+def test_infer_writes_the_pose_trackers_ids_which_bridge_a_gap(tmp_path):
+    model, cfg = tiny_model()
+    boxes = [np.float32([[20 + 4 * t, 20, 40, 90]]) for t in range(16)]
+    images = frames_with_people(boxes)
+    for t in range(4, 11):
+        boxes[t] = np.zeros((0, 4), np.float32)  # the detector misses the person for 7 frames
+    folder = write_frames(tmp_path / "gap", images)
+    loaded = LoadedModel(model, cfg, "tiny", True, None)
+    ids = {}
+    for tracker in ("iou", "pose"):
+        outcome = infer_source(str(folder), tmp_path / tracker, loaded, ListDetector(boxes), "test boxes",
+                               PipelineOptions(tracker=tracker), torch.device("cpu"), progress=False)
+        document = json.loads(outcome.json_path.read_text())
+        ids[tracker] = {a["track_id"] for a in document["annotations"]}
+        assert document["tdmi"]["tracker"] == tracker
+    assert len(ids["iou"]) == 2  # its 5-frame gap tolerance loses the person
+    assert len(ids["pose"]) == 1

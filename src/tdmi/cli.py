@@ -236,6 +236,9 @@ def _add_infer(sub) -> None:
                    help="output layout and preprocessing of an .onnx detector (default: read from the file)")
     p.add_argument("--out", default="tdmi-out", help="output folder (default tdmi-out)")
     p.add_argument("--render", action="store_true", help="also write an MP4 with skeletons coloured per track")
+    p.add_argument("--tracker", choices=["pose", "iou"], default="pose",
+                   help="track ids written: pose (IoU + OKS on the estimated poses, re-identifies people across "
+                        "10-frame gaps; the default) or iou (boxes only); docs/tracking-metrics.md")
     p.add_argument("--redetect", action="store_true",
                    help="run the detector even when OUT/<input>.boxes.json holds its boxes for this input (a rerun "
                         "on the same input and detector reuses them by default)")

@@ -89,7 +89,7 @@ def demo_command(args) -> int:
     if loaded.random_init:
         print(RANDOM_INIT_BANNER, file=sys.stderr)
     print(f"model: {loaded.description}")
-    options = PipelineOptions(mode="tube")
+    options = PipelineOptions(mode="tube", tracker="pose")  # what `tdmi infer` writes by default
 
     if getattr(args, "video", None):
         detector, detector_description = make_detector(None, None, device=str(device))

@@ -24,6 +24,8 @@ from tdmi.inference.sources import FrameSource
 from tdmi.inference.model_loading import (RANDOM_INIT_BANNER, SHIPPED_MODEL_NOTE, LoadedModel,  # noqa: F401
                                           load_inference_model, resolve_device, shipped_checkpoint)
 from tdmi.inference.pipeline import VideoPoseEstimator
+from tdmi.inference.pose_tracking import FramePeople, PoseTracker
+from tdmi.inference.tracking import MAX_TRACK_ID
 from tdmi.inference.records import DEFAULT_WINDOW, MAX_NOTES, FramePoses, PipelineOptions, RunStats
 
 
@@ -132,9 +134,13 @@ def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detect
         source.close()  # the writer could not start: release the decoder before reporting
         raise
 
+    pose_tracker = PoseTracker() if options.tracker == "pose" else None
+
     def emit(frame: FramePoses, image: np.ndarray) -> None:
         for person in frame.people:
             person.heatmaps = None  # never keep maps of a whole video
+        if pose_tracker is not None:  # frames come in order, with their poses: relabel before writing anything
+            _pose_track_ids(pose_tracker, frame)
         collected.append(frame)
         if writer is not None:
             people = frame.people
@@ -175,6 +181,7 @@ def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detect
         "model": loaded.description, "checkpoint": str(loaded.checkpoint) if loaded.checkpoint else None,
         "random_init": loaded.random_init, "detector": detector_description, "mode": options.mode,
         "online": options.online, "window": options.window, "delta": int(loaded.config.model.delta),
+        "tracker": options.tracker,
         "padding": options.padding or loaded.config.data.padding, "device": str(device),
         "throughput": stats.to_json(),
         "skipped_frames": [{"index": i, "name": n, "reason": r} for i, n, r in source.skipped],
@@ -186,6 +193,24 @@ def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detect
     atomic_write_json(json_path, poses_document(collected, Path(source.info.name).stem if source.info.kind == "video"
                                                 else source.info.name, source.info.kind, meta))
     return InferOutcome(json_path, video_path, stats, people, tracks, notes, collected)
+
+
+def _pose_track_ids(tracker: PoseTracker, frame: FramePoses) -> None:
+    """Give ``frame``'s people the pose-aware tracker's ids (kept below poseval's 10000)."""
+    people = frame.people
+    boxes = np.stack([p.box for p in people]).astype(np.float64) if people else np.zeros((0, 4))
+    keypoints = np.stack([p.keypoints for p in people]).astype(np.float64) if people else np.zeros((0, 17, 2))
+    scores = (np.stack([p.heatmap_scores * p.box_score for p in people]).astype(np.float64) if people
+              else np.zeros((0, 17)))
+    box_scores = np.array([p.box_score for p in people], np.float64)
+    ids = tracker.update(FramePeople(frame.position, boxes, keypoints, scores, box_scores))
+    taken: set[int] = set()
+    for person, track_id in zip(people, ids):
+        new = int(track_id) % MAX_TRACK_ID
+        while new in taken:  # only after 10000 tracks: ids wrap, and must stay unique in the frame
+            new = (new + 1) % MAX_TRACK_ID
+        taken.add(new)
+        person.track_id = new
 
 
 def infer_command(args) -> int:
@@ -227,7 +252,8 @@ def infer_command(args) -> int:
     if isinstance(detector, HOGPeopleDetector):
         print("note: the HOG detector is weak (upright, unoccluded, large people only); poses can only be as good "
               "as the boxes. Pass --boxes FILE with a stronger detector's output when you have one.")
-    options = PipelineOptions(mode=args.mode, online=args.online, window=getattr(args, "window", DEFAULT_WINDOW))
+    options = PipelineOptions(mode=args.mode, online=args.online, window=getattr(args, "window", DEFAULT_WINDOW),
+                              tracker=getattr(args, "tracker", "pose"))
     print(f"mode: {options.mode}{' (online, causal clips)' if options.online else ''}, delta="
           f"{loaded.config.model.delta}, window={options.window}, device={device}")
     out_dir = Path(args.out)

@@ -49,6 +49,9 @@ class PipelineOptions:
             crop (0.1 = 10%); otherwise the window is split.
         tube_shift_tolerance: ... and its centre at most this fraction of the crop size away from the key box's.
         keep_heatmaps: keep each person's heatmaps ``[J, h, w]`` in the results (tests, debugging).
+        tracker: which track ids ``tdmi infer`` writes: ``pose`` (the pose-aware tracker of
+            ``tdmi.inference.pose_tracking``, run on the estimated poses in frame order) or ``iou`` (the IoU
+            tracker's, which also decides the tube crops either way).
     """
 
     mode: str = "tube"
@@ -64,6 +67,7 @@ class PipelineOptions:
     tube_scale_tolerance: float = 0.1
     tube_shift_tolerance: float = 0.1
     keep_heatmaps: bool = False
+    tracker: str = "iou"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -72,6 +76,8 @@ class PipelineOptions:
             raise CommandError(f"the tube window must be >= 1 key frame, got {self.window}")
         if self.encode_batch < 1 or self.decode_batch < 1:
             raise CommandError("encode_batch and decode_batch must be >= 1")
+        if self.tracker not in ("iou", "pose"):
+            raise CommandError(f"tracker must be iou or pose, got {self.tracker!r}")
         if self.padding is not None and self.padding not in PADDING_RULES:
             raise CommandError(f"padding must be one of {', '.join(PADDING_RULES)}, got {self.padding!r}")
 
