@@ -22,8 +22,9 @@ Then, per sequence and per joint independently:
   poseval's table prints it.
 
 Scores play no part: every predicted joint counts, so PoseTrack entries prune low-confidence joints first
-(``tdmi.evaluation.writers``'s joint threshold). Association state is sequential, so a Python loop runs over
-frames and joints, on small per-frame matrices; distances are computed vectorised per frame.
+(``tdmi test --track`` writes such a submission, ``tdmi.engine.test_tracking``). Association state is
+sequential, so a Python loop runs over frames and joints, on small per-frame matrices; distances are computed
+vectorised per frame.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ tracking submission.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -210,22 +210,3 @@ def dense_ids(ids: Sequence[np.ndarray], kept: Sequence[np.ndarray]) -> list[np.
         keys = [int(frame_ids[p]) if frame_ids[p] >= 0 else ("untracked", position, int(p)) for p in people]
         out.append(np.array([mapping.setdefault(k, len(mapping)) for k in keys], np.int64))
     return out
-
-
-def tracking_summary(ids: Sequence[np.ndarray]) -> dict[str, float]:
-    """Track count and mean length (frames) of a sequence's ids, for reports without ground truth."""
-    lengths: dict[int, int] = {}
-    for frame_ids in ids:
-        for i in frame_ids:
-            if i >= 0:
-                lengths[int(i)] = lengths.get(int(i), 0) + 1
-    return {"tracks": len(lengths), "mean_length": float(np.mean(list(lengths.values()))) if lengths else 0.0}
-
-
-def frames_from_predictions(rows: Sequence[tuple[int, np.ndarray, np.ndarray, np.ndarray, float]]
-                            ) -> Optional[FramePeople]:
-    """Helper: one frame from ``(frame_index, box, keypoints, joint_scores, box_score)`` rows (None if empty)."""
-    if not rows:
-        return None
-    return FramePeople(int(rows[0][0]), np.stack([r[1] for r in rows]), np.stack([r[2] for r in rows]),
-                       np.stack([r[3] for r in rows]), np.array([r[4] for r in rows], np.float64))
