@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -24,7 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the synthetic PoseTrack generator sha
 sys.path.insert(0, str(ROOT / "src"))
 
 from posetrack_gen import make_gt_sequence, make_predictions, write_sequences  # noqa: E402
-from tdmi.evaluation.posetrack_ap import evaluate_dirs, evaluate_sequences  # noqa: E402
+from tdmi.evaluation.posetrack_ap import evaluate_dirs, evaluate_sequences, reader_processes  # noqa: E402
 
 
 def best_of(repeats: int, fn) -> tuple[float, object]:
@@ -64,10 +65,13 @@ def main() -> int:
         finally:
             posetrack_files._orjson = parser_module
         assert stdlib_result.table == result.table
+        t_serial, serial_result = best_of(args.repeats, lambda: evaluate_dirs(gt_dir, pred_dir, workers=1))
+        assert serial_result.table == result.table
         t_mem, _ = best_of(args.repeats, lambda: evaluate_sequences(gts, preds))
         t_pt21, _ = best_of(args.repeats, lambda: evaluate_dirs(gt_dir, pred_dir, protocol="pt21"))
         rows += [("tdmi evaluate_dirs (read JSON + AP)", t_dirs),
                  ("tdmi evaluate_dirs, stdlib json reader", t_stdlib),
+                 ("tdmi evaluate_dirs, 1 reader process", t_serial),
                  ("tdmi evaluate_sequences (in memory)", t_mem),
                  ("tdmi evaluate_dirs, pt21 protocol", t_pt21)]
         t_official, official_mean = None, None
@@ -109,6 +113,7 @@ def main() -> int:
     people = sum(len(g["annotations"]) for g in gts.values())
     print(f"{args.sequences} sequences, {result.num_frames} evaluated frames, {people} GT people, "
           f"{result.num_predicted_people} predicted people; Mean AP {result.table['Mean']:.2f}")
+    print(f"`tdmi evaluate` reads the files in {reader_processes(args.sequences)} processes on {os.cpu_count()} cores")
     print(f"{'method':<40} {'seconds':>9} {'vs poseval':>11}")
     for name, seconds in rows:
         ratio = f"{t_official / seconds:10.1f}x" if t_official else "        n/a"
@@ -131,6 +136,7 @@ def main() -> int:
         "tracking_speedup_vs_poseval": {name: (t_track_official / s if t_track_official else None)
                                         for name, s in track_rows},
         "mota_total": float(track_result.mota[-1]), "mota_identical_to_poseval": mota_identical,
+        "reader_processes": reader_processes(args.sequences), "cores": os.cpu_count(),
     }
     Path(args.json_out).write_text(json.dumps(payload, indent=2) + "\n")
     print(f"eval_speed: evaluate_dirs {t_dirs:.2f} s for {args.sequences} sequences; wrote {args.json_out}")

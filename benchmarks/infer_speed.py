@@ -152,6 +152,119 @@ def print_table(title: str, best: dict[str, dict]) -> None:
               f"{row['encodes_per_person_frame']:>12.2f}{row['speedup_vs_naive']:>9.2f}")
 
 
+def _conv_macs(module: torch.nn.Module, output: torch.Tensor) -> int:
+    weight = getattr(module, "weight", None)
+    if weight is None or weight.dim() != 4:
+        return 0
+    return int(output.numel() * weight.shape[1] * weight.shape[2] * weight.shape[3])
+
+
+def time_breakdown(model: torch.nn.Module, input_size: tuple[int, int], num_frames: int, clips: int, repeats: int,
+                   device: torch.device) -> dict:
+    """Where the pose time goes: ``encode`` per frame crop and ``decode`` per clip, the decoder split into its
+    parts (forward hooks timing each part and counting its conv multiply-adds), at the pipeline's batch sizes."""
+    model.eval()
+    width, height = input_size
+    crops = torch.randn(clips * num_frames, 3, height, width, device=device)
+    parts: dict[str, torch.nn.Module] = {}
+    tde = getattr(model, "tde", None)
+    if tde is not None:
+        for i, j in enumerate(tde.stages):
+            parts[f"TDE stage {j + 1} intra-stage fusion"] = tde.intra_stage[i]
+            if tde.modulation is not None:
+                parts[f"TDE stage {j + 1} spatial modulation (DCN)"] = tde.modulation[i]
+        if isinstance(tde.accumulate, torch.nn.ModuleList):  # progressive: the steps are called one by one
+            for k, step in enumerate(tde.accumulate):
+                parts[f"TDE accumulation step {k + 1}"] = step
+        else:
+            parts["TDE accumulation"] = tde.accumulate
+    for name in ("rdm", "spatiotemporal_block", "fusion", "head"):
+        if getattr(model, name, None) is not None:
+            parts[name.replace("_", " ")] = getattr(model, name)
+    seconds = dict.fromkeys(parts, 0.0)
+    macs = dict.fromkeys(parts, 0)
+    starts: dict[str, float] = {}
+    handles = []
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for name, module in parts.items():
+        def pre(_m, _i, name=name):
+            sync()
+            starts[name] = time.perf_counter()
+
+        def post(_m, _i, _o, name=name):
+            sync()
+            seconds[name] += time.perf_counter() - starts[name]
+
+        handles.append(module.register_forward_pre_hook(pre))
+        handles.append(module.register_forward_hook(post))
+        for sub in module.modules():
+            def count(m, _i, output, name=name):
+                if isinstance(output, torch.Tensor):
+                    macs[name] += _conv_macs(m, output)
+            handles.append(sub.register_forward_hook(count))
+    best_encode = best_decode = float("inf")
+    best_parts: dict[str, float] = {}
+    try:
+        with torch.no_grad():
+            for _ in range(repeats + 1):  # the first round warms up
+                sync()
+                start = time.perf_counter()
+                features = model.encode(crops)
+                sync()
+                encode = time.perf_counter() - start
+                clip_features = features._make(f.unflatten(0, (clips, num_frames)) for f in features)
+                seconds.update(dict.fromkeys(parts, 0.0))
+                macs.update(dict.fromkeys(parts, 0))
+                start = time.perf_counter()
+                model.decode(clip_features)
+                sync()
+                decode = time.perf_counter() - start
+                best_encode = min(best_encode, encode)
+                if decode < best_decode:
+                    best_decode, best_parts = decode, dict(seconds)
+    finally:
+        for handle in handles:
+            handle.remove()
+    encode_ms = 1000 * best_encode / (clips * num_frames)
+    decode_ms = 1000 * best_decode / clips
+    rows = {name: {"ms_per_clip": 1000 * best_parts[name] / clips, "mmac_per_clip": macs[name] / clips / 1e6,
+                   "share_of_decode": best_parts[name] / best_decode} for name in parts}
+    accounted = sum(best_parts.values())
+    rows["rest (checks, stacking, HRNet head on the key frame)"] = {
+        "ms_per_clip": 1000 * (best_decode - accounted) / clips, "mmac_per_clip": None,
+        "share_of_decode": (best_decode - accounted) / best_decode}
+    return {"encode_ms_per_crop": encode_ms, "decode_ms_per_clip": decode_ms,
+            "decode_over_encode": decode_ms / encode_ms, "clips": clips, "num_frames": num_frames, "parts": rows}
+
+
+def speedup_bound(num_frames: int, decode_over_encode: float, encodes_per_person_frame: float) -> float:
+    """tube / naive speed from the two costs alone: naive encodes T crops and decodes one clip per person-frame,
+    tube encodes ``encodes_per_person_frame`` crops and decodes one clip."""
+    return (num_frames + decode_over_encode) / (encodes_per_person_frame + decode_over_encode)
+
+
+def print_breakdown(breakdown: dict, tube_rows: dict[str, float]) -> None:
+    e, d = breakdown["encode_ms_per_crop"], breakdown["decode_ms_per_clip"]
+    t = breakdown["num_frames"]
+    print(f"\nwhere the pose time goes ({breakdown['clips']} clips per decode call): encode {e:.2f} ms per frame "
+          f"crop, decode {d:.2f} ms per clip = {d / e:.2f} encodes")
+    print(f"{'decoder part':<52}{'ms/clip':>9}{'share':>8}{'MMAC/clip':>11}")
+    for name, row in breakdown["parts"].items():
+        mmac = f"{row['mmac_per_clip']:>11.1f}" if row["mmac_per_clip"] is not None else f"{'':>11}"
+        print(f"{name:<52}{row['ms_per_clip']:>9.2f}{row['share_of_decode']:>8.1%}{mmac}")
+    ratio = d / e
+    print(f"tube / naive bound from these costs: (T + D/E) / (encodes per person-frame + D/E), T = {t}, D/E = "
+          f"{ratio:.2f}:")
+    for name, encodes in tube_rows.items():
+        print(f"  {name}: {encodes:.2f} encodes/pf -> {speedup_bound(t, ratio, encodes):.2f}x")
+    print(f"  every frame encoded once (1.00 encodes/pf) -> {speedup_bound(t, ratio, 1.0):.2f}x; 4x needs D/E <= "
+          f"{max((t - 4.0) / 3.0, 0.0):.2f} even then")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "tdmi_w8_synth_128x96.yaml"),
@@ -229,6 +342,17 @@ def main() -> int:
           f"{'  [random weights: meaningless]' if loaded.random_init else ''}")
     payload["datasets"]["synthtrack"] = {"sequences": len(clips), "frames_per_sequence": args.synth_frames,
                                          "modes": best, "map_tables": maps, "map_loss_tube": loss}
+    from tdmi.inference.pipeline import PipelineOptions as _Options
+
+    breakdown = time_breakdown(loaded.model, tuple(loaded.config.model.input_size), loaded.config.model.delta * 2 + 1,
+                               _Options().decode_batch, args.repeats + 1, device)
+    tube_rows = {f"{d} tube": v["modes"]["tube"]["encodes_per_person_frame"] for d, v in payload["datasets"].items()}
+    for d, v in payload["datasets"].items():
+        tube = v["modes"]["tube"]
+        tube["speedup_bound_from_costs"] = speedup_bound(breakdown["num_frames"], breakdown["decode_over_encode"],
+                                                         tube["encodes_per_person_frame"])
+    print_breakdown(breakdown, tube_rows)
+    payload["time_breakdown"] = breakdown
     atomic_write_json(args.json_out, payload, indent=2)
     speedups = {d: v["modes"]["tube"]["speedup_vs_naive"] for d, v in payload["datasets"].items()}
     print(f"\ninfer_speed: tube vs naive {', '.join(f'{d} {s:.2f}x' for d, s in speedups.items())} (target >= 4x), "

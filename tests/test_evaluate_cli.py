@@ -66,6 +66,7 @@ def test_malformed_fields_are_one_line_errors_naming_file_and_field(tmp_path: Pa
     gt_dir, pred_dir = make_dirs(tmp_path)
     victim = sorted(pred_dir.glob("*.json"))[0]
     pristine = victim.read_text()
+    gt_pristine = (gt_dir / victim.name).read_text()
     for field, value in (("scores", ["x"] * 17), ("scores", 0.5), ("bbox_head", ["a", 1, 2, 3])):
         data = json.loads(pristine)
         target = data["annotations"][0]
@@ -81,6 +82,7 @@ def test_malformed_fields_are_one_line_errors_naming_file_and_field(tmp_path: Pa
         assert main(["evaluate", "--gt", str(gt_dir), "--pred", str(pred_dir)]) == 2
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert last.startswith("tdmi evaluate: error: ") and f"{field} must be a list of numbers" in last
+    (gt_dir / victim.name).write_text(gt_pristine)  # files are read and checked one sequence at a time
     (tmp_path / "gt" / "folder.json").mkdir()
     assert main(["evaluate", "--gt", str(gt_dir), "--pred", str(pred_dir)]) == 2
     assert "folder.json: cannot be read" in capsys.readouterr().err

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posetrack_gen import gt_as_predictions, make_gt_sequence, to_annolist
+from posetrack_gen import gt_as_predictions, make_gt_sequence, make_predictions, to_annolist, write_sequences
 from tdmi.errors import DataFormatError
-from tdmi.evaluation.posetrack_ap import TABLE_KEYS, evaluate_dirs, evaluate_sequences
+from tdmi.evaluation.posetrack_ap import TABLE_KEYS, evaluate_dirs, evaluate_sequences, list_sequence_files
 from tdmi.keypoints import POSETRACK17, POSETRACK17_TO_POSEVAL15, POSEVAL15
 
 SEQ = "000001_mpii_test"
@@ -334,3 +334,31 @@ def test_unknown_protocol_is_rejected():
     with pytest.raises(ValueError, match="poseval, pt21"):
         evaluate(gt, gt, protocol="coco")
     assert POSEVAL15.num_joints == 15
+
+
+def test_reader_processes_give_the_serial_numbers_and_the_same_first_error(tmp_path: Path):
+    rng = np.random.default_rng(7)
+    gts = {f"{i:06d}_mpii_test": make_gt_sequence(rng, i, num_frames=8, labeled_every=2) for i in range(1, 41)}
+    preds = {name: make_predictions(rng, gt, missing_scores_prob=0.2) for name, gt in gts.items()}
+    for data in list(preds.values())[::5]:  # people without scores or head boxes take the per-person reader
+        data["annotations"][0].pop("scores", None)
+        data["annotations"][-1]["bbox_head"] = None
+    gt_dir, pred_dir = write_sequences(tmp_path / "gt", gts), write_sequences(tmp_path / "pred", preds)
+    for protocol in ("poseval", "pt21"):
+        serial = evaluate_dirs(gt_dir, pred_dir, protocol=protocol, workers=1)
+        for workers in (2, 3):
+            parallel = evaluate_dirs(gt_dir, pred_dir, protocol=protocol, workers=workers)
+            np.testing.assert_array_equal(parallel.per_joint_ap, serial.per_joint_ap)
+            assert parallel.table == serial.table and parallel.sequences == serial.sequences
+    assert serial.table == evaluate_sequences(gts, preds, protocol="pt21").table
+    names = list_sequence_files(gt_dir)
+    (pred_dir / names[25].name).write_text("{ broken")
+    (pred_dir / names[31].name).unlink()
+    errors = []
+    for workers in (1, 3):
+        with pytest.raises(DataFormatError) as err:
+            evaluate_dirs(gt_dir, pred_dir, workers=workers)
+        errors.append(str(err.value))
+    assert errors[0] == errors[1] and names[25].name in errors[0] and "not valid JSON" in errors[0]
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        evaluate_dirs(gt_dir, pred_dir, workers=0)

@@ -27,8 +27,8 @@ def _parser(subparsers, name: str, help_text: str, example: str) -> argparse.Arg
 
 def _add_threads_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", default="auto",
-                   help="CPU threads: a number, or auto (default): the cores other processes leave free, by the "
-                        "load average; OMP_NUM_THREADS wins over auto")
+                   help="CPU threads: a number, or auto (default): the cores other processes leave free, by a 0.2 s "
+                        "look at the CPU time they use; OMP_NUM_THREADS wins over auto")
 
 
 def _add_config_options(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -135,6 +135,16 @@ def _run_prepare(args) -> int:
 # ------------------------------------------------------------------------------------------------------------ evaluate
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_evaluate(sub) -> None:
     p = _parser(sub, "evaluate", "PoseTrack mAP of prediction files, identical to the official poseval",
                 "tdmi evaluate --gt data/posetrack18/annotations/val --pred runs/test/predictions --track")
@@ -152,6 +162,9 @@ def _add_evaluate(sub) -> None:
                    help="with --protocol pt21 --track: count an empty frame's own joints, not the whole sequence's, "
                         "as the kit does (docs/tracking-metrics.md); published PT21 numbers have the kit's rule")
     p.add_argument("--json-out", help="write the table (8 keys, percent) and per-joint APs as JSON")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="processes that read and check the files (default: one per 16 files, up to the cores, at "
+                        "most 8; 1 = this process only); the numbers do not depend on it")
     p.set_defaults(run=_run_evaluate)
 
 

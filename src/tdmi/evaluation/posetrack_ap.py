@@ -43,7 +43,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Optional
+from typing import Any, Iterable, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -59,6 +59,7 @@ from tdmi.evaluation.posetrack_files import (  # noqa: F401  (re-exported: the r
     _PT21_TO_POSEVAL, _POSEVAL_NAMES, _People, _PosevalFile, _empty_predictions, _prepare_poseval,
     _read_poseval_file, read_json)
 from tdmi.evaluation.pt21_files import _Pt21File, _prepare_pt21, _read_pt21_file  # noqa: F401
+from tdmi.evaluation.parallel import map_in_order, reader_processes  # noqa: F401  (reader_processes: API)
 
 
 #: Keys of the paper-style table, in print order. "Mean" is poseval's "Total".
@@ -260,9 +261,9 @@ def _nan_excluding_mean(values: np.ndarray) -> float:
     return float(column[idxs, 0].mean())
 
 
-def _compute_result(gt: _People, pred: _People, num_frames: int, protocol: str, sequences: list[str],
-                    missing: list[str]) -> APResult:
-    labels = _match_labels(gt, pred, num_frames)
+def _compute_result(gt: _People, pred: _People, labels: np.ndarray, num_frames: int, protocol: str,
+                    sequences: list[str], missing: list[str]) -> APResult:
+    """The table from all evaluated frames' people and the matching's ``labels [NP, 15]``."""
     pt21 = protocol == "pt21"
     ap = np.zeros(NUM_JOINTS)
     pre = np.zeros(NUM_JOINTS)
@@ -324,12 +325,7 @@ def evaluate_sequences(
     names = sorted(gt) if protocol == "pt21" else list(gt)
     if not names:
         raise DataFormatError("no ground-truth sequences to evaluate")
-    gt_parts: list[_People] = []
-    pr_parts: list[_People] = []
-    offsets: list[int] = []
-    frame_sources: list[str] = []
-    missing: list[str] = []
-    total = 0
+    prepared: list[_Prepared] = []
     iterator: Iterable[str] = names
     if progress:
         from tqdm import tqdm
@@ -337,32 +333,67 @@ def evaluate_sequences(
         iterator = tqdm(names, desc="evaluate", unit="seq", file=sys.stderr)
     for name in iterator:
         gt_source, pred_source = (sources or {}).get(name, (f"GT {name}", f"prediction {name}"))
-        pred_data = predictions.get(name)
-        if pred_data is None and not allow_missing:
-            raise DataFormatError(f"{pred_source}: no prediction file for GT sequence {name} ({gt_source}); "
-                                  f"every GT sequence needs one (or pass --allow-missing)")
-        if pred_data is None:
-            missing.append(name)
-        if protocol == "poseval":
-            gt_file = _read_poseval_file(gt[name], gt_source, is_gt=True)
-            pred_file = (_read_poseval_file(pred_data, pred_source, is_gt=False) if pred_data is not None
-                         else _empty_predictions(gt_file.num_frames, pred_source))
-            gt_people, pr_people, frame_names = _prepare_poseval(gt_file, pred_file)
-        else:
-            gt_file21 = _read_pt21_file(gt[name], gt_source, is_gt=True)
-            if pred_data is None:
-                pred_data = {"images": [{"id": i} for i in gt_file21.image_ids], "annotations": []}
-            pred_file21 = _read_pt21_file(pred_data, pred_source, is_gt=False)
-            gt_people, pr_people, frame_names = _prepare_pt21(gt_file21, pred_file21)
-        gt_parts.append(gt_people)
-        pr_parts.append(pr_people)
-        offsets.append(total)
-        frame_sources.extend(f"{gt_source} frame {n}" for n in frame_names)
-        total += len(frame_names)
-    gt_all = _People.concat(gt_parts, offsets)
-    pr_all = _People.concat(pr_parts, offsets)
+        prepared.append(_prepare_sequence(name, gt[name], predictions.get(name), protocol, allow_missing,
+                                          gt_source, pred_source))
+    return _combine(names, prepared, protocol)
+
+
+@dataclass
+class _Prepared:
+    """One sequence after its files are read and cleaned: what the matching needs, nothing of the JSON."""
+
+    gt: _People
+    pred: _People
+    labels: np.ndarray  # [NP, 15] the matching's true positives (frames are matched independently)
+    frame_sources: list[str]  # "<GT file> frame <name>" per evaluated frame, for error messages
+    missing: bool  # no prediction file (scored as all misses)
+
+
+def _prepare_sequence(name: str, gt_data: dict, pred_data: Optional[dict], protocol: str, allow_missing: bool,
+                      gt_source: str, pred_source: str) -> _Prepared:
+    if pred_data is None and not allow_missing:
+        raise DataFormatError(f"{pred_source}: no prediction file for GT sequence {name} ({gt_source}); "
+                              f"every GT sequence needs one (or pass --allow-missing)")
+    missing = pred_data is None
+    if protocol == "poseval":
+        gt_file = _read_poseval_file(gt_data, gt_source, is_gt=True)
+        pred_file = (_read_poseval_file(pred_data, pred_source, is_gt=False) if pred_data is not None
+                     else _empty_predictions(gt_file.num_frames, pred_source))
+        gt_people, pr_people, frame_names = _prepare_poseval(gt_file, pred_file)
+    else:
+        gt_file21 = _read_pt21_file(gt_data, gt_source, is_gt=True)
+        if missing:
+            pred_data = {"images": [{"id": i} for i in gt_file21.image_ids], "annotations": []}
+        pred_file21 = _read_pt21_file(pred_data, pred_source, is_gt=False)
+        gt_people, pr_people, frame_names = _prepare_pt21(gt_file21, pred_file21)
+    # matching runs here, per sequence, so that it runs in the reader processes too
+    labels = _match_labels(gt_people, pr_people, len(frame_names))
+    return _Prepared(gt_people, pr_people, labels, [f"{gt_source} frame {n}" for n in frame_names], missing)
+
+
+def _read_and_prepare(task: tuple[str, str, str, str, bool]) -> _Prepared:
+    """Read one sequence's GT and prediction files and clean them (runs in the reader processes)."""
+    name, gt_path, pred_path, protocol, allow_missing = task
+    gt_data = read_json(gt_path)
+    pred_data = None
+    if os.path.isfile(pred_path):
+        pred_data = read_json(pred_path)
+    elif not allow_missing:
+        raise DataFormatError(f"{pred_path}: prediction file missing for GT sequence {gt_path} "
+                              f"(every GT sequence needs one; --allow-missing scores it as all misses)")
+    return _prepare_sequence(name, gt_data, pred_data, protocol, allow_missing, gt_path, pred_path)
+
+
+def _combine(names: list[str], prepared: Sequence[_Prepared], protocol: str) -> APResult:
+    offsets = np.cumsum([0] + [len(p.frame_sources) for p in prepared])[:-1].tolist()
+    gt_all = _People.concat([p.gt for p in prepared], offsets)
+    pr_all = _People.concat([p.pred for p in prepared], offsets)
+    frame_sources = [source for p in prepared for source in p.frame_sources]
+    total = len(frame_sources)
     _check_head_boxes(gt_all, pr_all, total, frame_sources)
-    return _compute_result(gt_all, pr_all, total, protocol, names, missing)
+    missing = [name for name, p in zip(names, prepared) if p.missing]
+    labels = (np.concatenate([p.labels for p in prepared]) if prepared else np.zeros((0, NUM_JOINTS), bool))
+    return _compute_result(gt_all, pr_all, labels, total, protocol, names, missing)
 
 
 def list_sequence_files(gt_dir: str | os.PathLike, protocol: Protocol = "poseval") -> list[Path]:
@@ -377,8 +408,12 @@ def evaluate_dirs(
     protocol: Protocol = "poseval",
     allow_missing: bool = False,
     progress: bool = False,
+    workers: Optional[int] = None,
 ) -> APResult:
     """AP of a folder of prediction files against a folder of per-sequence GT files (same file names).
+
+    ``workers`` processes read and clean the files (default: :func:`reader_processes`; 1 = this process only);
+    the numbers do not depend on it.
 
     GT files are taken in the order poseval takes them (``glob``, filesystem order) for ``poseval``; that order
     only matters for exact score ties across sequences. Errors (missing folder or file, malformed file, frame
@@ -393,25 +428,10 @@ def evaluate_dirs(
     files = list_sequence_files(gt_dir, protocol)
     if not files:
         raise DataFormatError(f"{gt_dir}: no *.json ground-truth files")
-    gt: dict[str, dict] = {}
-    predictions: dict[str, Optional[dict]] = {}
-    sources: dict[str, tuple[str, str]] = {}
-    iterator: Iterable[Path] = files
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(files, desc="read", unit="seq", file=sys.stderr, leave=False)
-    for path in iterator:
-        name = path.stem
-        pred_path = pred_dir / path.name
-        sources[name] = (str(path), str(pred_path))
-        gt[name] = read_json(path)
-        if pred_path.is_file():
-            predictions[name] = read_json(pred_path)
-        elif not allow_missing:
-            raise DataFormatError(f"{pred_path}: prediction file missing for GT sequence {path} "
-                                  f"(every GT sequence needs one; --allow-missing scores it as all misses)")
-    return evaluate_sequences(gt, predictions, protocol, allow_missing, sources=sources)
+    tasks = [(path.stem, str(path), str(pred_dir / path.name), protocol, allow_missing) for path in files]
+    prepared = map_in_order(_read_and_prepare, tasks, reader_processes(len(tasks), workers),
+                            progress="read" if progress else None)
+    return _combine([t[0] for t in tasks], prepared, protocol)
 
 
 # -------------------------------------------------------------------------------------------------------- CLI
@@ -425,7 +445,7 @@ def write_json_atomic(path: str | os.PathLike, payload: Any, indent: Optional[in
 def evaluate_command(args) -> int:
     """``tdmi evaluate --gt DIR --pred DIR [--protocol poseval|pt21] [--allow-missing] [--track] [--json-out FILE]``."""
     result = evaluate_dirs(args.gt, args.pred, protocol=args.protocol, allow_missing=args.allow_missing,
-                           progress=True)
+                           progress=True, workers=getattr(args, "workers", None))
     print(f"PoseTrack AP ({result.protocol} protocol): {result.num_sequences} sequences, "
           f"{result.num_frames} frames evaluated")
     print(result.format_table())
@@ -446,7 +466,8 @@ def evaluate_command(args) -> int:
     elif getattr(args, "track", False):
         from tdmi.evaluation.posetrack_mota import evaluate_tracking_dirs
 
-        tracking = evaluate_tracking_dirs(args.gt, args.pred, allow_missing=args.allow_missing, progress=True)
+        tracking = evaluate_tracking_dirs(args.gt, args.pred, allow_missing=args.allow_missing, progress=True,
+                                          workers=getattr(args, "workers", None))
         print(f"PoseTrack tracking (poseval --evalPoseTracking): {tracking.num_sequences} sequences, "
               f"{tracking.num_frames} frames (each sequence's last evaluated frame is not counted, as in poseval)")
         print(tracking.format_table())

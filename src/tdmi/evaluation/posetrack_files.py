@@ -195,6 +195,18 @@ def _check_track_ids(track_ids: list, frame_of: list[int], frame_names: list[str
                                   f"{frame_names[int(bad_frame)]!r}; track ids must be unique within a frame")
 
 
+def _uniform_rows(rows: list, min_width: int) -> Optional[np.ndarray]:
+    """``[len(rows), W]`` float64 when every row is a list of at least ``min_width`` numbers of one length W,
+    else None (the caller then reads row by row)."""
+    if not rows or any(not isinstance(row, list) or len(row) < min_width for row in rows):
+        return None
+    try:
+        arr = np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.ndim == 2 else None
+
+
 def _track_id_array(track_ids: list) -> np.ndarray:
     """Track ids as float64 ``[N]`` (NaN where absent); :func:`_check_track_ids` has already checked them."""
     return np.asarray([np.nan if t is None else float(t) for t in track_ids], dtype=np.float64)
@@ -260,7 +272,10 @@ def _read_posetrack18_poseval(data: dict, source: str, is_gt: bool) -> _PosevalF
     # poseval converts only the first video of a file (images grouped by the folder token of file_name).
     if images:
         first = _video_token(file_names[0])
-        kept = [i for i, name in enumerate(file_names) if _video_token(name) == first]
+        folders = [os.path.dirname(str(name)) for name in file_names]
+        # a sequence has one or two folders: tokenise each folder name once
+        tokens = {folder: os.path.basename(folder).split("_")[0] for folder in set(folders)}
+        kept = [i for i, folder in enumerate(folders) if tokens[folder] == first]
     else:
         kept = []
     by_image: dict[Any, list[int]] = defaultdict(list)
@@ -291,21 +306,33 @@ def _read_posetrack18_poseval(data: dict, source: str, is_gt: bool) -> _PosevalF
     num_slots = len(slots)
     keypoints = _number_array([p.get("keypoints") for p in people], 3 * num_slots, "annotations.keypoints", source)
     keypoints = keypoints.reshape(-1, num_slots, 3)
-    track_ids: list = []
+    try:
+        track_ids: list = [person["track_id"] for person in people]
+    except KeyError:
+        row = next(r for r, person in enumerate(people) if "track_id" not in person)
+        raise DataFormatError(f"{source}: annotations[{person_rows[row]}] has no track_id") from None
     scores = np.full((len(people), num_slots), np.nan)
     head = np.full((len(people), 4), np.nan)
+    # The common file (every person with full scores and a head box) is read in one call per field; any other
+    # file takes the per-person path, which also words the errors.
+    score_rows = [person.get("scores") for person in people] if not is_gt else []
+    fast_scores = _uniform_rows(score_rows, num_slots)
+    if fast_scores is not None:
+        scores = fast_scores[:, :num_slots]
+    box_rows = [person.get("bbox_head") for person in people]
+    fast_boxes = _uniform_rows(box_rows, 4)
+    if fast_boxes is not None and fast_boxes.shape[1] == 4:
+        head = np.concatenate([fast_boxes[:, :2], fast_boxes[:, :2] + fast_boxes[:, 2:]], axis=1)
+        box_rows = []
     for row, person in enumerate(people):
-        if "track_id" not in person:
-            raise DataFormatError(f"{source}: annotations[{person_rows[row]}] has no track_id")
-        track_ids.append(person["track_id"])
-        joint_scores = person.get("scores")
-        if joint_scores and not is_gt:
+        joint_scores = score_rows[row] if fast_scores is None and score_rows else None
+        if joint_scores:
             values = _numbers(joint_scores, f"annotations[{person_rows[row]}].scores", source)
             if len(values) < num_slots:
                 raise DataFormatError(f"{source}: annotations[{person_rows[row]}].scores has {len(values)} "
                                       f"values, expected {num_slots}")
             scores[row] = values[:num_slots]
-        box = person.get("bbox_head")
+        box = box_rows[row] if box_rows else None
         if box is not None:
             values = _numbers(box, f"annotations[{person_rows[row]}].bbox_head", source)
             if len(values) != 4:

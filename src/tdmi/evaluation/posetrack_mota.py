@@ -29,15 +29,17 @@ vectorised per frame.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from tdmi.errors import DataFormatError
+from tdmi.evaluation.parallel import map_in_order, reader_processes
 from tdmi.evaluation.posetrack_files import (DIST_THRESHOLD, NUM_JOINTS, _empty_predictions, _People,
                                              _prepare_poseval, _read_poseval_file, read_json)
 from tdmi.keypoints import POSEVAL15, POSEVAL_GROUPS
@@ -110,48 +112,60 @@ class _JointAccumulator:
         no, nh = len(oids), len(hids)
         self.objects += no
         column.append(0.0)  # the RAW row that marks the frame
-        valid_i, valid_j = np.nonzero(np.isfinite(dists))
+        finite = np.isfinite(dists)
+        if not finite.any():  # nothing may match: every object a miss, every hypothesis a false positive
+            column.extend([0.0] * (2 * (no + nh)))  # unpaired RAW rows, then the MISS and FP rows
+            self.misses += no
+            self.false_positives += nh
+            return
+        valid_i, valid_j = np.nonzero(finite)
         column.extend(dists[valid_i, valid_j].tolist())
-        column.extend([0.0] * (no - len(np.unique(valid_i)) + nh - len(np.unique(valid_j))))  # unpaired RAW rows
-        object_done = np.zeros(no, bool)
-        hypothesis_done = np.zeros(nh, bool)
-        if no and nh:
-            for i in range(no):  # 1. carry over the partners of the last frame that may still match
-                previous = self.partner.get(oids[i])
-                if previous is None:
-                    continue
-                candidates = np.flatnonzero(~hypothesis_done & (hids == previous))
-                if len(candidates) and np.isfinite(dists[i, candidates[0]]):
-                    j = candidates[0]
-                    object_done[i] = hypothesis_done[j] = True
-                    self.matches += 1
-                    column.append(float(dists[i, j]))
-                    self.objects_matched.add(oids[i])
-                    self.hypotheses_seen.add(hids[j])
-            costs = dists.copy()  # 2. minimum-distance assignment of the rest
-            costs[object_done, :] = np.nan
-            costs[:, hypothesis_done] = np.nan
-            for i, j in zip(*_assignment(costs)):
-                o, h, d = oids[i], hids[j], float(costs[i, j])
-                switch = o in self.partner and self.partner[o] != h
-                if switch and h not in self.hypotheses_seen:
-                    column.append(d)  # ASCEND
-                if h in self.owner and self.owner[h] != o:
-                    if o not in self.objects_matched:
-                        column.append(d)  # MIGRATE
-                    column.append(d)  # TRANSFER
-                self.hypotheses_seen.add(h)
-                self.objects_matched.add(o)
-                column.append(d)
-                if switch:
-                    self.switches += 1
-                else:
-                    self.matches += 1
+        column.extend([0.0] * (no - int(finite.any(axis=1).sum()) + nh - int(finite.any(axis=0).sum())))
+        object_ids, hypothesis_ids = oids.tolist(), hids.tolist()  # Python floats: fast dict and set lookups
+        object_done = [False] * no
+        hypothesis_done = [False] * nh
+        first_column: dict[float, list[int]] = {}
+        for j, h in enumerate(hypothesis_ids):
+            first_column.setdefault(h, []).append(j)
+        matched_now = 0
+        for i, o in enumerate(object_ids):  # 1. carry over the partners of the last frame that may still match
+            previous = self.partner.get(o)
+            if previous is None:
+                continue
+            j = next((j for j in first_column.get(previous, ()) if not hypothesis_done[j]), None)
+            if j is not None and finite[i, j]:
                 object_done[i] = hypothesis_done[j] = True
-                self.partner[o] = h
-                self.owner[h] = o
-        missed = int(no - object_done.sum())
-        false = int(nh - hypothesis_done.sum())
+                matched_now += 1
+                self.matches += 1
+                column.append(float(dists[i, j]))
+                self.objects_matched.add(o)
+                self.hypotheses_seen.add(hypothesis_ids[j])
+        costs = dists
+        if matched_now:  # 2. minimum-distance assignment of the rest
+            costs = dists.copy()
+            costs[np.asarray(object_done), :] = np.nan
+            costs[:, np.asarray(hypothesis_done)] = np.nan
+        for i, j in zip(*_assignment(costs)):
+            o, h, d = object_ids[i], hypothesis_ids[j], float(costs[i, j])
+            switch = o in self.partner and self.partner[o] != h
+            if switch and h not in self.hypotheses_seen:
+                column.append(d)  # ASCEND
+            if h in self.owner and self.owner[h] != o:
+                if o not in self.objects_matched:
+                    column.append(d)  # MIGRATE
+                column.append(d)  # TRANSFER
+            self.hypotheses_seen.add(h)
+            self.objects_matched.add(o)
+            column.append(d)
+            if switch:
+                self.switches += 1
+            else:
+                self.matches += 1
+            matched_now += 1
+            object_done[i] = hypothesis_done[j] = True
+            self.partner[o] = h
+            self.owner[h] = o
+        missed, false = no - matched_now, nh - matched_now
         self.misses += missed
         self.false_positives += false
         column.extend([0.0] * (missed + false))
@@ -163,9 +177,13 @@ class _JointAccumulator:
 
 def _assignment(costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """motmetrics' ``lsa_solve_scipy``: non-edges become a cost no optimum would choose, then are dropped."""
-    if costs.size == 0:
-        return np.zeros(0, int), np.zeros(0, int)
     valid = np.isfinite(costs)
+    if not valid.any():
+        return np.zeros(0, int), np.zeros(0, int)
+    if valid.sum(axis=0).max() <= 1 and valid.sum(axis=1).max() <= 1:
+        # each object and each hypothesis has at most one candidate: every optimum takes all of those pairs
+        # (a non-edge costs more than any set of edges), returned by row like the solver's answer
+        return np.nonzero(valid)
     if valid.all():
         finite = costs.copy()
     elif not valid.any():
@@ -206,11 +224,12 @@ def _sequence(gt: _People, pred: _People, num_frames: int, accumulators: list[_J
         if np.isnan(gt.head_size[g_rows]).any():
             raise DataFormatError(f"{source}: a GT person of evaluated frame {frame} has no head box (bbox_head), "
                                   f"which tracking evaluation needs")
-        dist = _frame_distances(gt, pred, g_rows, p_rows)
+        dist = _frame_distances(gt, pred, g_rows, p_rows).transpose(2, 0, 1)  # [15, G, P]
+        gt_present, pr_present = gt.present[g_rows].T, pred.present[p_rows].T
+        gt_ids, pr_ids = gt.track_id[g_rows], pred.track_id[p_rows]
         for joint, acc in enumerate(accumulators):
-            has_g = np.flatnonzero(gt.present[g_rows, joint])
-            has_p = np.flatnonzero(pred.present[p_rows, joint])
-            acc.update(gt.track_id[g_rows[has_g]], pred.track_id[p_rows[has_p]], dist[np.ix_(has_g, has_p, [joint])][..., 0])
+            has_g, has_p = gt_present[joint], pr_present[joint]
+            acc.update(gt_ids[has_g], pr_ids[has_p], dist[joint][has_g][:, has_p])
 
 
 def _result(counts: dict[str, np.ndarray], num_sequences: int, num_frames: int, notes: list[str]) -> TrackingResult:
@@ -234,6 +253,52 @@ def _result(counts: dict[str, np.ndarray], num_sequences: int, num_frames: int, 
                           num_sequences, num_frames, notes)
 
 
+@dataclass
+class _SequenceEvents:
+    """One sequence's event counts per joint (``counts[key] [15]``), or why it adds nothing (``note``)."""
+
+    counts: Optional[dict[str, np.ndarray]]
+    frames: int
+    note: Optional[str] = None
+
+
+def _track_sequence(name: str, gt_data: dict, pred_data: Optional[dict], allow_missing: bool, gt_source: str,
+                    pred_source: str) -> _SequenceEvents:
+    if pred_data is None and not allow_missing:
+        raise DataFormatError(f"{pred_source}: no prediction file for GT sequence {name} ({gt_source})")
+    gt_file = _read_poseval_file(gt_data, gt_source, is_gt=True)
+    pred_file = (_read_poseval_file(pred_data, pred_source, is_gt=False) if pred_data is not None
+                 else _empty_predictions(gt_file.num_frames, pred_source))
+    gt_people, pr_people, frame_names = _prepare_poseval(gt_file, pred_file)
+    if len(frame_names) == 0:
+        return _SequenceEvents(None, 0)  # no evaluated frame: poseval's sequence list never has it
+    if len(frame_names) == 1:
+        return _SequenceEvents(None, 0, f"{gt_source}: a single evaluated frame, which poseval drops as the "
+                                        f"sequence's last (poseval itself crashes here); the sequence adds nothing")
+    accumulators = [_JointAccumulator() for _ in range(NUM_JOINTS)]
+    _sequence(gt_people, pr_people, len(frame_names), accumulators, gt_source)
+    counts = {key: np.asarray([getattr(acc, key) for acc in accumulators], np.int64) for key in COUNT_KEYS}
+    counts["sum_distance"] = np.asarray([acc.sum_distance() for acc in accumulators])
+    return _SequenceEvents(counts, len(frame_names) - 1)
+
+
+def _read_and_track(task: tuple[str, str, str, bool]) -> _SequenceEvents:
+    """Read one sequence's files and count its events (runs in the reader processes)."""
+    name, gt_path, pred_path, allow_missing = task
+    pred_data = read_json(pred_path) if os.path.isfile(pred_path) else None
+    return _track_sequence(name, read_json(gt_path), pred_data, allow_missing, gt_path, pred_path)
+
+
+def _total(events: Sequence[_SequenceEvents]) -> TrackingResult:
+    counts = {k: np.zeros(NUM_JOINTS, np.int64) for k in COUNT_KEYS}
+    counts["sum_distance"] = np.zeros(NUM_JOINTS)
+    scored = [e for e in events if e.counts is not None]
+    for e in scored:  # in sequence order, so the float sums are the same whichever process counted
+        for key in counts:
+            counts[key] += e.counts[key]
+    return _result(counts, len(scored), sum(e.frames for e in scored), [e.note for e in events if e.note])
+
+
 def evaluate_tracking_sequences(gt: Mapping[str, dict], predictions: Mapping[str, Optional[dict]],
                                 allow_missing: bool = False,
                                 sources: Optional[Mapping[str, tuple[str, str]]] = None,
@@ -243,56 +308,29 @@ def evaluate_tracking_sequences(gt: Mapping[str, dict], predictions: Mapping[str
     names = list(gt)
     if not names:
         raise DataFormatError("no ground-truth sequences to evaluate")
-    counts = {k: np.zeros(NUM_JOINTS, np.int64) for k in COUNT_KEYS}
-    counts["sum_distance"] = np.zeros(NUM_JOINTS)
-    notes: list[str] = []
-    scored_sequences = scored_frames = 0
     iterator: Iterable[str] = names
     if progress:
         from tqdm import tqdm
 
         iterator = tqdm(names, desc="tracking", unit="seq", file=sys.stderr, leave=False)
+    events = []
     for name in iterator:
         gt_source, pred_source = (sources or {}).get(name, (f"GT {name}", f"prediction {name}"))
-        pred_data = predictions.get(name)
-        if pred_data is None and not allow_missing:
-            raise DataFormatError(f"{pred_source}: no prediction file for GT sequence {name} ({gt_source})")
-        gt_file = _read_poseval_file(gt[name], gt_source, is_gt=True)
-        pred_file = (_read_poseval_file(pred_data, pred_source, is_gt=False) if pred_data is not None
-                     else _empty_predictions(gt_file.num_frames, pred_source))
-        gt_people, pr_people, frame_names = _prepare_poseval(gt_file, pred_file)
-        if len(frame_names) == 0:
-            continue  # no evaluated frame: poseval's sequence list never has it
-        if len(frame_names) == 1:
-            notes.append(f"{gt_source}: a single evaluated frame, which poseval drops as the sequence's last "
-                         f"(poseval itself crashes here); the sequence adds nothing")
-            continue
-        accumulators = [_JointAccumulator() for _ in range(NUM_JOINTS)]
-        _sequence(gt_people, pr_people, len(frame_names), accumulators, gt_source)
-        for joint, acc in enumerate(accumulators):
-            for key in COUNT_KEYS:
-                counts[key][joint] += getattr(acc, key)
-            counts["sum_distance"][joint] += acc.sum_distance()
-        scored_sequences += 1
-        scored_frames += len(frame_names) - 1
-    return _result(counts, scored_sequences, scored_frames, notes)
+        events.append(_track_sequence(name, gt[name], predictions.get(name), allow_missing, gt_source, pred_source))
+    return _total(events)
 
 
 def evaluate_tracking_dirs(gt_dir: str | Path, pred_dir: str | Path, allow_missing: bool = False,
-                           progress: bool = False) -> TrackingResult:
-    """poseval's tracking metrics of a prediction folder against a folder of per-sequence GT files."""
+                           progress: bool = False, workers: Optional[int] = None) -> TrackingResult:
+    """poseval's tracking metrics of a prediction folder against a folder of per-sequence GT files;
+    ``workers`` as in :func:`tdmi.evaluation.posetrack_ap.evaluate_dirs`."""
     from tdmi.evaluation.posetrack_ap import list_sequence_files
 
     gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
     for folder, what in ((gt_dir, "ground-truth"), (pred_dir, "prediction")):
         if not folder.is_dir():
             raise DataFormatError(f"{folder}: {what} folder not found")
-    gt: dict[str, dict] = {}
-    predictions: dict[str, Optional[dict]] = {}
-    sources: dict[str, tuple[str, str]] = {}
-    for path in list_sequence_files(gt_dir):
-        pred_path = pred_dir / path.name
-        sources[path.stem] = (str(path), str(pred_path))
-        gt[path.stem] = read_json(path)
-        predictions[path.stem] = read_json(pred_path) if pred_path.is_file() else None
-    return evaluate_tracking_sequences(gt, predictions, allow_missing, sources, progress)
+    tasks = [(path.stem, str(path), str(pred_dir / path.name), allow_missing) for path in list_sequence_files(gt_dir)]
+    events = map_in_order(_read_and_track, tasks, reader_processes(len(tasks), workers),
+                          progress="tracking" if progress else None)
+    return _total(events)
