@@ -1,4 +1,5 @@
-"""Data pipeline throughput: clip samples per second with 0, 1 and 2 DataLoader workers (384x288, delta = 2).
+"""Data pipeline throughput: clip samples per second with 0, 1 and 2 DataLoader workers (384x288, delta = 2),
+for float32 frames normalised in the dataset and for uint8 frames (``data.uint8_frames``, normalised on the device).
 
 Uses the real 5-frame sequence ``../shared/data/posetrack18_sample/videos/000001_mpiinew_test`` (1280x720 JPEGs)
 when present, else synthesises 1280x720 JPEG frames into a temporary folder. Every frame of the sequence is a
@@ -69,8 +70,9 @@ def measure(dataset: PoseTrackClipDataset, workers: int, samples: int, batch_siz
             first_batch = time.perf_counter() - start
         count += batch["frames"].shape[0]
     elapsed = time.perf_counter() - start
-    return {"workers": workers, "samples": count, "seconds": elapsed, "samples_per_s": count / elapsed,
-            "first_batch_s": first_batch}
+    return {"workers": workers, "frames": "uint8" if dataset.uint8_frames else "float32", "samples": count,
+            "seconds": elapsed, "samples_per_s": count / elapsed, "first_batch_s": first_batch,
+            "frame_bytes_per_clip": int(dataset[0]["frames"].numel() * dataset[0]["frames"].element_size())}
 
 
 def main() -> None:
@@ -95,17 +97,21 @@ def main() -> None:
             augment=AugmentConfig() if args.mode == "train" else None,
         )
         dataset[0]  # warm up imports and OpenCV
-        rows = [measure(dataset, w, args.samples, args.batch_size) for w in args.workers]
+        rows = []
+        for uint8 in (False, True):
+            dataset.uint8_frames = uint8
+            rows += [measure(dataset, w, args.samples, args.batch_size) for w in args.workers]
 
     baseline = rows[0]["samples_per_s"]
     for row in rows:
         row["ratio_vs_first"] = row["samples_per_s"] / baseline
     print(f"data pipeline: {source}, mode={args.mode}, 384x288, delta=2 (T=5), batch {args.batch_size}, "
           f"{os.cpu_count()} CPUs")
-    print(f"{'workers':>7} {'samples':>7} {'seconds':>8} {'samples/s':>10} {'x vs ' + str(rows[0]['workers']):>8}")
+    print(f"{'frames':>7} {'workers':>7} {'samples':>7} {'seconds':>8} {'samples/s':>10} {'x first':>8} "
+          f"{'MB/clip':>8}")
     for row in rows:
-        print(f"{row['workers']:>7} {row['samples']:>7} {row['seconds']:>8.2f} {row['samples_per_s']:>10.1f} "
-              f"{row['ratio_vs_first']:>8.2f}")
+        print(f"{row['frames']:>7} {row['workers']:>7} {row['samples']:>7} {row['seconds']:>8.2f} "
+              f"{row['samples_per_s']:>10.1f} {row['ratio_vs_first']:>8.2f} {row['frame_bytes_per_clip'] / 1e6:>8.2f}")
     if args.json_out is not None:
         result = {"benchmark": "data_speed", "source": source, "mode": args.mode, "input_size": [288, 384],
                   "delta": 2, "batch_size": args.batch_size, "cpu_count": os.cpu_count(),
@@ -114,7 +120,7 @@ def main() -> None:
         tmp_path.write_text(json.dumps(result, indent=2))
         os.replace(tmp_path, args.json_out)
     best = max(rows, key=lambda r: r["samples_per_s"])
-    print(f"best: {best['samples_per_s']:.1f} samples/s with {best['workers']} workers")
+    print(f"best: {best['samples_per_s']:.1f} samples/s with {best['workers']} workers, {best['frames']} frames")
 
 
 if __name__ == "__main__":

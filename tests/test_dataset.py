@@ -402,3 +402,39 @@ def test_missing_synthtrack_data_names_the_command_that_makes_it(tmp_path):
     cfg = load_config(None, [f"data.root={tmp_path / 'none'}"])
     with pytest.raises(CommandError, match="docs/data.md"):
         build_dataset(cfg, "train")
+
+
+def test_uint8_frames_normalised_on_the_device_are_the_same_bits(clip_root):
+    from tdmi.data.transforms import normalize_frames
+
+    floats = make_dataset(clip_root, mode="train", augment=STRONG, seed=3)
+    uint8 = make_dataset(clip_root, mode="train", augment=STRONG, seed=3, uint8_frames=True)
+    for index in range(len(floats)):
+        raw = uint8[index]["frames"]
+        assert raw.dtype == torch.uint8 and raw.shape == floats[index]["frames"].shape
+        assert torch.equal(normalize_frames(raw), floats[index]["frames"])
+    batch = collate_clips([uint8[0], uint8[1]])
+    assert torch.equal(normalize_frames(batch["frames"]), torch.stack([floats[0]["frames"], floats[1]["frames"]]))
+    normalised = floats[0]["frames"]
+    assert normalize_frames(normalised) is normalised  # float input is already normalised
+
+
+def test_loader_workers_and_uint8_defaults(monkeypatch):
+    from tdmi.config import ExperimentConfig
+    from tdmi.data import dataset as dataset_module
+
+    cfg = ExperimentConfig()
+    assert cfg.data.workers is None and cfg.data.uint8_frames is None
+    monkeypatch.setattr(dataset_module.os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert dataset_module.loader_workers(cfg) == 15
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert dataset_module.loader_workers(cfg) == 3  # 16 cores shared by 4 GPU processes, one core each for them
+    monkeypatch.setattr(dataset_module.os, "sched_getaffinity", lambda _pid: {0}, raising=False)
+    assert dataset_module.loader_workers(cfg) == 0
+    cfg.data.workers = 2
+    assert dataset_module.loader_workers(cfg) == 2
+    assert not dataset_module.frames_as_uint8(cfg, torch.device("cpu"))
+    assert dataset_module.frames_as_uint8(cfg, torch.device("cuda"))
+    cfg.data.uint8_frames = True
+    assert dataset_module.frames_as_uint8(cfg, torch.device("cpu"))

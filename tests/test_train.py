@@ -339,3 +339,31 @@ def test_resume_refuses_another_world_size_and_old_rng_lists_restore(tmp_path):
     rng = _rng_state()
     rng["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 3
     _set_rng_state(rng)
+
+
+class TinyUint8Clips(TinyClips):
+    """TinyClips with uint8 frames, given as they are (normalised by the train step) or normalised here."""
+
+    def __init__(self, normalised_here: bool):
+        super().__init__()
+        self.normalised_here = normalised_here
+
+    def __getitem__(self, i: int) -> dict:
+        from tdmi.data.transforms import normalize_frames
+
+        sample = super().__getitem__(i)
+        g = torch.Generator().manual_seed(77 + i)
+        frames = torch.randint(0, 256, (self.frames, 3, 64, 32), generator=g, dtype=torch.uint8)
+        sample["frames"] = normalize_frames(frames) if self.normalised_here else frames
+        return sample
+
+
+def test_uint8_frames_train_to_the_same_weights_as_normalised_ones(tmp_path):
+    runs = {}
+    for normalised_here in (True, False):
+        out = tmp_path / str(normalised_here)
+        cfg = load_config(None, TINY + [f"train.out_dir={out}", "train.epochs=1"])
+        train(cfg, device="cpu", train_dataset=TinyUint8Clips(normalised_here))
+        runs[normalised_here] = _weights(out)
+    for key, value in runs[True].items():
+        assert torch.equal(value, runs[False][key]), key

@@ -186,7 +186,13 @@ class DataConfig:
     joint_weights: bool = False
     """Multiply the target weights by DCPose's per-joint weights (elbows/knees 1.2, wrists/ankles 1.5;
     ``USE_DIFFERENT_JOINTS_WEIGHT``, off in DCPose/FAMI; posetrack-facts.md 1.1)."""
-    workers: int = 4
+    workers: Optional[int] = None
+    """DataLoader worker processes. None (default): the cores each training process may use (the node's cores
+    shared among torchrun's local processes) less one, at most 16; 4 workers give about 80 clips/s, less than a
+    bf16 W48 step on a modern GPU takes (issue 13)."""
+    uint8_frames: Optional[bool] = None
+    """Load crops as uint8 and normalise them on the device (a quarter of the bytes through the loader and the
+    host-to-GPU copy; the same values to the bit). None (default): on for CUDA runs, off on the CPU."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

@@ -35,6 +35,7 @@ parent process has used OpenCV: that call waited forever on the parent's (absent
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Protocol, Sequence
@@ -50,7 +51,7 @@ from tdmi.data.records import Frame, Person
 from tdmi.data.records import Sequence as VideoSequence
 from tdmi.data.targets import POSETRACK_JOINT_WEIGHTS, gaussian_heatmaps, target_weights
 from tdmi.data.transforms import (
-    AugmentParams, box_overlaps_image, box_to_center_scale, clip_joints, clip_matrix, normalize_crops,
+    AugmentParams, box_overlaps_image, box_to_center_scale, clip_joints, clip_matrix, crops_to_uint8, normalize_crops,
     sample_augmentation, sanitize_gt_box, warp_frames,
 )
 from tdmi.errors import CommandError, DataFormatError
@@ -109,6 +110,8 @@ class PoseTrackClipDataset(Dataset):
         labeled_frames_only: with detections, use only labelled frames (poseval evaluates nothing else).
         mask_outside: zero the weight of joints that fall outside the crop (DCPose/FAMI; HRNet does not).
         seed: base seed of the per-sample random generators.
+        uint8_frames: return ``frames`` as uint8 RGB for :func:`tdmi.data.transforms.normalize_frames` on the
+            device (a quarter of the bytes through the loader and to the GPU) instead of normalised float32.
     """
 
     def __init__(
@@ -119,7 +122,7 @@ class PoseTrackClipDataset(Dataset):
         causal: bool = False, key_frame_only: bool = False, with_heatmaps: bool = True,
         augment: Optional[AugmentConfig] = None, bbox_enlarge: float = 1.25, joint_set: JointSet = POSETRACK17,
         joint_weights: Optional[Sequence[float]] = None, labeled_frames_only: bool = True, mask_outside: bool = True,
-        seed: int = 0,
+        seed: int = 0, uint8_frames: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is not allowed; choose one of: {', '.join(MODES)}")
@@ -137,6 +140,7 @@ class PoseTrackClipDataset(Dataset):
         self.causal = causal
         self.key_frame_only = key_frame_only
         self.with_heatmaps = with_heatmaps
+        self.uint8_frames = bool(uint8_frames)
         self.augment = augment if (mode == "train" and augment is not None and augment.enabled) else None
         self.bbox_enlarge = float(bbox_enlarge)
         self.joint_set = joint_set
@@ -261,7 +265,8 @@ class PoseTrackClipDataset(Dataset):
             params = AugmentParams(center=entry.center, scale=entry.scale)
 
         matrix = clip_matrix(params, self.input_size, image_width)
-        frames = normalize_crops(warp_frames(images, matrix, self.input_size))
+        crops = warp_frames(images, matrix, self.input_size)
+        frames = crops_to_uint8(crops) if self.uint8_frames else normalize_crops(crops)
         joints = clip_joints(keypoints, params, matrix, self.input_size, image_width, self.flip_perm,
                              self.mask_outside)
 
@@ -335,7 +340,8 @@ def check_annotations_exist(cfg: ExperimentConfig, annotations: Path, split: str
     raise CommandError(f"annotation path not found: {annotations} (data.root={cfg.data.root}){hint}")
 
 
-def build_dataset(cfg: ExperimentConfig, split: Mode, boxes: Optional[str] = None) -> PoseTrackClipDataset:
+def build_dataset(cfg: ExperimentConfig, split: Mode, boxes: Optional[str] = None,
+                  uint8_frames: bool = False) -> PoseTrackClipDataset:
     """The dataset of ``split`` as an experiment config describes it.
 
     Paths in ``cfg.data`` are relative to ``cfg.data.root`` unless absolute. Boxes: ``train`` always uses GT; ``val``
@@ -343,6 +349,7 @@ def build_dataset(cfg: ExperimentConfig, split: Mode, boxes: Optional[str] = Non
     ground-truth boxes, anything else is a detection file (a ``boxes`` argument is taken as given, relative to the
     working directory; config values relative to the root). ``test`` reads the validation annotations (PoseTrack's
     test labels are not public), as DCPose does. ``model.arch == "hrnet"`` gives key-frame-only samples.
+    ``uint8_frames``: see :class:`PoseTrackClipDataset` (the engines pass :func:`frames_as_uint8`).
     """
     from tdmi.data.detections import load_detections
     from tdmi.data.posetrack import load_sequences
@@ -380,5 +387,22 @@ def build_dataset(cfg: ExperimentConfig, split: Mode, boxes: Optional[str] = Non
         delta=cfg.model.delta, padding=data.padding, missing_frames=data.missing_frames,
         key_frame_only=cfg.model.arch == "hrnet", augment=data.augment if split == "train" else None,
         bbox_enlarge=data.bbox_enlarge, joint_weights=POSETRACK_JOINT_WEIGHTS if data.joint_weights else None,
-        seed=cfg.train.seed,
+        seed=cfg.train.seed, uint8_frames=uint8_frames,
     )
+
+
+def frames_as_uint8(cfg: ExperimentConfig, device: torch.device) -> bool:
+    """``data.uint8_frames``, with None (the default) meaning: on for CUDA runs, off elsewhere (on the CPU the
+    dataset's numpy normalisation is the faster place)."""
+    setting = cfg.data.uint8_frames
+    return device.type == "cuda" if setting is None else bool(setting)
+
+
+def loader_workers(cfg: ExperimentConfig) -> int:
+    """``data.workers``, with None (the default) meaning: the cores this process may use, shared with the other
+    processes of its node (torchrun's ``LOCAL_WORLD_SIZE``), less one for the process itself, at most 16."""
+    if cfg.data.workers is not None:
+        return max(0, int(cfg.data.workers))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_node = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(0, min(16, cores // per_node - 1))

@@ -171,6 +171,13 @@ def warp_frames(frames: Sequence[np.ndarray], matrix: np.ndarray, output_size: S
     return crops
 
 
+def _normalisation() -> tuple[np.ndarray, np.ndarray]:
+    """Per-RGB-channel ``gain`` and ``bias`` with (x / 255 - mean) / std = x * gain + bias, in float32."""
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
+    std = np.asarray(IMAGENET_STD, dtype=np.float32)
+    return (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
+
+
 def normalize_crops(crops: np.ndarray) -> torch.Tensor:
     """uint8 BGR ``[T, H, W, 3]`` -> float32 RGB ImageNet-normalised ``[T, 3, H, W]`` (facts 5.1).
 
@@ -178,16 +185,31 @@ def normalize_crops(crops: np.ndarray) -> torch.Tensor:
     the same pass. (The same arithmetic as torch ops was 5-20x slower in a DataLoader's main process, where
     torch's intra-op threads compete for the cores.)
     """
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
-    std = np.asarray(IMAGENET_STD, dtype=np.float32)
-    gain = (1.0 / (255.0 * std)).astype(np.float32)
-    bias = (-mean / std).astype(np.float32)
+    gain, bias = _normalisation()
     frames, height, width = crops.shape[:3]
     out = np.empty((frames, 3, height, width), dtype=np.float32)
     for rgb_channel in range(3):
         np.multiply(crops[..., 2 - rgb_channel], gain[rgb_channel], out=out[:, rgb_channel], casting="unsafe")
         out[:, rgb_channel] += bias[rgb_channel]
     return torch.from_numpy(out)
+
+
+def crops_to_uint8(crops: np.ndarray) -> torch.Tensor:
+    """uint8 BGR ``[T, H, W, 3]`` -> uint8 RGB ``[T, 3, H, W]``, for :func:`normalize_frames` on the device.
+
+    A quarter of the float32 crop's bytes through the loader's shared memory and the host-to-GPU copy.
+    """
+    return torch.from_numpy(np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2)))
+
+
+def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB ``[..., 3, H, W]`` (from :func:`crops_to_uint8`) -> float32 ImageNet-normalised, on the tensor's
+    device, with :func:`normalize_crops`'s arithmetic (so the values are the same bits); float input is returned
+    as it is (already normalised by the dataset)."""
+    if frames.dtype != torch.uint8:
+        return frames
+    gain, bias = (torch.from_numpy(v).to(frames.device).view(3, 1, 1) for v in _normalisation())
+    return frames.to(torch.float32).mul_(gain).add_(bias)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -146,7 +146,8 @@ def _build(cfg: ExperimentConfig, folder: Path, draws: int, seed: int, device: O
            batch_size: int, progress: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from tdmi.data.dataset import PoseTrackClipDataset, build_dataset
+    from tdmi.data.dataset import PoseTrackClipDataset, build_dataset, frames_as_uint8, loader_workers
+    from tdmi.data.transforms import normalize_frames
     from tdmi.engine.train import _autocast, channels_last_frames
     from tdmi.models.checkpoints import load_hrnet_weights
     from tdmi.models.hrnet import HRNet
@@ -164,7 +165,7 @@ def _build(cfg: ExperimentConfig, folder: Path, draws: int, seed: int, device: O
     if cfg.model.arch == "hrnet":
         raise CommandError("train.feature_cache is for training new modules over a frozen backbone; "
                            "the single-frame baseline (model.arch=hrnet) has nothing to train then")
-    dataset: PoseTrackClipDataset = build_dataset(cfg, "train")
+    dataset: PoseTrackClipDataset = build_dataset(cfg, "train", uint8_frames=frames_as_uint8(cfg, device))
     dataset.seed = int(seed)
     if len(dataset) == 0:
         raise CommandError(f"the training set of {cfg.data.root} is empty")
@@ -204,11 +205,11 @@ def _build(cfg: ExperimentConfig, folder: Path, draws: int, seed: int, device: O
                                                             dtype=np.float32, shape=(n, cfg.model.num_joints))
         dataset.set_epoch(draw)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                             num_workers=cfg.data.workers, collate_fn=collate_clips)
+                                             num_workers=loader_workers(cfg), collate_fn=collate_clips)
         start = 0
         for batch in tqdm(loader, desc=f"feature cache draw {draw + 1}/{draws}", disable=not progress,
                           dynamic_ncols=True):
-            frames = batch["frames"].to(device)
+            frames = normalize_frames(batch["frames"].to(device))
             if cfg.train.channels_last:
                 frames = channels_last_frames(frames)
             b = frames.shape[0]

@@ -38,7 +38,9 @@ from torch.utils.data import DataLoader
 
 from tdmi.config import (ConfigError, ExperimentConfig, apply_override, config_from_dict, flatten_dict, load_config,
                          to_dict)
-from tdmi.data.dataset import Mode, PoseTrackClipDataset, build_dataset, collate_clips
+from tdmi.data.dataset import (Mode, PoseTrackClipDataset, build_dataset, collate_clips, frames_as_uint8,
+                               loader_workers)
+from tdmi.data.transforms import normalize_frames
 from tdmi.errors import CheckpointError, CommandError
 from tdmi.evaluation.decode import decode_heatmaps
 from tdmi.evaluation.posetrack_ap import APResult, evaluate_dirs, write_json_atomic
@@ -202,7 +204,7 @@ def predict_split(model: nn.Module, loader: DataLoader, device: torch.device, *,
     with torch.inference_mode():
         for batch in batches:
             meta = batch["meta"]
-            frames = batch["frames"].to(device, non_blocking=True)
+            frames = normalize_frames(batch["frames"].to(device, non_blocking=True))
             with _autocast(device.type, amp):
                 heatmaps = _heatmaps_of(model(frames)).float()
                 flipped = _heatmaps_of(model(frames.flip(-1))).float() if flip_test else None
@@ -230,8 +232,8 @@ def predict_split(model: nn.Module, loader: DataLoader, device: torch.device, *,
 
 
 def make_loader(dataset: PoseTrackClipDataset, cfg: ExperimentConfig, device: torch.device) -> DataLoader:
-    """Sequential batches of ``test.batch_size`` clips, ``data.workers`` worker processes."""
-    workers = max(0, int(cfg.data.workers))
+    """Sequential batches of ``test.batch_size`` clips, ``data.workers`` worker processes (None: by the cores)."""
+    workers = loader_workers(cfg)
     return DataLoader(dataset, batch_size=max(1, int(cfg.test.batch_size)), shuffle=False, num_workers=workers,
                       collate_fn=collate_clips, pin_memory=device.type == "cuda", persistent_workers=False)
 
@@ -260,7 +262,7 @@ def run_test(model: nn.Module, cfg: ExperimentConfig, split: Mode = "val", boxes
         raise CommandError(f"split={split!r}: testing runs on 'val' or 'test'")
     device = device if isinstance(device, torch.device) else select_device(device)
     out = Path(out_dir if out_dir is not None else cfg.test.out_dir)
-    dataset = build_dataset(cfg, split, boxes=boxes)
+    dataset = build_dataset(cfg, split, boxes=boxes, uint8_frames=frames_as_uint8(cfg, device))
     boxes_text = describe_boxes(cfg, box_source(cfg, split, boxes), dataset)
     if len(dataset) == 0:
         raise CommandError(f"split {split} with boxes {boxes_text}: no person boxes to test (skipped: "

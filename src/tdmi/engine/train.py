@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from tdmi.atomic import atomic_write, atomic_write_bytes
 from tdmi.config import ExperimentConfig, dump_config, load_config, to_dict
+from tdmi.data.transforms import normalize_frames
 from tdmi.errors import CheckpointError, CommandError, TdmiError
 
 
@@ -391,7 +392,8 @@ def _autocast(device_type: str, amp: str):
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    return (batch["frames"].to(device, non_blocking=True), batch["heatmaps"].to(device, non_blocking=True),
+    return (normalize_frames(batch["frames"].to(device, non_blocking=True)),
+            batch["heatmaps"].to(device, non_blocking=True),
             batch["target_weight"].to(device, non_blocking=True))
 
 
@@ -450,15 +452,15 @@ def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[
     optimizer = torch.optim.Adam(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scaler = torch.amp.GradScaler(dev.type) if cfg.train.amp == "fp16" else None
 
-    from tdmi.data.dataset import collate_clips
+    from tdmi.data.dataset import collate_clips, loader_workers
 
     collate = collate_clips
     if train_dataset is None and cfg.train.feature_cache:
         train_dataset = _cached_dataset(cfg, info, dev)
     if train_dataset is None:
-        from tdmi.data.dataset import build_dataset
+        from tdmi.data.dataset import build_dataset, frames_as_uint8
 
-        train_dataset = build_dataset(cfg, "train")
+        train_dataset = build_dataset(cfg, "train", uint8_frames=frames_as_uint8(cfg, dev))
     from tdmi.engine.feature_cache import CachedFeatureDataset, collate_cached
 
     if isinstance(train_dataset, CachedFeatureDataset):
@@ -499,7 +501,7 @@ def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[
 
     loader_generator = torch.Generator().manual_seed(cfg.train.seed + info.rank)
     loader = torch.utils.data.DataLoader(
-        train_dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=cfg.data.workers,
+        train_dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=loader_workers(cfg),
         collate_fn=collate, drop_last=False, worker_init_fn=_seed_worker, generator=loader_generator,
         pin_memory=dev.type == "cuda", persistent_workers=False)
 
