@@ -382,3 +382,37 @@ def test_channels_last_input_gives_a_channels_last_output():
     cl = deform_conv2d(**dict(case, input=case["input"].contiguous(memory_format=torch.channels_last)))
     assert cl.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(cl, nchw)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# torch.compile: the traceable path
+
+
+@pytest.mark.parametrize("stride,dilation,G,groups,H,W", [(1, 3, 4, 1, 6, 7), (2, 1, 2, 2, 6, 7), (1, 1, 2, 1, 1, 5),
+                                                          (1, 2, 1, 2, 4, 1)])
+def test_traceable_path_matches_the_reference_and_the_hand_written_gradients(monkeypatch, stride, dilation, G,
+                                                                              groups, H, W):
+    case = make_case(H=H, W=W, stride=stride, padding=dilation, dilation=dilation, G=G, groups=groups, mask=True,
+                     bias=True, seed=11 + G)
+    leaves = {k: v.clone().requires_grad_() for k, v in case.items() if isinstance(v, torch.Tensor)}
+    eager = deform_conv2d(**{**case, **leaves})
+    eager_grads = torch.autograd.grad(eager.square().sum(), list(leaves.values()))
+    monkeypatch.setattr(deform_conv.torch.compiler, "is_compiling", lambda: True)
+    monkeypatch.setattr(deform_conv._DeformConv2dFunction, "apply", None)  # while compiling it must not be used
+    traced = deform_conv2d(**{**case, **leaves})
+    traced_grads = torch.autograd.grad(traced.square().sum(), list(leaves.values()))
+    torch.testing.assert_close(traced, reference_deform_conv2d(**case), rtol=1e-10, atol=1e-10)
+    for name, a, b in zip(leaves, eager_grads, traced_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+
+
+def test_compiled_module_has_no_graph_breaks_and_matches_eager():
+    torch.manual_seed(0)
+    module = ModulatedDeformConv2d(12, 12, kernel_size=3, padding=3, dilation=3)
+    x = torch.randn(2, 12, 9, 8)
+    offset, mask = torch.randn(2, 54, 9, 8), torch.rand(2, 27, 9, 8)
+    explanation = torch._dynamo.explain(module)(x, offset, mask)
+    assert explanation.graph_break_count == 0, [str(b.reason)[:200] for b in explanation.break_reasons]
+    torch._dynamo.reset()
+    compiled = torch.compile(module, backend="aot_eager")
+    torch.testing.assert_close(compiled(x, offset, mask), module(x, offset, mask), rtol=1e-5, atol=1e-5)

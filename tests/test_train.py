@@ -367,3 +367,33 @@ def test_uint8_frames_train_to_the_same_weights_as_normalised_ones(tmp_path):
         runs[normalised_here] = _weights(out)
     for key, value in runs[True].items():
         assert torch.equal(value, runs[False][key]), key
+
+
+def test_train_compile_option_compiles_the_step_and_keeps_checkpoint_names(tmp_path, monkeypatch):
+    import tdmi.engine.train as train_module
+
+    calls, graphs = [], []
+    real_compile = torch.compile
+
+    def count_graphs(graph_module, example_inputs):  # dynamo's graphs, run as traced (no inductor build)
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    def quick_compile(module, **kwargs):  # inductor takes minutes on a CPU; dynamo alone traces the same
+        calls.append(type(module).__name__)
+        return real_compile(module, backend=count_graphs)
+
+    monkeypatch.setattr(train_module.torch, "compile", quick_compile)
+    runs = {}
+    for compiled in (False, True):
+        out = tmp_path / str(compiled)
+        cfg = load_config(None, TINY + [f"train.out_dir={out}", "train.epochs=1", "train.max_steps=2",
+                                        f"train.compile={str(compiled).lower()}"])
+        progress = train(cfg, device="cpu", train_dataset=TinyClips())
+        assert progress["step"] == 2
+        runs[compiled] = _weights(out)
+    torch._dynamo.reset()
+    assert calls == ["TrainStep"]
+    assert len(graphs) == 1, f"{len(graphs)} graphs: the training step has graph breaks (or recompiled)"
+    assert runs[True].keys() == runs[False].keys()
+    assert all(torch.isfinite(v).all() for v in runs[True].values())

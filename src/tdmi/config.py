@@ -230,6 +230,9 @@ class TrainConfig:
     channels_last: bool = False
     """Channels-last memory format for the model and its inputs (faster convolutions with oneDNN on CPU and with
     cuDNN on GPU; measure with benchmarks/train_speed.py)."""
+    compile: bool = False
+    """``torch.compile`` the training step (model and losses; the DCN takes a traceable path there, no graph
+    breaks). The first steps pay the compilation (``benchmarks/compile_speed.py`` measures both)."""
     heatmap_loss_factor: float = 1.0
     """Factor on the joint-weighted MSE: 1.0 as DCPose/FAMI (HRNet uses 0.5). It sets alpha's scale."""
     seed: int = 0

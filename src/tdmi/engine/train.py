@@ -498,6 +498,11 @@ def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[
     if info.enabled:
         wrapped = nn.parallel.DistributedDataParallel(step_module, device_ids=[dev.index] if dev.type == "cuda"
                                                       else None)
+    if cfg.train.compile:
+        from tdmi.models.deform_conv import prepare_for_compile
+
+        prepare_for_compile(dev)
+        wrapped = torch.compile(wrapped)  # after DDP, as PyTorch documents; checkpoints keep step_module's names
 
     loader_generator = torch.Generator().manual_seed(cfg.train.seed + info.rank)
     loader = torch.utils.data.DataLoader(

@@ -163,7 +163,15 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | 
 
     # one compute dtype: bf16/fp16 activations with fp32 parameters (no autocast rule covers this function)
     dtype = torch.promote_types(input.dtype, weight.dtype)
-    if _backend == "torchvision" or (_backend == "auto" and auto_uses_torchvision(input.device, dtype)):
+    compiling = torch.compiler.is_compiling()
+    if compiling:  # no probe while tracing (it reads a value back): prepare_for_compile() ran it beforehand
+        use_torchvision = _backend == "torchvision" or (
+            _backend == "auto" and input.device.type == "cuda" and dtype in _TORCHVISION_DTYPES
+            and _torchvision_ok.get(input.device.type, False))
+    else:
+        use_torchvision = _backend == "torchvision" or (_backend == "auto" and auto_uses_torchvision(input.device,
+                                                                                                     dtype))
+    if use_torchvision:
         from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
         cast = [t if t is None else t.to(dtype) for t in (input, offset, weight, bias, mask)]
@@ -173,10 +181,51 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | 
     # returns the promoted dtype. contiguous: offsets are often channel slices of a predictor's output.
     compute = torch.promote_types(dtype, torch.float32)
     args = [t if t is None else t.to(compute).contiguous() for t in (input, offset, weight, bias, mask)]
-    out = _DeformConv2dFunction.apply(*args, stride, padding, dilation).to(dtype)
+    if compiling:
+        out = _traceable_deform_conv2d(*args, stride, padding, dilation).to(dtype)
+    else:
+        out = _DeformConv2dFunction.apply(*args, stride, padding, dilation).to(dtype)
     if not input.is_contiguous() and input.is_contiguous(memory_format=torch.channels_last):
         out = out.contiguous(memory_format=torch.channels_last)  # hand a channels-last model its layout back
     return out
+
+
+def prepare_for_compile(device: torch.device | str) -> None:
+    """Run the torchvision probe for ``device`` now, outside ``torch.compile``'s tracing (which cannot read the
+    probe's value back), so that a compiled model takes the backend an eager one would."""
+    if torch.device(device).type == "cuda":
+        torchvision_available(device)
+
+
+def _traceable_deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None,
+                             mask: Tensor | None, stride, padding, dilation) -> Tensor:
+    """The pure path as plain differentiable ops, for ``torch.compile``: the same sampling and contraction as
+    :class:`_DeformConv2dFunction` (whose chunking, ``out=`` writes into strided views and oneDNN views dynamo
+    cannot trace), with autograd's backward; the compiler fuses and schedules it instead."""
+    B, Cin, H, W = input.shape
+    Cout, Cin_g, kh, kw = weight.shape
+    K, groups = kh * kw, Cin // Cin_g
+    G = offset.shape[1] // (2 * K)
+    Ho, Wo = offset.shape[-2:]
+    pad_h, pad_w = int(H == 1), int(W == 1)  # as _Geometry: grid_sample needs at least 2 pixels per side
+    scale_y, scale_x = 2.0 / (H + pad_h - 1), 2.0 / (W + pad_w - 1)
+    ys = torch.arange(Ho, device=input.device, dtype=offset.dtype) * stride[0] - padding[0]
+    xs = torch.arange(Wo, device=input.device, dtype=offset.dtype) * stride[1] - padding[1]
+    tap_y = torch.arange(kh, device=input.device, dtype=offset.dtype).repeat_interleave(kw) * dilation[0]
+    tap_x = torch.arange(kw, device=input.device, dtype=offset.dtype).repeat(kh) * dilation[1]
+    pairs = offset.view(B, G, K, 2, Ho, Wo)
+    grid_x = (tap_x[:, None, None] + xs[None, None, :]) * scale_x - 1.0 + pairs[:, :, :, 1] * scale_x
+    grid_y = (tap_y[:, None, None] + ys[None, :, None]) * scale_y - 1.0 + pairs[:, :, :, 0] * scale_y
+    grid = torch.stack((grid_x, grid_y), dim=-1).view(B * G, K * Ho, Wo, 2)
+    image = F.pad(input, (0, pad_w, 0, pad_h)) if pad_h or pad_w else input
+    columns = F.grid_sample(image.reshape(B * G, Cin // G, *image.shape[-2:]), grid, mode="bilinear",
+                            padding_mode="zeros", align_corners=True).view(B, G, Cin // G, K * Ho * Wo)
+    if mask is not None:
+        columns = columns * mask.view(B, G, 1, K * Ho * Wo)
+    out = torch.matmul(weight.reshape(groups, Cout // groups, Cin_g * K),
+                       columns.reshape(B, groups, Cin_g * K, Ho * Wo))
+    out = out.reshape(B, Cout, Ho, Wo)
+    return out if bias is None else out + bias.view(1, Cout, 1, 1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
