@@ -352,3 +352,17 @@ def test_oracle_poses_tracked_by_the_pose_tracker_score_a_high_mota(synth_root, 
     assert saved["settings"] == {"tracker": "pose", "joint_threshold": 0.3, "person_threshold": 0.0}
     assert saved["MOTA"]["Total"] == pytest.approx(mota)
     assert (tmp_path / "predictions_track").is_dir()
+
+
+def test_track_under_the_pt21_protocol_reports_the_kits_hota(synth_root, tmp_path):
+    cfg = tiny_config(synth_root, "test.track=pose", "test.track_joint_threshold=0.3", "test.protocol=pt21")
+    oracle = OracleModel(build_dataset(cfg, "val"))
+    result = engine_test.run_test(oracle, cfg, out_dir=tmp_path, device="cpu", progress=False)
+    from tdmi.evaluation.pt21_hota import evaluate_hota_dirs
+
+    hota = result.tracking.table
+    # oracle poses decoded from tiny heatmaps: HOTA's strict localisation thresholds (LocA ~79) keep it below 100
+    assert set(hota) >= {"HOTA", "DetA", "AssA"} and hota["HOTA"] > 60.0, result.tracking.format_table()
+    assert hota == evaluate_hota_dirs(result.ground_truth, tmp_path / "predictions_track", allow_missing=True).table
+    saved = json.loads(result.results_file.read_text())["tracking"]
+    assert saved["HOTA"] == pytest.approx(hota["HOTA"]) and saved["settings"]["tracker"] == "pose"

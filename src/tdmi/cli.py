@@ -186,7 +186,8 @@ def _add_test(sub) -> None:
     p.add_argument("--boxes", help="'gt' or a detection file; overrides test.boxes")
     p.add_argument("--track", nargs="?", const="pose", choices=["pose", "iou"],
                    help="also track: give predictions track ids (pose: IoU + OKS tracker, the default; iou: boxes "
-                        "only), write the pruned tracking submission and report poseval's MOTA (test.track*)")
+                        "only), write the pruned tracking submission and report poseval's MOTA, or the PT21 kit's HOTA with "
+                        "--set test.protocol=pt21 (test.track*)")
     p.add_argument("--out", help="output folder (default: test.out_dir)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     _add_threads_option(p)

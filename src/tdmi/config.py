@@ -277,7 +277,8 @@ class TestConfig:
     out_dir: str = "runs/test"
     track: Optional[Literal["iou", "pose"]] = None
     """`tdmi test --track`: give predictions track ids with this tracker (``pose``: IoU + OKS, ``iou``: boxes
-    only), write the pruned tracking submission and report poseval's MOTA beside the mAP."""
+    only), write the pruned tracking submission and report poseval's MOTA beside the mAP (the PT21 kit's HOTA with
+    ``protocol: pt21``)."""
     track_joint_threshold: float = 0.4
     """Joints scoring below this are left out of the tracking submission (poseval's MOTA counts every submitted
     joint); the mAP file keeps all of them."""

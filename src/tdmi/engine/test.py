@@ -89,7 +89,9 @@ class TestResult:
     results_file: Path
     meta: dict[str, Any] = field(default_factory=dict)
     tracking: Optional[Any] = None
-    """:class:`~tdmi.evaluation.posetrack_mota.TrackingResult` of the tracking submission (``--track``)."""
+    """The tracking submission's metrics (``--track``): poseval's MOTA
+    (:class:`~tdmi.evaluation.posetrack_mota.TrackingResult`) or, with ``test.protocol=pt21``, the PT21 kit's HOTA
+    (:class:`~tdmi.evaluation.pt21_hota.HotaResult`)."""
     tracking_settings: Optional[dict[str, Any]] = None
 
     @property
@@ -280,17 +282,19 @@ def run_test(model: nn.Module, cfg: ExperimentConfig, split: Mode = "val", boxes
     tracking = settings = None
     if cfg.test.track is not None:
         from tdmi.engine.test_tracking import TrackingSettings, track_split
-        from tdmi.evaluation.posetrack_mota import evaluate_tracking_dirs
 
-        if cfg.test.protocol != "poseval":
-            raise CommandError("test.track reports poseval's MOTA (test.protocol=poseval); for the PoseTrack21 "
-                               "kit's HOTA run tdmi test with test.protocol=poseval and then tdmi evaluate --track "
-                               "--protocol pt21 on OUT/predictions_track")
         tracking_settings = TrackingSettings(cfg.test.track, cfg.test.track_joint_threshold,
                                              cfg.test.track_person_threshold)
         predictions, submission = track_split(predictions, dataset.sequences, tracking_settings)
         write_posetrack18_predictions(gt_dir, submission, out / "predictions_track")
-        tracking = evaluate_tracking_dirs(gt_dir, out / "predictions_track", allow_missing=True)
+        if cfg.test.protocol == "pt21":  # the PoseTrack21 kit's hota_pose, as tdmi evaluate --track reports it
+            from tdmi.evaluation.pt21_hota import evaluate_hota_dirs
+
+            tracking = evaluate_hota_dirs(gt_dir, out / "predictions_track", allow_missing=True)
+        else:
+            from tdmi.evaluation.posetrack_mota import evaluate_tracking_dirs
+
+            tracking = evaluate_tracking_dirs(gt_dir, out / "predictions_track", allow_missing=True)
         settings = tracking_settings.to_json()
     write_posetrack18_predictions(gt_dir, predictions, predictions_dir)
     result = evaluate_dirs(gt_dir, predictions_dir, protocol=cfg.test.protocol)
@@ -461,11 +465,15 @@ def test_command(args) -> int:
     if result.tracking is not None:
         s = result.tracking_settings
         print(f"tracking ({s['tracker']} tracker; submission without joints scoring < {s['joint_threshold']:g} "
-              f"and unconfirmed tracks, in {result.out_dir / 'predictions_track'}), poseval's metrics:")
+              f"and unconfirmed tracks, in {result.out_dir / 'predictions_track'}), "
+              f"{'the PoseTrack21 kit' if ap.protocol == 'pt21' else 'poseval'}'s metrics:")
         print(result.tracking.format_table())
     rate = result.num_samples / result.inference_seconds if result.inference_seconds > 0 else math.inf
     boxes_short = "GT boxes" if result.boxes == "GT" else f"{result.num_samples} detected boxes"
-    mota = f", MOTA {result.tracking.table['MOTA']['Total']:.1f}" if result.tracking is not None else ""
+    mota = ""
+    if result.tracking is not None:
+        table = result.tracking.table
+        mota = f", HOTA {table['HOTA']:.1f}" if "HOTA" in table else f", MOTA {table['MOTA']['Total']:.1f}"
     print(f"test: Mean AP {ap.table['Mean']:.1f}{mota} with {boxes_short} in {result.inference_seconds:.1f} s "
           f"({rate:.1f} boxes/s); wrote {result.predictions_dir} and {result.results_file}")
     return 0
