@@ -43,6 +43,7 @@ COMPARISONS = [  # (name, a, b, subset)
     ("tdmi_vs_baseline_hard", "tdmi", "baseline", "hard"),
     ("tdmi_vs_no_mi", "tdmi", "tdmi_no_mi", "all"),
     ("tde_only_vs_baseline", "tde_only", "baseline", "all"),
+    ("tdmi_vs_tde_only", "tdmi", "tde_only", "all"),
     ("tdmi_vs_baseline_stage1", "tdmi", "baseline_stage1", "all"),
 ]
 BEGIN, END = "<!-- synthtrack-proof:begin -->", "<!-- synthtrack-proof:end -->"
