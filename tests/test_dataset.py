@@ -425,12 +425,12 @@ def test_loader_workers_and_uint8_defaults(monkeypatch):
 
     cfg = ExperimentConfig()
     assert cfg.data.workers is None and cfg.data.uint8_frames is None
-    monkeypatch.setattr(dataset_module.os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    monkeypatch.setattr(dataset_module, "available_cores", lambda: 16)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert dataset_module.loader_workers(cfg) == 15
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert dataset_module.loader_workers(cfg) == 3  # 16 cores shared by 4 GPU processes, one core each for them
-    monkeypatch.setattr(dataset_module.os, "sched_getaffinity", lambda _pid: {0}, raising=False)
+    monkeypatch.setattr(dataset_module, "available_cores", lambda: 1)
     assert dataset_module.loader_workers(cfg) == 0
     cfg.data.workers = 2
     assert dataset_module.loader_workers(cfg) == 2

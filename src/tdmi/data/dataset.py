@@ -56,6 +56,7 @@ from tdmi.data.transforms import (
 )
 from tdmi.errors import CommandError, DataFormatError
 from tdmi.keypoints import POSETRACK17, JointSet
+from tdmi.threads import available_cores
 
 Mode = Literal["train", "val", "test"]
 MODES: tuple[str, ...] = ("train", "val", "test")
@@ -403,6 +404,6 @@ def loader_workers(cfg: ExperimentConfig) -> int:
     processes of its node (torchrun's ``LOCAL_WORLD_SIZE``), less one for the process itself, at most 16."""
     if cfg.data.workers is not None:
         return max(0, int(cfg.data.workers))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     per_node = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     return max(0, min(16, cores // per_node - 1))

@@ -208,8 +208,19 @@ def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
     as it is (already normalised by the dataset)."""
     if frames.dtype != torch.uint8:
         return frames
-    gain, bias = (torch.from_numpy(v).to(frames.device).view(3, 1, 1) for v in _normalisation())
+    gain, bias = _normalisation_on(frames.device)
     return frames.to(torch.float32).mul_(gain).add_(bias)
+
+
+_NORMALISATION_ON: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _normalisation_on(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``gain`` and ``bias`` as ``[3, 1, 1]`` tensors on ``device``, copied there once (not once per batch: each
+    host-to-device copy of a pageable tensor waits for the GPU)."""
+    if device not in _NORMALISATION_ON:
+        _NORMALISATION_ON[device] = tuple(torch.from_numpy(v).to(device).view(3, 1, 1) for v in _normalisation())
+    return _NORMALISATION_ON[device]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -9,9 +9,10 @@ same order (bit-identical totals).
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Callable, Optional, Sequence, TypeVar
+
+from tdmi.threads import available_cores
 
 Task = TypeVar("Task")
 Result = TypeVar("Result")
@@ -27,8 +28,7 @@ def reader_processes(num_tasks: int, requested: Optional[int] = None) -> int:
         if requested < 1:
             raise ValueError(f"workers must be >= 1, got {requested}")
         return min(requested, max(num_tasks, 1))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, MAX_PROCESSES, num_tasks // FILES_PER_PROCESS))
+    return max(1, min(available_cores(), MAX_PROCESSES, num_tasks // FILES_PER_PROCESS))
 
 
 def _pool_context():

@@ -57,7 +57,7 @@ PROTOCOLS: tuple[str, ...] = ("poseval", "pt21")
 from tdmi.evaluation.posetrack_files import (  # noqa: F401  (re-exported: the readers' names are this module's API)
     DIST_THRESHOLD, HEAD_SIZE_FACTOR, MAX_TRACK_ID, MISSING_SCORE, NUM_JOINTS, _PT21_GROUPS, _PT21_SLOTS,
     _PT21_TO_POSEVAL, _POSEVAL_NAMES, _People, _PosevalFile, _empty_predictions, _prepare_poseval,
-    _read_poseval_file, read_json)
+    _read_poseval_file, read_json, read_sequence_pair)
 from tdmi.evaluation.pt21_files import _Pt21File, _prepare_pt21, _read_pt21_file  # noqa: F401
 from tdmi.evaluation.parallel import map_in_order, reader_processes  # noqa: F401  (reader_processes: API)
 
@@ -374,13 +374,7 @@ def _prepare_sequence(name: str, gt_data: dict, pred_data: Optional[dict], proto
 def _read_and_prepare(task: tuple[str, str, str, str, bool]) -> _Prepared:
     """Read one sequence's GT and prediction files and clean them (runs in the reader processes)."""
     name, gt_path, pred_path, protocol, allow_missing = task
-    gt_data = read_json(gt_path)
-    pred_data = None
-    if os.path.isfile(pred_path):
-        pred_data = read_json(pred_path)
-    elif not allow_missing:
-        raise DataFormatError(f"{pred_path}: prediction file missing for GT sequence {gt_path} "
-                              f"(every GT sequence needs one; --allow-missing scores it as all misses)")
+    gt_data, pred_data = read_sequence_pair(gt_path, pred_path)
     return _prepare_sequence(name, gt_data, pred_data, protocol, allow_missing, gt_path, pred_path)
 
 

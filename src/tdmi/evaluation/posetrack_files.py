@@ -151,6 +151,11 @@ def read_json(path: str | os.PathLike) -> dict:
     return data
 
 
+def read_sequence_pair(gt_path: str, pred_path: str) -> tuple[dict, Optional[dict]]:
+    """One sequence's GT file and its prediction file (None when there is no prediction file)."""
+    return read_json(gt_path), (read_json(pred_path) if os.path.isfile(pred_path) else None)
+
+
 def _number_array(rows: list, width: int, what: str, source: str) -> np.ndarray:
     """``[len(rows), width]`` float64 from lists of numbers, with an error naming the first bad row."""
     if not rows:
@@ -251,8 +256,13 @@ def _slot_table(data: dict, source: str) -> np.ndarray:
     return np.asarray([_POSEVAL_NAMES.index(n) if n in _POSEVAL_NAMES else -1 for n in names], dtype=np.int64)
 
 
+def _folder_token(folder: str) -> str:
+    """poseval's video token of an image folder: its name up to the first underscore."""
+    return os.path.basename(folder).split("_")[0]
+
+
 def _video_token(file_name: Any) -> str:
-    return os.path.basename(os.path.dirname(str(file_name))).split("_")[0]
+    return _folder_token(os.path.dirname(str(file_name)))
 
 
 def _read_posetrack18_poseval(data: dict, source: str, is_gt: bool) -> _PosevalFile:
@@ -274,7 +284,7 @@ def _read_posetrack18_poseval(data: dict, source: str, is_gt: bool) -> _PosevalF
         first = _video_token(file_names[0])
         folders = [os.path.dirname(str(name)) for name in file_names]
         # a sequence has one or two folders: tokenise each folder name once
-        tokens = {folder: os.path.basename(folder).split("_")[0] for folder in set(folders)}
+        tokens = {folder: _folder_token(folder) for folder in set(folders)}
         kept = [i for i, folder in enumerate(folders) if tokens[folder] == first]
     else:
         kept = []

@@ -29,7 +29,6 @@ vectorised per frame.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ from scipy.optimize import linear_sum_assignment
 from tdmi.errors import DataFormatError
 from tdmi.evaluation.parallel import map_in_order, reader_processes
 from tdmi.evaluation.posetrack_files import (DIST_THRESHOLD, NUM_JOINTS, _empty_predictions, _People,
-                                             _prepare_poseval, _read_poseval_file, read_json)
+                                             _prepare_poseval, _read_poseval_file, read_sequence_pair)
 from tdmi.keypoints import POSEVAL15, POSEVAL_GROUPS
 
 METRICS: tuple[str, ...] = ("MOTA", "MOTP", "Precision", "Recall")
@@ -285,8 +284,8 @@ def _track_sequence(name: str, gt_data: dict, pred_data: Optional[dict], allow_m
 def _read_and_track(task: tuple[str, str, str, bool]) -> _SequenceEvents:
     """Read one sequence's files and count its events (runs in the reader processes)."""
     name, gt_path, pred_path, allow_missing = task
-    pred_data = read_json(pred_path) if os.path.isfile(pred_path) else None
-    return _track_sequence(name, read_json(gt_path), pred_data, allow_missing, gt_path, pred_path)
+    gt_data, pred_data = read_sequence_pair(gt_path, pred_path)
+    return _track_sequence(name, gt_data, pred_data, allow_missing, gt_path, pred_path)
 
 
 def _total(events: Sequence[_SequenceEvents]) -> TrackingResult:
