@@ -362,3 +362,24 @@ def test_reader_processes_give_the_serial_numbers_and_the_same_first_error(tmp_p
     assert errors[0] == errors[1] and names[25].name in errors[0] and "not valid JSON" in errors[0]
     with pytest.raises(ValueError, match="workers must be >= 1"):
         evaluate_dirs(gt_dir, pred_dir, workers=0)
+
+
+def test_one_call_reading_of_scores_and_head_boxes_equals_the_per_person_reader(monkeypatch):
+    from tdmi.evaluation import posetrack_files
+
+    rng = np.random.default_rng(5)
+    gt = make_gt_sequence(rng, 1, num_frames=10, labeled_every=1)
+    pred = make_predictions(rng, gt, missing_scores_prob=0.0)
+    # the common files: every predicted person with 17 scores, every GT person with a head box
+    assert all(len(a["scores"]) == 17 for a in pred["annotations"])
+    assert all(a.get("bbox_head") is not None for a in gt["annotations"])
+    fast = {name: posetrack_files._read_poseval_file(data, name, is_gt=name == "gt")
+            for name, data in (("gt", gt), ("pred", pred))}
+    calls = []
+    monkeypatch.setattr(posetrack_files, "_uniform_rows", lambda rows, width: calls.append(width))
+    slow = {name: posetrack_files._read_poseval_file(data, name, is_gt=name == "gt")
+            for name, data in (("gt", gt), ("pred", pred))}
+    assert calls  # the per-person reader really ran
+    for name in fast:
+        for field in ("head", "score", "xy", "owner", "joint", "track_id"):
+            np.testing.assert_array_equal(getattr(fast[name], field), getattr(slow[name], field), err_msg=field)
