@@ -12,6 +12,7 @@ import pytest
 
 from tdmi.cli import main
 from tdmi.data import synthetic
+from tdmi.data.synthetic import drawing, options, poses, scene as scene_model
 from tdmi.data.synthetic import (SynthOptions, generate_synthtrack, image_id, labeled_frame_mask, pt18_bbox,
                                  render_clip)
 from tdmi.errors import CommandError
@@ -202,10 +203,10 @@ def test_occlusion_rule_keeps_inferable_joints():
     assert not (labelled & ~inside).any()
     assert not (clip.visible & ~inside).any()
     hidden = inside & ~clip.visible
-    hidden[..., list(synthetic._EARS)] = False
+    hidden[..., list(options._EARS)] = False
     assert hidden.any(), "an occluder that hides nothing"
     # Hidden joints of people that are still mostly visible stay labelled (annotators infer them).
-    scored = [j for j in range(17) if j not in synthetic._EARS]
+    scored = [j for j in range(17) if j not in options._EARS]
     mostly_visible = clip.visible[..., scored].sum(-1) * 2 >= inside[..., scored].sum(-1)
     assert (labelled[hidden & mostly_visible[..., None]]).all()
     assert (labelled[hidden & mostly_visible[..., None]]).size > 0
@@ -226,11 +227,11 @@ def test_blur_tag_means_the_frame_is_blurred():
     seed, frames = 0, 6
     options = SynthOptions(blur_probability=1.0, shake_probability=0.0)
     clip = render_clip(frames=frames, seed=seed, size=SIZE, options=options)
-    scene = synthetic._build_scene(seed, 0, frames, SIZE, options)
+    scene = scene_model._build_scene(seed, 0, frames, SIZE, options)
     blur = [t["blur_px"] for t in clip.tags]
     assert max(blur) > 6
     for f in range(frames):
-        sharp = synthetic._render(scene, float(f), with_ids=False)[0].astype(np.float32)
+        sharp = drawing._render(scene, float(f), with_ids=False)[0].astype(np.float32)
         changed = (np.abs(sharp - clip.images[f]).max(axis=-1) > 40).sum()
         # Sensor noise alone stays within a few grey levels; a blurred mover changes many pixels a lot.
         if blur[f] > 6:
@@ -240,21 +241,21 @@ def test_blur_tag_means_the_frame_is_blurred():
 
 
 def test_turning_swaps_left_and_right():
-    scene = synthetic._build_scene(0, 0, 60, SIZE, SynthOptions())
+    scene = scene_model._build_scene(0, 0, 60, SIZE, SynthOptions())
     rng = np.random.default_rng(0)
-    person = synthetic._make_person(rng, scene, 1, 0, "spin", scene.height * 0.9, SIZE[0] / 2, 0.3)
+    person = scene_model._make_person(rng, scene, 1, 0, "spin", scene.height * 0.9, SIZE[0] / 2, 0.3)
     left, right = POSETRACK17.index("left_shoulder"), POSETRACK17.index("right_shoulder")
-    signs = {np.sign(synthetic._pose(scene, person, t, np.zeros(2)).joints[left, 0] -
-                     synthetic._pose(scene, person, t, np.zeros(2)).joints[right, 0]) for t in range(60)}
+    signs = {np.sign(poses._pose(scene, person, t, np.zeros(2)).joints[left, 0] -
+                     poses._pose(scene, person, t, np.zeros(2)).joints[right, 0]) for t in range(60)}
     assert {-1.0, 1.0} <= signs
 
 
 def test_walking_swings_the_legs():
-    scene = synthetic._build_scene(0, 0, 40, SIZE, SynthOptions())
-    person = synthetic._make_person(np.random.default_rng(1), scene, 1, 0, "walk", scene.height * 0.9, SIZE[0] / 2,
+    scene = scene_model._build_scene(0, 0, 40, SIZE, SynthOptions())
+    person = scene_model._make_person(np.random.default_rng(1), scene, 1, 0, "walk", scene.height * 0.9, SIZE[0] / 2,
                                     0.3)
     la, ra = POSETRACK17.index("left_ankle"), POSETRACK17.index("right_ankle")
-    gap = [synthetic._pose(scene, person, t, np.zeros(2)).joints for t in np.arange(0, 40, 0.5)]
+    gap = [poses._pose(scene, person, t, np.zeros(2)).joints for t in np.arange(0, 40, 0.5)]
     stride = np.array([j[la, 0] - j[ra, 0] for j in gap])
     assert stride.max() > 5 and stride.min() < -5  # the feet overtake each other
     hip_x = np.array([j[POSETRACK17.index("left_hip"), 0] for j in gap])
@@ -394,6 +395,6 @@ def test_the_posetrack_readers_load_synthtrack(synth_set):
             assert frame.image_id == posetrack18_image_id(frame.file_name)
             for person in frame.people:
                 labelled = person.keypoints[:, 2] > 0
-                assert 2 <= labelled.sum() and not labelled[list(synthetic._EARS)].any()
+                assert 2 <= labelled.sum() and not labelled[list(options._EARS)].any()
         expected = sum(1 for b in boxes if b["image_id"] in {f.image_id for f in sequence.frames})
         assert sum(len(detections.for_frame(frame)) for frame in sequence.frames) == expected

@@ -1,6 +1,6 @@
 """Plain records every dataset reader produces: :class:`Sequence` -> :class:`Frame` -> :class:`Person`.
 
-Readers (``posetrack.py``, ``hieve.py``, ``synthetic.py`` through the PoseTrack18 layout) turn files into these;
+Readers (``posetrack.py``, ``hieve.py``, ``synthetic/`` through the PoseTrack18 layout) turn files into these;
 everything downstream (clip sampling, the Dataset, writers) reads only these. Coordinates are image pixels of
 the original frame, x to the right and y down, joints in the 17-slot PoseTrack order (``keypoints.POSETRACK17``).
 """

@@ -32,11 +32,12 @@ parameters compute in fp32), and the pure path samples in at least float32: a bf
 coordinates to ~0.14 px at these feature sizes.
 
 Speed: ``benchmarks/dcn_speed.py`` measures the pure path against a plain 3x3 conv of the same shape. On a
-2-core AMD EPYC (Zen 5), one thread, at the TDMI shape, forward+backward costs about 7x the conv (forward alone
-about 6x). Most of that is fixed by the primitives: ``grid_sampler_2d_backward`` scatters each of the
+2-core AMD EPYC (Zen 5), one thread, at the TDMI shape, forward+backward costs 5-7x the conv, by machine (forward
+alone 4-6x). Most of that is fixed by the primitives: ``grid_sampler_2d_backward`` scatters each of the
 B*Cin*K*Ho*Wo column gradients into 4 input pixels one scalar at a time, which alone takes about 3x the whole conv;
 grid_sample's forward takes about 1x, the three contractions about 1.2x (the conv's own FLOPs), and the offset and
-mask gradients, which the conv does not have, add 72 MB of fresh output per call at batch 8.
+mask gradients, which the conv does not have, add 72 MB of fresh output per call at batch 8. Measured and slower
+(docs/results.md): inductor-compiled sampling (per-element atomic scatter-adds) and fused numba sampling kernels.
 """
 
 from __future__ import annotations
