@@ -384,6 +384,71 @@ def test_channels_last_input_gives_a_channels_last_output():
     torch.testing.assert_close(cl, nchw)
 
 
+def test_torchvision_path_also_hands_back_channels_last(monkeypatch):
+    """torchvision's op returns NCHW: the channels-last restore applies to its path too (the CUDA default)."""
+    def nchw_only(input, offset, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), mask=None):
+        with deform_conv.use_backend("torch"):
+            return deform_conv2d(input.contiguous(), offset, weight, bias, stride, padding, dilation, mask)
+
+    fake_tv, fake_ops = types.ModuleType("torchvision"), types.ModuleType("torchvision.ops")
+    fake_ops.deform_conv2d, fake_tv.ops = nchw_only, fake_ops
+    monkeypatch.setitem(sys.modules, "torchvision", fake_tv)
+    monkeypatch.setitem(sys.modules, "torchvision.ops", fake_ops)
+    monkeypatch.setattr(deform_conv, "_torchvision_ok", {"cpu": True})
+    case = make_case(H=8, W=6, stride=1, padding=1, dilation=1, G=1, groups=1, seed=37)
+    with deform_conv.use_backend("torchvision"):
+        assert deform_conv.sampling_path("cpu", torch.float64) == "torchvision"
+        out = deform_conv2d(**dict(case, input=case["input"].contiguous(memory_format=torch.channels_last)))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, reference_deform_conv2d(**case))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Deterministic mode on GPUs: the gather path
+
+
+@pytest.mark.parametrize("stride,dilation,G,groups,H,W,mask", [(1, 3, 4, 1, 6, 7, True), (2, 1, 2, 2, 6, 7, False),
+                                                               (1, 1, 2, 1, 1, 5, True), (1, 2, 1, 2, 4, 1, True),
+                                                               (1, 1, 1, 1, 5, 6, True)])
+def test_gather_path_matches_the_reference_and_the_hand_written_gradients(stride, dilation, G, groups, H, W, mask):
+    """Offsets up to 3 px reach past every border (partial corners, samples wholly outside), so the zero-border
+    rule and its gradients are exercised; the float64 gradients equal the hand-written backward's."""
+    case = make_case(H=H, W=W, stride=stride, padding=dilation, dilation=dilation, G=G, groups=groups, mask=mask,
+                     bias=True, seed=41 + G + H)
+    leaves = {k: v.clone().requires_grad_() for k, v in case.items() if isinstance(v, torch.Tensor)}
+    eager = deform_conv2d(**{**case, **leaves})
+    eager_grads = torch.autograd.grad(eager.square().sum(), list(leaves.values()))
+    args = {**case, **leaves}
+    gathered = deform_conv.gather_deform_conv2d(args["input"], args["offset"], args["weight"], args["bias"],
+                                                args["mask"], (stride, stride), (dilation, dilation),
+                                                (dilation, dilation))
+    gathered_grads = torch.autograd.grad(gathered.square().sum(), list(leaves.values()))
+    torch.testing.assert_close(gathered, reference_deform_conv2d(**case), rtol=1e-10, atol=1e-10)
+    for name, a, b in zip(leaves, eager_grads, gathered_grads):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_deterministic_mode_takes_the_gather_path_on_gpus_only(monkeypatch):
+    with deform_conv.use_backend("torch"):  # not deterministic: the usual paths
+        assert deform_conv.sampling_path("cuda", torch.float32) == "pure"
+        assert deform_conv.sampling_path("cuda", torch.float32, compiling=True) == "traceable"
+    previous = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        for backend in ("auto", "torch"):
+            with deform_conv.use_backend(backend):
+                assert deform_conv.sampling_path("cuda", torch.float32) == "gather"
+                assert deform_conv.sampling_path("cuda", torch.float16, compiling=True) == "gather"
+                assert deform_conv.sampling_path("cpu", torch.float32) == "pure"  # deterministic on the CPU
+        # the dispatch follows the rule: a call sent down the gather path never reaches the autograd function
+        monkeypatch.setattr(deform_conv, "sampling_path", lambda *args, **kwargs: "gather")
+        monkeypatch.setattr(deform_conv._DeformConv2dFunction, "apply", None)
+        case = make_case(H=7, W=6, stride=1, padding=2, dilation=2, G=2, groups=1, seed=43)
+        torch.testing.assert_close(deform_conv2d(**case), reference_deform_conv2d(**case), rtol=1e-10, atol=1e-10)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # torch.compile: the traceable path
 

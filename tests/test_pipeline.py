@@ -17,6 +17,7 @@ from tdmi.cli import main
 from tdmi.data.clips import window_offsets
 from tdmi.data.transforms import box_to_center_scale, get_affine_transform, normalize_crops, warp_frames
 from tdmi.errors import CheckpointError
+from tdmi.errors import CommandError
 from tdmi.evaluation.decode import decode_heatmaps
 from tdmi.inference.infer_command import infer_source
 from tdmi.inference.model_loading import LoadedModel, load_inference_model
@@ -155,6 +156,20 @@ def test_naive_mode_equals_exact_mode(runs):
     for position, frame in exact.items():
         for a, b in zip(frame.people, naive[position].people):
             assert_same_heatmaps(a.heatmaps, b.heatmaps)
+
+
+def test_bf16_autocast_reaches_the_model_and_keeps_the_heatmaps_float32(runs):
+    exact, _, _, _ = runs(mode="exact")
+    mixed, _, _, _ = runs(mode="exact", amp="bf16")
+    changed = False
+    for position, frame in exact.items():
+        for a, b in zip(frame.people, mixed[position].people):
+            assert b.heatmaps.dtype == torch.float32 and b.keypoints.dtype == np.float32
+            torch.testing.assert_close(b.heatmaps, a.heatmaps, rtol=0.1, atol=0.05 * float(a.heatmaps.abs().max()))
+            changed = changed or not torch.equal(a.heatmaps, b.heatmaps)
+    assert changed  # the model did run in bf16
+    with pytest.raises(CommandError, match="amp"):
+        PipelineOptions(amp="fp8")
 
 
 def test_tube_mode_differs_from_exact_when_people_move(runs):

@@ -293,6 +293,39 @@ def test_losses_are_float32_under_bf16_autocast():
     terms["loss"].backward()
 
 
+def test_heads_and_mi_terms_under_bf16_autocast_are_computed_in_float32():
+    """Under bf16 autocast the backbone, TDE and RDM run in bf16, but the heatmap heads and every loss term are
+    float32 computations: each equals the same computation done in float32 on the (upcast) features, exactly.
+    With the autocast-off blocks removed the heads and the MI heads would round to bf16 (~1e-3 relative)."""
+    from tdmi.engine.train import build_train_step
+
+    cfg = load_config(None, TINY + ["train.amp=bf16", "model.mi.formulation=balanced", "model.rdm.init_std=0.1"])
+    step = build_train_step(cfg)
+    torch.manual_seed(3)
+    with torch.no_grad():  # heads large enough that their outputs and the MI terms are far from 0
+        for head in (step.model.head, step.model.backbone.final_layer):
+            head.weight.normal_(0.0, 0.2)
+    data = TinyClips(n=2)
+    frames = torch.stack([data[i]["frames"] for i in range(2)])
+    heatmaps = torch.stack([data[i]["heatmaps"] for i in range(2)])
+    weight = torch.stack([data[i]["target_weight"] for i in range(2)])
+    with torch.no_grad():
+        terms = step(frames, heatmaps, weight)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            output = step.model(frames)
+        assert output.fused.dtype == torch.bfloat16  # autocast did reach the body of the model
+        assert output.heatmaps.dtype == torch.float32 and output.static_heatmaps.dtype == torch.float32
+        assert torch.equal(output.heatmaps, step.model.head(output.fused.float()))
+        assert output.heatmaps.abs().max() > 1e-3
+        upcast = output._replace(**{k: v.float() for k, v in output._asdict().items()
+                                    if isinstance(v, torch.Tensor) and v.is_floating_point()})
+        expected = step.mi_objective(upcast, heatmaps.float(), weight.float())
+    mi_names = [name for name in expected if name != "total"]
+    assert mi_names and any(expected[name].abs() > 1e-6 for name in mi_names)
+    for name in mi_names:
+        assert torch.equal(terms[name], expected[name]), name
+
+
 def test_mi_diagnostics_report_gradients_and_gate_statistics(tmp_path):
     import json
 
@@ -322,8 +355,7 @@ def test_mi_diagnostics_report_gradients_and_gate_statistics(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in step.model.named_buffers())
 
 
-def test_resume_refuses_another_world_size_and_old_rng_lists_restore(tmp_path):
-    from tdmi.engine.train import _rng_state, _set_rng_state
+def test_resume_refuses_another_world_size(tmp_path):
     from tdmi.errors import CheckpointError
 
     cfg = load_config(None, TINY + [f"train.out_dir={tmp_path}", "train.epochs=2", "train.max_steps=1"])
@@ -335,10 +367,29 @@ def test_resume_refuses_another_world_size_and_old_rng_lists_restore(tmp_path):
     torch.save(state, state_path)
     with pytest.raises(CheckpointError, match="4 process"):
         train(cfg, resume=str(tmp_path), device="cpu", train_dataset=TinyClips())
-    # a state saved by an older version with one CUDA RNG state per visible GPU still restores (CPU: ignored)
-    rng = _rng_state()
-    rng["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 3
+
+
+def test_cuda_rng_states_restore_on_fewer_gpus(monkeypatch):
+    """Old states hold one CUDA RNG state per GPU the run saw; a resume on fewer GPUs takes its own device's or the
+    last one instead of indexing past the list, and a new single state is restored as it is (CUDA stood in for)."""
+    from tdmi.engine.train import _rng_state, _set_rng_state
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state: restored.append(int(state[0])))
+    states = [torch.full((16,), i, dtype=torch.uint8) for i in range(3)]
+    for device, expected in ((0, 0), (1, 1), (5, 2)):  # device 5 of a resume that sees more GPUs than were saved
+        monkeypatch.setattr(torch.cuda, "current_device", lambda device=device: device)
+        rng = _rng_state()
+        rng["cuda"] = states
+        _set_rng_state(rng)
+        assert restored[-1] == expected
+    rng["cuda"] = torch.full((16,), 7, dtype=torch.uint8)
     _set_rng_state(rng)
+    assert restored[-1] == 7
+    rng["cuda"] = []  # nothing to restore
+    _set_rng_state(rng)
+    assert len(restored) == 4
 
 
 class TinyUint8Clips(TinyClips):
@@ -397,3 +448,22 @@ def test_train_compile_option_compiles_the_step_and_keeps_checkpoint_names(tmp_p
     assert len(graphs) == 1, f"{len(graphs)} graphs: the training step has graph breaks (or recompiled)"
     assert runs[True].keys() == runs[False].keys()
     assert all(torch.isfinite(v).all() for v in runs[True].values())
+
+
+def test_process_group_gets_the_configured_timeout(monkeypatch):
+    """Ranks wait in barriers while rank 0 validates and writes checkpoints: the collective timeout is the config's
+    (default 120 min), not NCCL's 10-minute watchdog."""
+    from datetime import timedelta
+
+    from tdmi.engine import train as train_module
+
+    calls = []
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setattr(train_module.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(train_module.dist, "init_process_group", lambda **kwargs: calls.append(kwargs))
+    info, device = train_module.setup_distributed("cpu", timeout_minutes=45)
+    assert info.enabled and device.type == "cpu"
+    assert calls == [{"backend": "gloo", "timeout": timedelta(minutes=45)}]
+    assert load_config(None, TINY).train.dist_timeout_minutes == 120

@@ -213,9 +213,10 @@ def _add_train(sub) -> None:
                                     "config.yaml is used")
     p.add_argument("--out", help="run folder (default: train.out_dir)")
     p.add_argument("--deterministic", action="store_true",
-                   help="deterministic algorithms (slower). On CUDA one op has no deterministic kernel: the DCN's "
-                        "bilinear-sampling backward (grid_sample; torchvision's is nondeterministic too), so there "
-                        "torch warns about it instead of raising and DCN weight gradients may differ in the last bits")
+                   help="deterministic algorithms, strictly: the same run gives the same weights, and an op "
+                        "without a deterministic kernel stops training with its name. Slower; on GPUs the DCN then "
+                        "samples with gathers (deterministic backward, about 4x its usual memory) instead of "
+                        "torchvision's or grid_sample's kernels, whose backward adds with atomics")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.set_defaults(run=_run_train)
 
@@ -262,6 +263,9 @@ def _add_infer(sub) -> None:
                    help="feature sharing: tube (one crop per track window, fast) or exact (paper's per-key-frame crop)")
     p.add_argument("--window", type=int, default=12,
                    help="tube mode: at most this many key frames share one crop box per track (default 12)")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
+                   help="mixed precision of the model: bf16 or fp16 autocast (faster on GPUs; bf16 also on recent CPUs); "
+                        "the heatmap head and keypoint decoding stay float32 (default none)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     _add_threads_option(p)
     p.set_defaults(run=_run_infer)

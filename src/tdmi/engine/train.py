@@ -42,6 +42,7 @@ from tdmi.atomic import atomic_write, atomic_write_bytes
 from tdmi.config import ExperimentConfig, dump_config, load_config, to_dict
 from tdmi.data.transforms import normalize_frames
 from tdmi.errors import CheckpointError, CommandError, TdmiError
+from tdmi.precision import autocast_for
 
 
 class NonFiniteLossError(TdmiError, FloatingPointError):
@@ -384,11 +385,7 @@ class MetricsLog:
 # -------------------------------------------------------------------------------------------------------- the loop
 
 
-def _autocast(device_type: str, amp: str):
-    if amp == "none":
-        return nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device_type, dtype=dtype)
+_autocast = autocast_for  # the name the engine modules import
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
@@ -437,8 +434,9 @@ def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if cfg.train.deterministic:
-        # CUDA has no deterministic grid_sample backward (the DCN's sampling): warn there instead of raising.
-        torch.use_deterministic_algorithms(True, warn_only=dev.type == "cuda")
+        # Strict: an op without a deterministic kernel raises, naming itself. The DCN, whose usual CUDA backwards
+        # are not deterministic, takes its gather path in this mode (models/deform_conv_plain.py).
+        torch.use_deterministic_algorithms(True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # The same seed on every rank: identical initial weights without a broadcast.
     torch.manual_seed(cfg.train.seed)

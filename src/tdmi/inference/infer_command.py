@@ -181,7 +181,7 @@ def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detect
         "model": loaded.description, "checkpoint": str(loaded.checkpoint) if loaded.checkpoint else None,
         "random_init": loaded.random_init, "detector": detector_description, "mode": options.mode,
         "online": options.online, "window": options.window, "delta": int(loaded.config.model.delta),
-        "tracker": options.tracker,
+        "tracker": options.tracker, "amp": options.amp,
         "padding": options.padding or loaded.config.data.padding, "device": str(device),
         "throughput": stats.to_json(),
         "skipped_frames": [{"index": i, "name": n, "reason": r} for i, n, r in source.skipped],
@@ -253,9 +253,10 @@ def infer_command(args) -> int:
         print("note: the HOG detector is weak (upright, unoccluded, large people only); poses can only be as good "
               "as the boxes. Pass --boxes FILE with a stronger detector's output when you have one.")
     options = PipelineOptions(mode=args.mode, online=args.online, window=getattr(args, "window", DEFAULT_WINDOW),
-                              tracker=getattr(args, "tracker", "pose"))
+                              tracker=getattr(args, "tracker", "pose"), amp=getattr(args, "amp", "none"))
     print(f"mode: {options.mode}{' (online, causal clips)' if options.online else ''}, delta="
-          f"{loaded.config.model.delta}, window={options.window}, device={device}")
+          f"{loaded.config.model.delta}, window={options.window}, device={device}"
+          f"{f', amp {options.amp}' if options.amp != 'none' else ''}")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()

@@ -70,6 +70,7 @@ from tdmi.inference.detectors import PersonDetector
 from tdmi.inference.sources import SourceFrame
 from tdmi.inference.tracking import IoUTracker, Track, TrackedFrame, tube_crop_box
 from tdmi.keypoints import POSETRACK17
+from tdmi.precision import autocast_for
 from tdmi.inference.model_loading import (  # noqa: F401  (re-exported: these names were this module's API)
     DEMO_CHECKPOINT, FALLBACK_MODEL_OVERRIDES, RANDOM_INIT_BANNER, SHIPPED_MODEL_NOTE, LoadedModel,
     load_inference_model, resolve_device, shipped_checkpoint)
@@ -383,7 +384,8 @@ class VideoPoseEstimator:
         batch = self.options.encode_batch
         for start in range(0, len(pending), batch):
             part = pending[start:start + batch]
-            features = self.model.encode(torch.stack([t for _, t in part]).to(self.device))
+            with autocast_for(self.device.type, self.options.amp):
+                features = self.model.encode(torch.stack([t for _, t in part]).to(self.device))
             self.stats.encoded_crops += len(part)
             for i, (key, _) in enumerate(part):
                 cache[key] = tuple(f[i] for f in features)
@@ -396,22 +398,25 @@ class VideoPoseEstimator:
                 stages.append(torch.stack([torch.stack([cache[(job.crop, p)][stage] for p in job.slots])
                                            for job in part]))
             features = self._features_type._make(stages) if hasattr(self._features_type, "_make") else tuple(stages)
-            heatmaps = self.model.decode(features).heatmaps
+            with autocast_for(self.device.type, self.options.amp):
+                heatmaps = self.model.decode(features).heatmaps
             self.stats.decoded_clips += len(part)
             self._decode_jobs(part, heatmaps, crops, results)
 
     def _decode_jobs(self, jobs: list[_ClipJob], heatmaps: torch.Tensor, crops: dict, results: dict) -> None:
-        heatmaps = heatmaps.float().cpu()
+        # decoded where the heatmaps are: only keypoints and scores travel back to the CPU
+        heatmaps = heatmaps.float()
         center = torch.as_tensor(np.stack([crops[job.crop][0] for job in jobs]), dtype=torch.float64)
         scale = torch.as_tensor(np.stack([crops[job.crop][1] for job in jobs]), dtype=torch.float64)
-        coords, maxvals = decode_heatmaps(heatmaps, center, scale)
+        coords, maxvals = decode_heatmaps(heatmaps, center.to(heatmaps.device), scale.to(heatmaps.device))
+        coords, maxvals = coords.cpu(), maxvals.cpu()
         for i, job in enumerate(jobs):
             tracked = self._buffer[job.key_position].tracked
             results[(job.key_position, job.person)] = PersonPose(
                 track_id=int(tracked.track_ids[job.person]), box=tracked.boxes[job.person].copy(),
                 box_score=float(tracked.scores[job.person]), keypoints=coords[i].numpy().astype(np.float32),
                 heatmap_scores=maxvals[i].numpy().astype(np.float32),
-                heatmaps=heatmaps[i].clone() if self.options.keep_heatmaps else None)
+                heatmaps=heatmaps[i].cpu().clone() if self.options.keep_heatmaps else None)
 
 
 _MOVED_TO_INFER_COMMAND = ("infer_source", "infer_command", "InferOutcome", "poses_document")

@@ -16,6 +16,7 @@ from tdmi.data.clips import PADDING_RULES
 from tdmi.errors import CommandError
 from tdmi.evaluation.writers import PersonPrediction
 from tdmi.inference.boxes import MAX_BOXES_PER_FRAME, MIN_BOX_SIDE
+from tdmi.precision import AMP_CHOICES
 
 MODES = ("tube", "exact", "naive")
 """``tube`` and ``exact`` are user choices (``tdmi infer --mode``); ``naive`` is the benchmark's baseline."""
@@ -52,6 +53,8 @@ class PipelineOptions:
         tracker: which track ids ``tdmi infer`` writes: ``pose`` (the pose-aware tracker of
             ``tdmi.inference.pose_tracking``, run on the estimated poses in frame order) or ``iou`` (the IoU
             tracker's, which also decides the tube crops either way).
+        amp: autocast of the model's encode and decode: ``none``, ``bf16`` or ``fp16``. The heatmap head and
+            the decoding of keypoints stay float32 either way.
     """
 
     mode: str = "tube"
@@ -68,8 +71,11 @@ class PipelineOptions:
     tube_shift_tolerance: float = 0.1
     keep_heatmaps: bool = False
     tracker: str = "iou"
+    amp: str = "none"
 
     def __post_init__(self) -> None:
+        if self.amp not in AMP_CHOICES:
+            raise CommandError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
         if self.mode not in MODES:
             raise CommandError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.window < 1:

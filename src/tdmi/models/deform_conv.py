@@ -24,6 +24,11 @@ time with :func:`set_backend` / :func:`use_backend`:
 - ``torchvision``: ``torchvision.ops.deform_conv2d`` (same semantics), if torchvision imports and its compiled op
   runs on the tensors' device; checked once per device type, lazily, with a tiny call on that device.
 
+Deterministic mode (``torch.use_deterministic_algorithms(True)``, ``tdmi train --deterministic``) on a GPU takes a
+third implementation whatever the backend, :func:`tdmi.models.deform_conv_plain.gather_deform_conv2d`: neither
+grid_sample's CUDA backward (no deterministic kernel: it raises) nor torchvision's (atomic adds) is deterministic
+there. On the CPU both usual paths are deterministic already. :func:`sampling_path` states the whole rule.
+
 ``auto`` picks per call, by measurement: on CUDA torchvision's fused kernel when it runs there (a torchvision built
 without CUDA fails the CUDA probe and falls back) and the compute dtype is float32/float64/float16 (its kernels
 have no bfloat16); everywhere else the pure path, which on CPU is 6-9x faster than torchvision's CPU kernel
@@ -51,6 +56,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from tdmi.models.deform_conv_plain import gather_deform_conv2d, traceable_deform_conv2d
 
 BACKENDS = ("auto", "torch", "torchvision")
 _ENV_VAR = "TDMI_DCN_BACKEND"
@@ -164,31 +171,52 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | 
 
     # one compute dtype: bf16/fp16 activations with fp32 parameters (no autocast rule covers this function)
     dtype = torch.promote_types(input.dtype, weight.dtype)
-    compiling = torch.compiler.is_compiling()
-    if compiling:  # no probe while tracing (it reads a value back): prepare_for_compile() ran it beforehand
-        use_torchvision = _backend == "torchvision" or (
-            _backend == "auto" and input.device.type == "cuda" and dtype in _TORCHVISION_DTYPES
-            and _torchvision_ok.get(input.device.type, False))
-    else:
-        use_torchvision = _backend == "torchvision" or (_backend == "auto" and auto_uses_torchvision(input.device,
-                                                                                                     dtype))
-    if use_torchvision:
+    path = sampling_path(input.device, dtype, torch.compiler.is_compiling())
+    if path == "torchvision":
         from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
         cast = [t if t is None else t.to(dtype) for t in (input, offset, weight, bias, mask)]
-        return tv_deform_conv2d(cast[0], cast[1], cast[2], cast[3], stride=stride, padding=padding,
-                                dilation=dilation, mask=cast[4])
-    # The pure path samples in at least float32 (a half-precision grid misplaces samples by up to ~0.1 px) and
-    # returns the promoted dtype. contiguous: offsets are often channel slices of a predictor's output.
-    compute = torch.promote_types(dtype, torch.float32)
-    args = [t if t is None else t.to(compute).contiguous() for t in (input, offset, weight, bias, mask)]
-    if compiling:
-        out = _traceable_deform_conv2d(*args, stride, padding, dilation).to(dtype)
+        out = tv_deform_conv2d(cast[0], cast[1], cast[2], cast[3], stride=stride, padding=padding,
+                               dilation=dilation, mask=cast[4])
     else:
-        out = _DeformConv2dFunction.apply(*args, stride, padding, dilation).to(dtype)
+        # The other paths sample in at least float32 (a half-precision grid misplaces samples by up to ~0.1 px)
+        # and return the promoted dtype. contiguous: offsets are often channel slices of a predictor's output.
+        compute = torch.promote_types(dtype, torch.float32)
+        args = [t if t is None else t.to(compute).contiguous() for t in (input, offset, weight, bias, mask)]
+        if path == "pure":
+            out = _DeformConv2dFunction.apply(*args, stride, padding, dilation)
+        elif path == "traceable":
+            out = traceable_deform_conv2d(*args, stride, padding, dilation)
+        else:
+            out = gather_deform_conv2d(*args, stride, padding, dilation)
+        out = out.to(dtype)
     if not input.is_contiguous() and input.is_contiguous(memory_format=torch.channels_last):
         out = out.contiguous(memory_format=torch.channels_last)  # hand a channels-last model its layout back
     return out
+
+
+def sampling_path(device: torch.device | str, dtype: torch.dtype, compiling: bool = False) -> str:
+    """Which implementation a call on ``device`` with compute ``dtype`` takes, by the backend setting:
+
+    - ``gather`` whenever deterministic algorithms are on and the device is not the CPU, whatever the backend:
+      the only path whose backward is deterministic there (see :mod:`tdmi.models.deform_conv_plain`);
+    - ``torchvision`` when asked for, or under ``auto`` by :func:`auto_uses_torchvision`;
+    - ``traceable`` (grid_sample as plain ops) while ``torch.compile`` traces;
+    - ``pure``, the hand-written autograd function, otherwise.
+
+    While compiling no probe runs (it reads a value back): :func:`prepare_for_compile` ran it beforehand.
+    """
+    kind = torch.device(device).type
+    if kind != "cpu" and torch.are_deterministic_algorithms_enabled():
+        return "gather"
+    if _backend == "torchvision":
+        return "torchvision"
+    if _backend == "auto":
+        known = (kind == "cuda" and dtype in _TORCHVISION_DTYPES and _torchvision_ok.get(kind, False)) if compiling \
+            else auto_uses_torchvision(device, dtype)
+        if known:
+            return "torchvision"
+    return "traceable" if compiling else "pure"
 
 
 def prepare_for_compile(device: torch.device | str) -> None:
@@ -196,37 +224,6 @@ def prepare_for_compile(device: torch.device | str) -> None:
     probe's value back), so that a compiled model takes the backend an eager one would."""
     if torch.device(device).type == "cuda":
         torchvision_available(device)
-
-
-def _traceable_deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None,
-                             mask: Tensor | None, stride, padding, dilation) -> Tensor:
-    """The pure path as plain differentiable ops, for ``torch.compile``: the same sampling and contraction as
-    :class:`_DeformConv2dFunction` (whose chunking, ``out=`` writes into strided views and oneDNN views dynamo
-    cannot trace), with autograd's backward; the compiler fuses and schedules it instead."""
-    B, Cin, H, W = input.shape
-    Cout, Cin_g, kh, kw = weight.shape
-    K, groups = kh * kw, Cin // Cin_g
-    G = offset.shape[1] // (2 * K)
-    Ho, Wo = offset.shape[-2:]
-    pad_h, pad_w = int(H == 1), int(W == 1)  # as _Geometry: grid_sample needs at least 2 pixels per side
-    scale_y, scale_x = 2.0 / (H + pad_h - 1), 2.0 / (W + pad_w - 1)
-    ys = torch.arange(Ho, device=input.device, dtype=offset.dtype) * stride[0] - padding[0]
-    xs = torch.arange(Wo, device=input.device, dtype=offset.dtype) * stride[1] - padding[1]
-    tap_y = torch.arange(kh, device=input.device, dtype=offset.dtype).repeat_interleave(kw) * dilation[0]
-    tap_x = torch.arange(kw, device=input.device, dtype=offset.dtype).repeat(kh) * dilation[1]
-    pairs = offset.view(B, G, K, 2, Ho, Wo)
-    grid_x = (tap_x[:, None, None] + xs[None, None, :]) * scale_x - 1.0 + pairs[:, :, :, 1] * scale_x
-    grid_y = (tap_y[:, None, None] + ys[None, :, None]) * scale_y - 1.0 + pairs[:, :, :, 0] * scale_y
-    grid = torch.stack((grid_x, grid_y), dim=-1).view(B * G, K * Ho, Wo, 2)
-    image = F.pad(input, (0, pad_w, 0, pad_h)) if pad_h or pad_w else input
-    columns = F.grid_sample(image.reshape(B * G, Cin // G, *image.shape[-2:]), grid, mode="bilinear",
-                            padding_mode="zeros", align_corners=True).view(B, G, Cin // G, K * Ho * Wo)
-    if mask is not None:
-        columns = columns * mask.view(B, G, 1, K * Ho * Wo)
-    out = torch.matmul(weight.reshape(groups, Cout // groups, Cin_g * K),
-                       columns.reshape(B, groups, Cin_g * K, Ho * Wo))
-    out = out.reshape(B, Cout, Ho, Wo)
-    return out if bias is None else out + bias.view(1, Cout, 1, 1)
 
 
 # ----------------------------------------------------------------------------------------------------------------

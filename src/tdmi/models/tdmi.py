@@ -175,8 +175,17 @@ class TDMI(_ClipModel):
         useful, noisy = self.rdm(motion) if self.rdm is not None else (None, None)
         context = self.spatiotemporal_block(clip_s4.flatten(1, 2)) if self.spatiotemporal else visual
         fused = self.fusion(torch.cat([motion if useful is None else useful, context], dim=1))
-        return TDMIOutput(heatmaps=self.head(fused), motion=motion, useful=useful, noisy=noisy, visual=visual,
-                          fused=fused, static_heatmaps=self.backbone.final_layer(visual))
+        return TDMIOutput(heatmaps=head_outside_autocast(self.head, fused), motion=motion, useful=useful,
+                          noisy=noisy, visual=visual, fused=fused,
+                          static_heatmaps=head_outside_autocast(self.backbone.final_layer, visual))
+
+
+def head_outside_autocast(head: nn.Module, features: Tensor) -> Tensor:
+    """``head(features)`` in the head's own dtype with autocast off: the heatmaps feed the losses, whose MI terms
+    divide by a temperature of 0.05, so a bf16 head's rounding would reach them multiplied by 20. A 3x3 (or 1x1)
+    conv on the last feature costs little next to the rest of the model."""
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        return head(features.to(head.weight.dtype))
 
 
 class SingleFrameHRNet(_ClipModel):
@@ -198,7 +207,7 @@ class SingleFrameHRNet(_ClipModel):
         super().__init__(backbone, delta, freeze_backbone, backbone_bn_eval)
 
     def _predict(self, visual: Tensor) -> TDMIOutput:
-        heatmaps = self.backbone.final_layer(visual)
+        heatmaps = head_outside_autocast(self.backbone.final_layer, visual)
         return TDMIOutput(heatmaps=heatmaps, motion=None, useful=None, noisy=None, visual=visual, fused=None,
                           static_heatmaps=heatmaps)
 
