@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tdmi.errors import CommandError
-from tdmi.inference import detectors
+from tdmi.inference import detectors, hog
 from tdmi.inference.boxes import iou_matrix
 from tdmi.inference.detectors import (BoxFileDetector, HOGPeopleDetector, hog_window_descriptor, make_detector,
                                       write_boxes_file)
@@ -98,6 +98,124 @@ def test_opencv_and_numpy_backends_agree(video_dir):
     b = HOGPeopleDetector(backend="opencv").detect(image)
     assert len(a.boxes) and len(b.boxes)
     assert (iou_matrix(b.boxes, a.boxes).max(axis=1) > 0.5).mean() >= 0.6
+
+
+def _straightforward_hog_blocks(image_bgr: np.ndarray) -> np.ndarray:
+    """Dalal-Triggs blocks ``[H/8 - 1, W/8 - 1, 36]`` the slow, obvious way: whole-image gradients, then one block
+    at a time, every pixel voting into its 2 orientation bins of each of the 4 cells (float64 sums)."""
+    root = np.sqrt(image_bgr.astype(np.float32))
+    padded = np.pad(root, ((1, 1), (1, 1), (0, 0)), mode="reflect")  # = BORDER_REFLECT_101
+    dx = padded[1:-1, 2:] - padded[1:-1, :-2]
+    dy = padded[2:, 1:-1] - padded[:-2, 1:-1]
+    channel = np.argmax(dx * dx + dy * dy, axis=2)[..., None]  # the first channel wins ties
+    gx = np.ascontiguousarray(np.take_along_axis(dx, channel, axis=2)[..., 0])
+    gy = np.ascontiguousarray(np.take_along_axis(dy, channel, axis=2)[..., 0])
+    magnitude, angle = cv2.cartToPolar(gx, gy)
+    position = angle * np.float32(9 / np.pi) - np.float32(0.5)  # bin centres at 10, 30, ... degrees
+    lower = np.floor(position)
+    share = (position - lower).astype(np.float64)
+    lower = lower.astype(np.int64) % 9
+    offset = np.arange(16)
+    # Weight of pixel offset o in a 16 px block for cell c: tent to the cell centre (3.5 + 8 c) times a Gaussian
+    # of sigma 4 about the block centre.
+    weight = (np.maximum(0.0, 1.0 - np.abs(offset - (3.5 + 8 * np.arange(2))[:, None]) / 8)
+              * np.exp(-((offset - 8.0) ** 2) / 32.0))
+    blocks = np.zeros((image_bgr.shape[0] // 8 - 1, image_bgr.shape[1] // 8 - 1, 36))
+    for by in range(blocks.shape[0]):
+        for bx in range(blocks.shape[1]):
+            rows, cols = slice(8 * by, 8 * by + 16), slice(8 * bx, 8 * bx + 16)
+            m, s, k = magnitude[rows, cols].astype(np.float64), share[rows, cols], lower[rows, cols]
+            hist = np.zeros((2, 2, 9))  # [cell_x, cell_y, bin]
+            for cx in range(2):
+                for cy in range(2):
+                    w = m * np.outer(weight[cy], weight[cx])
+                    np.add.at(hist[cx, cy], k, w * (1 - s))
+                    np.add.at(hist[cx, cy], (k + 1) % 9, w * s)
+            v = hist.ravel()
+            v = np.minimum(v / (np.sqrt((v * v).sum()) + 3.6), 0.2)
+            blocks[by, bx] = v / (np.sqrt((v * v).sum()) + 1e-3)
+    return blocks
+
+
+def _straightforward_margins(blocks: np.ndarray) -> np.ndarray:
+    """SVM margin of every 64x128 window, one window at a time: its descriptor in OpenCV's layout (block
+    columns outermost) dotted with the SVM's coefficients as stored."""
+    weights, bias = hog._hog_svm()  # [15, 7, 36]
+    coefficients = weights.transpose(1, 0, 2).reshape(-1).astype(np.float64)
+    margins = np.zeros((blocks.shape[0] - 14, blocks.shape[1] - 6))
+    for i in range(margins.shape[0]):
+        for j in range(margins.shape[1]):
+            margins[i, j] = blocks[i:i + 15, j:j + 7].transpose(1, 0, 2).reshape(-1) @ coefficients + bias
+    return margins
+
+
+def _colourful_image(height: int, width: int, seed: int) -> np.ndarray:
+    """Smooth colour waves of different phase per channel (so the strongest channel varies) plus noise."""
+    y, x = np.mgrid[0:height, 0:width]
+    rng = np.random.default_rng(seed)
+    waves = np.stack([np.sin(x / (4.0 + c) + y / (7.0 - c) + 2 * c) for c in range(3)], axis=2)
+    return np.clip(128 + 80 * waves + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("band_pixels", [1, 4 * 8 * 107, None])  # 1 or 4 tile rows per band, or all at once
+@pytest.mark.parametrize("shape", [(171, 107), (160, 96)])  # cut to whole tiles, or not; odd tile-row counts
+def test_banded_hog_matches_a_straightforward_reference(monkeypatch, band_pixels, shape):
+    image = _colourful_image(*shape, seed=shape[0])
+    if band_pixels is not None:  # bands of a few tile rows exercise the carried row and the edge reflection
+        monkeypatch.setattr(hog, "_BAND_PIXELS", band_pixels)
+    reference = _straightforward_hog_blocks(image)
+    np.testing.assert_allclose(hog.hog_blocks(image), reference, atol=2e-6)
+    margins = hog._hog_svm_margins(image)
+    assert margins.shape == (shape[0] // 8 - 15, shape[1] // 8 - 7) and margins.dtype == np.float32
+    np.testing.assert_allclose(margins, _straightforward_margins(reference), atol=2e-5)
+
+
+def test_hog_channel_ties_go_to_the_first_channel():
+    # Blue varies along x only, green the same way along y only: on the diagonal both have the same gradient
+    # magnitude at right angles, and blue (the first channel, as argmax and OpenCV pick) must win.
+    profile = np.random.default_rng(2).integers(0, 256, 64).astype(np.uint8)
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[..., 0] = profile[None, :]
+    image[..., 1] = profile[:, None]
+    np.testing.assert_allclose(hog.hog_blocks(image), _straightforward_hog_blocks(image), atol=2e-6)
+
+
+def test_hog_margins_of_a_single_window_use_its_descriptor():
+    window = _reference_window()
+    weights, bias = hog._hog_svm()
+    expected = hog_window_descriptor(window) @ weights.transpose(1, 0, 2).reshape(-1) + bias
+    margins = hog._hog_svm_margins(window)
+    assert margins.shape == (1, 1)
+    np.testing.assert_allclose(margins[0, 0], expected, atol=1e-5)
+    assert hog._hog_svm_margins(window[:120]).shape == (0, 0)  # smaller than a window
+
+
+def test_hog_raw_windows_match_the_reference_on_every_pyramid_level():
+    frame = _colourful_image(150, 90, seed=5)
+    detector = HOGPeopleDetector(backend="numpy")
+    levels = []
+    factor = detector.upscale
+    while 150 * factor >= 128 and 90 * factor >= 64:  # the pyramid of _raw_windows, one level at a time
+        size = (int(round(90 * factor)), int(round(150 * factor)))
+        level = cv2.resize(frame, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+        level = cv2.copyMakeBorder(level, 8, 8, 8, 8, cv2.BORDER_REFLECT_101)
+        levels.append((factor, _straightforward_margins(_straightforward_hog_blocks(level))))
+        factor /= detector.scale_step
+    # No person here (margins ~ -3): a threshold halfway between the two middle margins keeps about half of the
+    # windows, none of them on the fence.
+    middle = np.sort(np.concatenate([margins.ravel() for _, margins in levels]))
+    middle = middle[len(middle) // 2 - 1:len(middle) // 2 + 1]
+    assert middle[1] - middle[0] > 1e-4
+    detector.hit_threshold = float(middle.mean())
+    expected_boxes, expected_margins = [], []
+    for factor, margins in levels:
+        for i, j in zip(*np.nonzero(margins >= detector.hit_threshold)):  # window (i, j): top-left (8 j, 8 i) - pad
+            expected_boxes.append([(8 * j - 8) / factor, (8 * i - 8) / factor, 64 / factor, 128 / factor])
+            expected_margins.append(margins[i, j])
+    boxes, margins = detector._raw_windows(frame)
+    assert len(levels) == 4 and boxes.shape == (len(expected_boxes), 4) and len(expected_boxes) > 50
+    np.testing.assert_allclose(boxes, expected_boxes, atol=1e-4)
+    np.testing.assert_allclose(margins, expected_margins, atol=2e-5)
 
 
 # ------------------------------------------------------------------------------------------------------ box files

@@ -8,7 +8,7 @@ here is vectorised with NumPy so that thousands of boxes per frame stay cheap (n
 from __future__ import annotations
 
 import warnings
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -18,6 +18,17 @@ MAX_BOXES_PER_FRAME = 100
 
 #: Default minimum side length (pixels) of a kept box; smaller ones cannot be posed at 288x384 input anyway.
 MIN_BOX_SIDE = 4.0
+
+
+class Detections(NamedTuple):
+    """Person boxes of one frame: ``boxes`` float32 ``[N, 4]`` xywh pixels, ``scores`` float32 ``[N]``."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+
+    @staticmethod
+    def empty() -> "Detections":
+        return Detections(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
 
 
 def as_boxes(boxes) -> np.ndarray:

@@ -23,25 +23,22 @@ Detectors, best first:
   small, occluded, sitting and non-upright people. Uses ``cv2.HOGDescriptor`` when the installed OpenCV has
   it (4.x) and otherwise a NumPy port of the same descriptor with the same SVM coefficients
   (``tdmi/weights/hog_people_svm.json``; OpenCV 5 moved HOG out of the main package). The port matches
-  OpenCV 4.10's descriptor to 2e-4 (``tests/test_detectors.py``).
+  OpenCV 4.10's descriptor to 2e-4 (``tests/test_detectors.py``). It lives in :mod:`tdmi.inference.hog`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
-from typing import Iterable, NamedTuple, Optional, Protocol
+from typing import Iterable, Optional, Protocol
 
-import cv2
 import numpy as np
 
 from tdmi.data.box_files import DEFAULT_SCORE_THRESHOLD, read_box_file
 from tdmi.data.fileio import atomic_write_json
 from tdmi.errors import CommandError
-from tdmi.inference.boxes import as_boxes, iou_matrix, nms
+from tdmi.inference.boxes import Detections, as_boxes, iou_matrix, nms  # noqa: F401  (Detections: re-exported)
+from tdmi.inference.hog import HOGPeopleDetector, hog_blocks, hog_window_descriptor  # noqa: F401  (re-exported)
 
 #: COCO category id of "person" (COCO results files and torchvision's COCO detectors).
 PERSON_CATEGORY = 1
@@ -54,17 +51,6 @@ TORCHVISION_DETECTORS = (
 )
 
 DETECTOR_NAMES = ("auto", "hog") + TORCHVISION_DETECTORS
-
-
-class Detections(NamedTuple):
-    """Person boxes of one frame: ``boxes`` float32 ``[N, 4]`` xywh pixels, ``scores`` float32 ``[N]``."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-
-    @staticmethod
-    def empty() -> "Detections":
-        return Detections(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
 
 
 class PersonDetector(Protocol):
@@ -191,219 +177,6 @@ def write_boxes_file(path: str | os.PathLike, frames: Iterable[tuple[int, str, n
         {"index": int(index), "name": name, "boxes": numbers(as_boxes(boxes), 2), "scores": numbers(scores, 4)}
         for index, name, boxes, scores in frames]}
     atomic_write_json(Path(path), doc)
-
-
-# ------------------------------------------------------------------------------------------------------------ HOG
-
-_CELL = 8
-_NBINS = 9
-_WINDOW_W, _WINDOW_H = 64, 128
-_BLOCKS_X, _BLOCKS_Y = 7, 15  # 16x16 blocks at stride 8 in a 64x128 window
-
-
-@lru_cache(maxsize=1)
-def _hog_svm() -> tuple[np.ndarray, float]:
-    """The people SVM as ``[blocks_y, blocks_x, 36]`` weights and a bias (see the JSON file's ``layout``)."""
-    with resources.files("tdmi").joinpath("weights").joinpath("hog_people_svm.json").open("r", encoding="utf-8") as f:
-        doc = json.load(f)
-    weights = np.asarray(doc["weights"], np.float32).reshape(_BLOCKS_X, _BLOCKS_Y, 36).transpose(1, 0, 2)
-    return np.ascontiguousarray(weights), float(doc["bias"])
-
-
-_SQRT_LUT_ROW = np.sqrt(np.arange(256, dtype=np.float32)).reshape(1, 256)  # cv2.LUT's table shape
-_GRADIENT_KERNEL = np.array([[-1.0, 0.0, 1.0]], np.float32)
-
-
-@lru_cache(maxsize=1)
-def _block_profile() -> np.ndarray:
-    """``[8, 4]``: weight of pixel ``u`` of a tile for (cell 0, cell 1) when the tile is the first half of a
-    block, then (cell 0, cell 1) when it is the second half. Along one axis a pixel at offset ``o`` in the
-    16 px block votes for cell ``c`` with a bilinear ("tent") weight to the cell centre times a Gaussian of
-    sigma 4 about the block centre (Dalal & Triggs; OpenCV's ``winSigma = (16 + 16) / 8``). Both factors are
-    separable, so a block histogram is two small matrix products instead of a 16x16 loop.
-    """
-    offset = np.arange(16)
-    tent = np.maximum(0.0, 1.0 - np.abs((offset + 0.5) / _CELL - 0.5 - np.arange(2)[:, None]))  # [cell, 16]
-    profile = tent * np.exp(-((offset - 8.0) ** 2) / (2 * 4.0**2))
-    return np.concatenate([profile[:, :_CELL], profile[:, _CELL:]], axis=0).T.astype(np.float32)
-
-
-def hog_blocks(image_bgr: np.ndarray) -> np.ndarray:
-    """Normalised HOG blocks of a whole image: uint8 ``[H, W, 3]`` -> float32 ``[H/8 - 1, W/8 - 1, 36]``.
-
-    Block ``(by, bx)`` covers pixels ``[8 by, 8 by + 16) x [8 bx, 8 bx + 16)``; its 36 values are ordered
-    (cell_x, cell_y, orientation bin). Steps: square-root gamma; centred [-1, 0, 1] gradients per channel,
-    keeping the channel of largest magnitude; 9 unsigned orientation bins with linear vote interpolation;
-    Gaussian-weighted bilinear votes into the 2x2 cells of each block; L2-Hys normalisation (clip 0.2).
-
-    Speed (it runs on every pyramid level of every frame): the votes are scattered straight into the layout
-    ``[row, tile_x, bin, pixel-in-tile]``, so that each spatial profile is ONE matrix product over all pixels
-    instead of a stack of tiny ones, and the channel choice uses ``where`` instead of ``argmax`` + gather.
-    """
-    image = cv2.LUT(image_bgr, _SQRT_LUT_ROW)
-    dx = cv2.filter2D(image, cv2.CV_32F, _GRADIENT_KERNEL, borderType=cv2.BORDER_REFLECT_101)
-    dy = cv2.filter2D(image, cv2.CV_32F, _GRADIENT_KERNEL.T, borderType=cv2.BORDER_REFLECT_101)
-    squared = dx * dx + dy * dy
-    best_dx, best_dy, best = dx[..., 0], dy[..., 0], squared[..., 0]
-    for c in (1, 2):  # the first channel wins ties, as argmax would
-        larger = squared[..., c] > best
-        best = np.where(larger, squared[..., c], best)
-        best_dx = np.where(larger, dx[..., c], best_dx)
-        best_dy = np.where(larger, dy[..., c], best_dy)
-    magnitude, angle = cv2.cartToPolar(best_dx, best_dy)  # angle in [0, 2 pi): unsigned bins wrap modulo 9
-    height, width = magnitude.shape
-    tiles_y, tiles_x = height // _CELL, width // _CELL
-    magnitude = magnitude[: tiles_y * _CELL, : tiles_x * _CELL]
-    angle = angle[: tiles_y * _CELL, : tiles_x * _CELL] * np.float32(_NBINS / np.pi) - np.float32(0.5)
-    lower = np.floor(angle)  # bin centres at 10, 30, ... degrees
-    upper_vote = magnitude * (angle - lower)
-    lower_vote = magnitude - upper_vote
-    lower_bin = lower.astype(np.int32) % _NBINS
-    upper_bin = lower_bin + 1
-    upper_bin[upper_bin == _NBINS] = 0  # never equal to lower_bin, so the two scatters never collide
-    row = np.arange(tiles_y * _CELL, dtype=np.int32)[:, None] * (tiles_x * _NBINS * _CELL)
-    column = np.arange(tiles_x * _CELL, dtype=np.int32)
-    base = row + (column // _CELL) * (_NBINS * _CELL) + column % _CELL  # [H, W] -> [row, tile_x, 0, u]
-    votes = np.zeros(tiles_y * tiles_x * _CELL * _CELL * _NBINS, np.float32)
-    votes[(base + lower_bin * _CELL).ravel()] = lower_vote.ravel()
-    votes[(base + upper_bin * _CELL).ravel()] = upper_vote.ravel()
-
-    profile = _block_profile()
-    # Along x: every tile's share as the first and as the second half of a block, paired into blocks.
-    along_x = (votes.reshape(-1, _CELL) @ profile).reshape(tiles_y * _CELL, tiles_x, _NBINS, 4)
-    along_x = along_x[:, :-1, :, :2] + along_x[:, 1:, :, 2:]  # [H, blocks_x, 9, cell_x]
-    blocks_x = tiles_x - 1
-    # Along y: the same with the pixel rows of each tile last.
-    along_y = np.ascontiguousarray(along_x.reshape(tiles_y, _CELL, blocks_x, _NBINS, 2).transpose(0, 2, 3, 4, 1))
-    along_y = (along_y.reshape(-1, _CELL) @ profile).reshape(tiles_y, blocks_x, _NBINS, 2, 4)
-    blocks = along_y[:-1, ..., :2] + along_y[1:, ..., 2:]  # [blocks_y, blocks_x, 9, cell_x, cell_y]
-    blocks = blocks.transpose(0, 1, 3, 4, 2).reshape(tiles_y - 1, blocks_x, 36)
-    blocks = blocks / (np.sqrt((blocks * blocks).sum(-1, keepdims=True)) + 36 * 0.1)
-    blocks = np.minimum(blocks, 0.2)
-    return blocks / (np.sqrt((blocks * blocks).sum(-1, keepdims=True)) + 1e-3)
-
-
-def hog_window_descriptor(window_bgr: np.ndarray) -> np.ndarray:
-    """HOG descriptor of one 64x128 window in OpenCV's layout: uint8 ``[128, 64, 3]`` -> float32 ``[3780]``."""
-    if window_bgr.shape[:2] != (_WINDOW_H, _WINDOW_W):
-        raise ValueError(f"a HOG window is {_WINDOW_W}x{_WINDOW_H}, got {window_bgr.shape[1]}x{window_bgr.shape[0]}")
-    return hog_blocks(window_bgr).transpose(1, 0, 2).reshape(-1)
-
-
-def _hog_svm_margins(image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """SVM margin of every 64x128 window at an 8-pixel stride -> (margins [K], top-left corners [K, 2] x, y)."""
-    blocks = hog_blocks(image_bgr)
-    if blocks.shape[0] < _BLOCKS_Y or blocks.shape[1] < _BLOCKS_X:
-        return np.zeros((0,), np.float32), np.zeros((0, 2), np.float32)
-    weights, bias = _hog_svm()
-    # Score of every block under every one of the 105 block slots of the window, then sum the shifted slots.
-    per_slot = blocks @ weights.reshape(-1, 36).T  # [by, bx, 15 * 7]
-    ny, nx = blocks.shape[0] - _BLOCKS_Y + 1, blocks.shape[1] - _BLOCKS_X + 1
-    margins = np.full((ny, nx), bias, np.float32)
-    for a in range(_BLOCKS_Y):
-        for b in range(_BLOCKS_X):
-            margins += per_slot[a:a + ny, b:b + nx, a * _BLOCKS_X + b]
-    ys, xs = np.mgrid[0:margins.shape[0], 0:margins.shape[1]]
-    corners = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32) * _CELL
-    return margins.ravel().astype(np.float32), corners
-
-
-class HOGPeopleDetector:
-    """Dalal-Triggs HOG people detector, multi-scale, with NMS and scores in (0, 1). A WEAK detector.
-
-    Args:
-        hit_threshold: minimum SVM margin of a window (0 is the SVM's decision boundary).
-        min_person_height: smallest person height (pixels) to find; the image is enlarged when this is below
-            the ~96 px a person fills in the 128 px training window.
-        scale_step: ratio between pyramid levels (smaller: slower, finds more sizes).
-        nms_iou: windows overlapping a better one by more than this are merged into it; so are windows that
-            nest with a better one (80% of the smaller inside the larger), the same person at another scale.
-        min_support: a detection must be backed by at least this many raw windows (across positions and scales)
-            with IoU > 0.5; isolated single-window hits are mostly background clutter.
-        max_people: cap on detections per frame.
-        backend: ``auto`` (OpenCV's HOGDescriptor when present, else NumPy), ``opencv`` or ``numpy``.
-
-    Scores are ``sigmoid(2 * margin)``, so the decision boundary maps to 0.5 and a clear hit (margin 1.5)
-    to 0.95. Boxes are the detection window shrunk to the person inside it (the training windows have a
-    16 px margin above and below a ~96 px person).
-    """
-
-    def __init__(self, *, hit_threshold: float = 0.0, min_person_height: float = 80.0, scale_step: float = 1.1,
-                 nms_iou: float = 0.4, min_support: int = 2, max_people: int = 50, backend: str = "auto") -> None:
-        if backend not in ("auto", "opencv", "numpy"):
-            raise CommandError(f"HOG backend must be auto, opencv or numpy, got {backend!r}")
-        if scale_step <= 1.0:
-            raise CommandError(f"HOG scale_step must be > 1, got {scale_step}")
-        has_opencv_hog = hasattr(cv2, "HOGDescriptor")
-        if backend == "opencv" and not has_opencv_hog:
-            raise CommandError(f"this OpenCV ({cv2.__version__}) has no HOGDescriptor; use backend='numpy'")
-        self.backend = "opencv" if backend == "opencv" or (backend == "auto" and has_opencv_hog) else "numpy"
-        self.hit_threshold = hit_threshold
-        self.upscale = max(1.0, 96.0 / float(min_person_height))
-        self.scale_step = scale_step
-        self.nms_iou = nms_iou
-        self.min_support = min_support
-        self.max_people = max_people
-        self._opencv_hog = None
-        if self.backend == "opencv":
-            self._opencv_hog = cv2.HOGDescriptor()
-            self._opencv_hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
-        self.description = (f"OpenCV HOG people detector ({self.backend} backend; weak: misses small, occluded and "
-                            f"non-upright people; use --boxes with a stronger detector's output for evaluations)")
-
-    def _raw_windows(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """All windows above the hit threshold -> (boxes [K, 4] xywh in frame pixels, margins [K])."""
-        height, width = frame_bgr.shape[:2]
-        pad = _CELL  # windows may start one cell outside the frame, for people cut by the border
-        if self._opencv_hog is not None:
-            image = frame_bgr if self.upscale == 1.0 else cv2.resize(frame_bgr, None, fx=self.upscale,
-                                                                     fy=self.upscale, interpolation=cv2.INTER_LINEAR)
-            rects, weights = self._opencv_hog.detectMultiScale(image, hitThreshold=self.hit_threshold,
-                                                               winStride=(_CELL, _CELL), padding=(pad, pad),
-                                                               scale=self.scale_step, groupThreshold=0)
-            boxes = np.asarray(rects, np.float32).reshape(-1, 4) / self.upscale
-            return boxes, np.asarray(weights, np.float32).reshape(-1)
-        all_boxes, all_margins = [], []
-        factor = self.upscale
-        while height * factor >= _WINDOW_H and width * factor >= _WINDOW_W:
-            size = (int(round(width * factor)), int(round(height * factor)))
-            scaled = cv2.resize(frame_bgr, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
-            scaled = cv2.copyMakeBorder(scaled, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
-            margins, corners = _hog_svm_margins(scaled)
-            hit = margins >= self.hit_threshold
-            if hit.any():
-                xy = (corners[hit] - pad) / factor
-                wh = np.broadcast_to(np.float32([_WINDOW_W, _WINDOW_H]) / factor, xy.shape)
-                all_boxes.append(np.concatenate([xy, wh], axis=1))
-                all_margins.append(margins[hit])
-            factor /= self.scale_step
-        if not all_boxes:
-            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
-        return np.concatenate(all_boxes).astype(np.float32), np.concatenate(all_margins)
-
-    def detect(self, frame_bgr: np.ndarray, frame_index: Optional[int] = None,
-               frame_name: Optional[str] = None) -> Detections:
-        if frame_bgr.ndim == 2:
-            frame_bgr = cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2BGR)
-        elif frame_bgr.shape[2] == 4:
-            frame_bgr = cv2.cvtColor(frame_bgr, cv2.COLOR_BGRA2BGR)
-        windows, margins = self._raw_windows(np.ascontiguousarray(frame_bgr, dtype=np.uint8))
-        if windows.shape[0] == 0:
-            return Detections.empty()
-        keep = nms(windows, margins, self.nms_iou, containment_threshold=0.8)
-        cluster = iou_matrix(windows[keep], windows) > 0.5  # [kept, raw]: the windows backing each detection
-        supported = cluster.sum(axis=1) >= self.min_support
-        keep, cluster = keep[supported][: self.max_people], cluster[supported][: self.max_people]
-        # The margin-weighted mean of a detection's windows is steadier from frame to frame than its best
-        # window alone, which jumps between pyramid levels.
-        weights = cluster * np.maximum(margins - self.hit_threshold, 1e-3)[None, :]
-        boxes = (weights @ windows) / weights.sum(axis=1, keepdims=True)
-        boxes[:, 0] += 0.15 * boxes[:, 2]
-        boxes[:, 1] += 0.1 * boxes[:, 3]
-        boxes[:, 2] *= 0.7
-        boxes[:, 3] *= 0.8
-        scores = 1.0 / (1.0 + np.exp(-2.0 * margins[keep]))
-        return Detections(boxes.astype(np.float32), scores.astype(np.float32))
 
 
 # ---------------------------------------------------------------------------------------------------- torchvision
