@@ -10,10 +10,12 @@ Checks (one row each; ``ok`` false marks a failure, and the exit status is 1 whe
     dcn_parity     pure DCN vs torchvision (when it runs) vs a float64 CPU reference: output and every gradient;
                    under bf16 and fp16 autocast
     dcn_speed      forward+backward time and peak memory of the DCN against a 3x3 conv of the same shape
+    dcn_gather     the gather path of deterministic mode: parity, and two runs bit-identical
     deterministic  two identical training steps under strict deterministic mode give identical weights (on a
                    GPU the DCN takes its gather path); an op without a deterministic kernel fails the row
     train_<amp>    W48 384x288 batch 16 (quick: W8 128x96 batch 2), N steps: loss finite, s/step, peak memory,
                    the fp16 scaler's scale
+    compile        torch.compile of a small training step: compile time, s/step against eager (not --quick)
     loss_terms     each loss term of one batch under bf16 autocast against float32, on the shipped trained TDMI
     loader         the training data loader alone against the training step rate
     ddp            two ranks on one device (gloo) with gradient accumulation: equal weights afterwards
@@ -144,11 +146,51 @@ def check_dcn_parity(device: torch.device) -> None:
             if device.type == "cpu" and amp == torch.float16:
                 continue  # CPU autocast has no float16 conv policy worth checking here
             case, _ = _dcn_case(device, torch.float32)
-            out = _dcn_run(case, geometry, backend, amp)[0]
-            err = rel(out, reference[0])
-            row(f"dcn_parity_{backend}_{str(amp).split('.')[-1]}", err < 2e-2 and out.dtype == torch.float32,
-                f"under autocast: output dtype {str(out.dtype).split('.')[-1]}, relative error {err:.1e}",
-                error=err)
+            results = _dcn_run(case, geometry, backend, amp)
+            errors = {n: rel(a, b) for n, a, b in zip(names, results, reference)}
+            worst = max(errors.values())
+            row(f"dcn_parity_{backend}_{str(amp).split('.')[-1]}", worst < 2e-2 and results[0].dtype == torch.float32,
+                f"under autocast: output dtype {str(results[0].dtype).split('.')[-1]}, worst relative error of the "
+                f"output and gradients {worst:.1e} ({max(errors, key=errors.get)})", errors=errors)
+    # bf16 activations with fp32 parameters, as a bf16 layer hands them to the DCN: promoted, sampled in fp32, so
+    # equal to the float64 reference on the same bf16-rounded input
+    case, _ = _dcn_case(device, torch.float32)
+    case["input"] = case["input"].detach().to(torch.bfloat16).requires_grad_()
+    rounded_case, _ = _dcn_case("cpu", torch.float64)
+    rounded_case["input"] = rounded_case["input"].detach().to(torch.bfloat16).double().requires_grad_()
+    rounded = _dcn_run(rounded_case, geometry, "torch")
+    results = _dcn_run(case, geometry, "auto")
+    errors = {n: rel(a, b) for n, a, b in zip(names, results, rounded)}
+    # the input's gradient comes back in the input's dtype (bf16: ~4e-3 rounding); the rest is computed in fp32
+    worst = max(v for n, v in errors.items() if n != "input")
+    ok = worst < 1e-4 and errors["input"] < 1e-2 and results[0].dtype == torch.float32
+    row("dcn_parity_bf16_activations", ok, f"bf16 input, fp32 weights ('auto'): output "
+        f"{str(results[0].dtype).split('.')[-1]}, worst relative error {worst:.1e} (input gradient, in bf16: "
+        f"{errors['input']:.1e}) against float64 on the rounded input", errors=errors)
+    check_dcn_gather(device, names, reference, geometry)
+
+
+def check_dcn_gather(device: torch.device, names, reference, geometry) -> None:
+    """Deterministic mode's DCN (the gather path on GPUs): parity, and bit-identical gradients over two runs."""
+    from tdmi.models.deform_conv import _pair
+    from tdmi.models.deform_conv_plain import gather_deform_conv2d
+
+    runs = []
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        for _ in range(2):
+            case, _ = _dcn_case(device, torch.float32)
+            out = gather_deform_conv2d(case["input"], case["offset"], case["weight"], case["bias"], case["mask"],
+                                       (1, 1), _pair(geometry["padding"]), _pair(geometry["dilation"]))
+            runs.append([out] + list(torch.autograd.grad(out, list(case.values()), torch.ones_like(out))))
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    errors = {n: rel(a, b) for n, a, b in zip(names, runs[0], reference)}
+    identical = all(torch.equal(a, b) for a, b in zip(runs[0], runs[1]))
+    worst = max(errors.values())
+    row("dcn_gather", worst < 1e-4 and identical, f"gather path (deterministic mode on GPUs): worst relative error "
+        f"{worst:.1e}; two runs {'bit-identical' if identical else 'DIFFER'}", errors=errors, identical=identical)
 
 
 def check_dcn_speed(device: torch.device, quick: bool) -> None:
@@ -237,8 +279,9 @@ def _batch(cfg, batch_size: int, device):
 
 def check_train(device: torch.device, quick: bool) -> None:
     from tdmi.config import load_config
-    from tdmi.engine.train import build_train_step
+    from tdmi.engine.train import build_train_step, configure_backends
 
+    configure_backends(device, deterministic=False)  # cuDNN autotuning and TF32 on CUDA, as `tdmi train`
     batch_size, steps = (2, 2) if quick else (16, 20)
     for amp in ("none", "bf16", "fp16"):
         if device.type == "cpu" and amp == "fp16":
@@ -273,6 +316,46 @@ def check_train(device: torch.device, quick: bool) -> None:
             row(f"train_{amp}", finite, f"{batch_size} clips, {steps} steps: {seconds:.3f} s/step, loss "
                 f"{losses[0]:.5f} -> {losses[-1]:.5f}, peak {peak_mib(device)} MiB, scaler {scale}",
                 seconds_per_step=seconds, losses=losses, peak_mib=peak_mib(device), scaler_scale=scale)
+
+
+def check_compile(device: torch.device, quick: bool) -> None:
+    """`train.compile`: torch.compile of a small TDMI's training step (W8 at 128x96), compile time and s/step
+    against eager. Not under --quick: compiling takes minutes on a CPU (benchmarks/compile_speed.py)."""
+    if quick:
+        row("compile", True, "skipped under --quick (minutes of compilation on a CPU)", skipped=True)
+        return
+    from tdmi.config import load_config
+    from tdmi.engine.train import build_train_step
+    from tdmi.models.deform_conv import prepare_for_compile
+
+    cfg = load_config(None, _tiny_overrides(True))
+    frames, heatmaps, weight = _batch(cfg, 8, device)
+    timings, first_losses = {}, {}
+    for name in ("eager", "compiled"):
+        torch.manual_seed(0)
+        module = build_train_step(cfg).to(device).train()
+        step = module
+        if name == "compiled":
+            prepare_for_compile(device)
+            step = torch.compile(module)
+        optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=1e-3)
+        seconds = []
+        for _ in range(6):
+            sync(device)
+            start = time.perf_counter()
+            loss = step(frames, heatmaps, weight)["loss"]
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            sync(device)
+            seconds.append(time.perf_counter() - start)
+            first_losses.setdefault(name, float(loss.detach()))
+        timings[name] = {"first_step_s": seconds[0], "step_s": min(seconds[1:])}
+    diff = abs(first_losses["compiled"] - first_losses["eager"]) / max(abs(first_losses["eager"]), 1e-12)
+    speedup = timings["eager"]["step_s"] / timings["compiled"]["step_s"]
+    row("compile", diff < 1e-3, f"first step {timings['compiled']['first_step_s']:.1f} s (compilation), then "
+        f"{timings['compiled']['step_s'] * 1000:.1f} ms/step against {timings['eager']['step_s'] * 1000:.1f} eager "
+        f"({speedup:.2f}x); first-step loss difference {diff:.1e}", timings=timings, loss_difference=diff)
 
 
 def check_loss_terms(device: torch.device, quick: bool) -> None:
@@ -311,15 +394,16 @@ def check_loss_terms(device: torch.device, quick: bool) -> None:
 
 def check_loader(device: torch.device, quick: bool, tmp: Path) -> None:
     from tdmi.config import load_config
-    from tdmi.data.dataset import build_dataset, collate_clips
+    from tdmi.data.dataset import build_dataset, collate_clips, frames_as_uint8, loader_workers
     from tdmi.data.synthetic import generate_synthtrack
 
     root = tmp / "synth"
     generate_synthtrack(root, sequences=2, frames=12 if quick else 30, seed=0, split="train", progress=False)
-    workers = 0 if quick else min(8, os.cpu_count() or 1)
-    cfg = load_config(None, _tiny_overrides(quick) + [f"data.root={root}", "data.dataset=synthtrack",
-                                                      f"data.workers={workers}"])
-    dataset = build_dataset(cfg, "train")
+    cfg = load_config(None, _tiny_overrides(quick) + [f"data.root={root}", "data.dataset=synthtrack"]
+                      + (["data.workers=0"] if quick else []))
+    # what `tdmi train` uses: data.workers None = the cores per process less one, uint8 crops on CUDA
+    workers, uint8 = loader_workers(cfg), frames_as_uint8(cfg, device)
+    dataset = build_dataset(cfg, "train", uint8_frames=uint8)
     batch = 2 if quick else 16
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=collate_clips,
                                          pin_memory=device.type == "cuda")
@@ -331,8 +415,9 @@ def check_loader(device: torch.device, quick: bool, tmp: Path) -> None:
     steps = [r for r in ROWS if r["check"] == "train_bf16" and "seconds_per_step" in r]
     step_rate = batch / steps[0]["seconds_per_step"] if steps else None
     ok = step_rate is None or quick or rate >= step_rate
-    row("loader", ok, f"{workers} workers: {rate:.1f} clips/s; bf16 training step: "
-        f"{'n/a' if step_rate is None else f'{step_rate:.1f} clips/s'}", clips_per_s=rate, step_clips_per_s=step_rate)
+    row("loader", ok, f"{workers} workers, {'uint8' if uint8 else 'float'} crops: {rate:.1f} clips/s; bf16 training "
+        f"step: {'n/a' if step_rate is None else f'{step_rate:.1f} clips/s'}", clips_per_s=rate,
+        step_clips_per_s=step_rate, workers=workers, uint8_frames=uint8)
 
 
 def _ddp_worker(rank: int, port: int, out: str, device: str, quick: bool) -> None:
@@ -529,6 +614,7 @@ def main() -> int:
                          ("dcn_speed", lambda: check_dcn_speed(device, args.quick)),
                          ("deterministic", lambda: check_deterministic(device)),
                          ("train", lambda: check_train(device, args.quick)),
+                         ("compile", lambda: check_compile(device, args.quick)),
                          ("loss_terms", lambda: check_loss_terms(device, args.quick)),
                          ("loader", lambda: check_loader(device, args.quick, tmp)),
                          ("ddp", lambda: check_ddp(device, tmp)),

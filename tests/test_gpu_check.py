@@ -20,6 +20,7 @@ def test_gpu_check_passes_on_cpu(tmp_path):
     failed = [(r["check"], r["result"]) for r in report["rows"] if not r["ok"]]
     assert result.returncode == 0 and not failed, failed or result.stderr[-2000:]
     checks = {r["check"] for r in report["rows"]}
-    for expected in ("versions", "dcn_parity_torch", "dcn_parity_torch_bfloat16", "dcn_speed", "deterministic",
+    for expected in ("versions", "dcn_parity_torch", "dcn_parity_torch_bfloat16", "dcn_parity_bf16_activations",
+                     "dcn_gather", "dcn_speed", "deterministic",
                      "train_none", "train_bf16", "loss_terms", "loader", "ddp", "resume", "onnx"):
         assert expected in checks

@@ -163,6 +163,46 @@ def test_ddp_two_cpu_processes_hold_identical_weights(tmp_path):
     assert any(not torch.equal(fresh[k], r0[k]) for k in r0 if r0[k].is_floating_point())  # it did train
 
 
+class NanOnRankOne(TinyClips):
+    """NaN frames on rank 1 only, from the second batch on: rank 0's own loss stays finite."""
+
+    def __getitem__(self, i):
+        sample = super().__getitem__(i)
+        if os.environ.get("RANK") == "1" and getattr(self, "calls", 0) >= 2:
+            sample["frames"][:] = float("nan")
+        self.calls = getattr(self, "calls", 0) + 1
+        return sample
+
+
+def _ddp_nan_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    # a short collective timeout: a rank left waiting in a collective would fail the test in seconds, not hang it
+    cfg = load_config(None, TINY + [f"train.out_dir={out}", "train.epochs=1", "train.batch_size=1",
+                                    "train.dist_timeout_minutes=0.5", "data.workers=0"])
+    outcome = "finished"
+    try:
+        train(cfg, device="cpu", train_dataset=NanOnRankOne(n=8))
+    except NonFiniteLossError:
+        outcome = "NonFiniteLossError"
+    except Exception as error:  # noqa: BLE001  (reported to the test, which names it)
+        outcome = f"{type(error).__name__}: {error}"[:300]
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
+        f.write(outcome)
+
+
+def test_ddp_a_nan_on_one_rank_stops_every_rank(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_nan_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    outcomes = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    assert outcomes == ["NonFiniteLossError", "NonFiniteLossError"], outcomes
+
+
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, signame):
     import signal

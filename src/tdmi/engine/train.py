@@ -388,6 +388,20 @@ class MetricsLog:
 _autocast = autocast_for  # the name the engine modules import
 
 
+def configure_backends(dev: torch.device, deterministic: bool) -> None:
+    """The process-wide backend settings of a training run (``scripts/gpu_check.py`` times steps with the same)."""
+    if dev.type == "cuda" and not deterministic:
+        # cuDNN autotuning (fixed crop sizes) and TF32 matmuls/convolutions on Ampere and later GPUs
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if deterministic:
+        # Strict: an op without a deterministic kernel raises, naming itself. The DCN, whose usual CUDA backwards
+        # are not deterministic, takes its gather path in this mode (models/deform_conv_plain.py).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+
+
 def _to_device(batch: dict[str, Any], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     return (normalize_frames(batch["frames"].to(device, non_blocking=True)),
             batch["heatmaps"].to(device, non_blocking=True),
@@ -428,16 +442,7 @@ def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode("utf-8"))
     check_pretrained(cfg)
-    if dev.type == "cuda" and not cfg.train.deterministic:
-        # cuDNN autotuning (fixed crop sizes) and TF32 matmuls/convolutions on Ampere and later GPUs
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if cfg.train.deterministic:
-        # Strict: an op without a deterministic kernel raises, naming itself. The DCN, whose usual CUDA backwards
-        # are not deterministic, takes its gather path in this mode (models/deform_conv_plain.py).
-        torch.use_deterministic_algorithms(True)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    configure_backends(dev, cfg.train.deterministic)
     # The same seed on every rank: identical initial weights without a broadcast.
     torch.manual_seed(cfg.train.seed)
     np.random.seed(cfg.train.seed)
@@ -590,9 +595,15 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
             with sync:
                 terms = wrapped(frames, heatmaps, weight)
                 loss = terms["loss"]
-                finite = bool(torch.isfinite(loss))
-                if info.enabled:  # every rank stops together: a NaN on one rank stops all of them
-                    finite = not _any_rank(not finite, dev)
+                if info.enabled:
+                    # One collective and one host sync per batch carry both agreements: a NaN on any rank stops
+                    # every rank now, and an interrupt any rank has seen stops all of them after this step.
+                    nonfinite, interrupted["agreed"] = _agree_across_ranks(
+                        ~torch.isfinite(loss.detach()), is_step and interrupted["flag"], dev)
+                    finite = not nonfinite
+                    interrupted["agreed"] = is_step and interrupted["agreed"]
+                else:
+                    finite = bool(torch.isfinite(loss))  # the one host sync per batch
                 if not finite:
                     values = ", ".join(f"{k}={v.item():.6g}" for k, v in terms.items())
                     raise NonFiniteLossError(
@@ -635,11 +646,10 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
                 diagnostics = mi_diagnostics(step_module, frames, heatmaps, weight)
                 if diagnostics:
                     log.write("mi_diag", progress["step"], diagnostics)
-            if info.enabled:
-                # ranks agree on an interrupt (each saw its own signal at its own moment) once per optimizer step,
-                # so no rank leaves a collective the others still wait in
-                interrupted["agreed"] = is_step and _any_rank(interrupted["flag"], dev)
-            else:  # stop at an optimizer step, so no accumulated gradient is thrown away
+            # Stop at an optimizer step, so no accumulated gradient is thrown away. Under DDP the ranks agreed above
+            # (each saw its own signal at its own moment), so no rank leaves a collective the others still wait in;
+            # a signal that arrives after that agreement stops the run at the next step.
+            if not info.enabled:
                 interrupted["agreed"] = is_step and interrupted["flag"]
             stop_now = interrupted["agreed"] or (max_steps and progress["step"] >= max_steps)
             if stop_now:
@@ -699,6 +709,18 @@ def _any_rank(flag: bool, dev: torch.device) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=dev)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
+
+
+def _agree_across_ranks(nonfinite: Tensor, interrupted: bool, dev: torch.device) -> tuple[bool, bool]:
+    """(a loss was non-finite on any rank, any rank was interrupted), the same on every rank: one all-reduce of two
+    values and one host sync. ``nonfinite`` stays on the device until then; the flag is written by a fill kernel,
+    not copied from the host."""
+    flags = torch.zeros(2, device=dev)
+    flags[0] = nonfinite.float()
+    flags[1].fill_(1.0 if interrupted else 0.0)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    any_nonfinite, any_interrupted = flags.tolist()
+    return any_nonfinite > 0, any_interrupted > 0
 
 
 def _plateaued(cfg: ExperimentConfig, progress: dict[str, Any]) -> bool:
