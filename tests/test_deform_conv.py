@@ -481,3 +481,23 @@ def test_compiled_module_has_no_graph_breaks_and_matches_eager():
     torch._dynamo.reset()
     compiled = torch.compile(module, backend="aot_eager")
     torch.testing.assert_close(compiled(x, offset, mask), module(x, offset, mask), rtol=1e-5, atol=1e-5)
+
+
+def test_plain_paths_compute_in_float32_under_autocast_and_nan_offsets_give_nan():
+    """The gather and traceable paths' matmuls do not follow a caller's bf16 autocast; a NaN offset gives a NaN
+    output (for the training loop's NaN check) instead of an out-of-bounds gather."""
+    case = make_case(H=7, W=6, stride=1, padding=2, dilation=2, G=2, groups=1, seed=47, dtype=torch.float32)
+    reference = reference_deform_conv2d(**{k: v.double() if isinstance(v, torch.Tensor) else v
+                                           for k, v in case.items()})
+    for path in ("gather", "traceable"):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(deform_conv, "sampling_path", lambda *args, path=path, **kwargs: path)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = deform_conv2d(**case)
+        assert out.dtype == torch.float32, path
+        torch.testing.assert_close(out.double(), reference, rtol=1e-5, atol=1e-5, msg=path)
+    offset = case["offset"].clone()
+    offset[0, 0, 3, 3] = float("nan")
+    out = deform_conv.gather_deform_conv2d(case["input"], offset, case["weight"], case["bias"], case["mask"],
+                                           (1, 1), (2, 2), (2, 2))
+    assert torch.isnan(out[0, :, 3, 3]).all() and torch.isfinite(out[1]).all()

@@ -348,3 +348,10 @@ def test_torchvision_detector_used_only_with_local_weights(tmp_path, monkeypatch
     boxes, scores = detector.detect(np.zeros((200, 100, 3), np.uint8))
     np.testing.assert_allclose(boxes, [[10, 20, 40, 100]])
     np.testing.assert_allclose(scores, [0.9])
+
+
+def test_hog_blocks_ignore_an_alpha_plane():
+    rng = np.random.default_rng(5)
+    bgr = cv2.GaussianBlur((rng.random((64, 48, 3)) * 255).astype(np.uint8), (5, 5), 1.5)
+    alpha = (rng.random((64, 48, 1)) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(hog.hog_blocks(np.concatenate([bgr, alpha], axis=2)), hog.hog_blocks(bgr))

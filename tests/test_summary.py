@@ -113,3 +113,11 @@ def test_tdmi_info_command_prints_and_writes_json(tmp_path, capsys):
     assert last_line.startswith("tdmi info: hrnet,") and "GMACs per person" in last_line
     assert f"{written['parameters']:,}" in printed
     assert [p.name for p in out_json.parent.iterdir()] == ["summary.json"]
+
+
+def test_tdmi_summaries_are_counted_on_the_meta_device():
+    """The heads run with autocast off; on 'meta' (no autocast there) that must not force a full-size CPU run."""
+    from tdmi.config import load_config
+    from tdmi.models.summary import summarise_config
+
+    assert summarise_config(load_config("tdmi_w48_pt17"))["counted_on"] == "meta"

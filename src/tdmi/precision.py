@@ -21,3 +21,12 @@ def autocast_for(device_type: str, amp: str):
     if amp == "none":
         return nullcontext()
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def autocast_off(device_type: str):
+    """A context with autocast disabled on ``device_type``; a no-op context where the device type has no autocast
+    at all (e.g. ``meta``, used to count MACs), which ``torch.autocast`` refuses."""
+    try:
+        return torch.autocast(device_type=device_type, enabled=False)
+    except (RuntimeError, ValueError):
+        return nullcontext()

@@ -397,8 +397,11 @@ def configure_backends(dev: torch.device, deterministic: bool) -> None:
         torch.backends.cudnn.allow_tf32 = True
     if deterministic:
         # Strict: an op without a deterministic kernel raises, naming itself. The DCN, whose usual CUDA backwards
-        # are not deterministic, takes its gather path in this mode (models/deform_conv_plain.py).
+        # are not deterministic, takes its gather path in this mode (models/deform_conv_plain.py). cuBLAS reads its
+        # workspace setting when its handle is made, so this must come before the first CUDA matmul; autotuning
+        # off, since it may pick other (deterministic) algorithms from run to run.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True)
 
 

@@ -58,6 +58,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from tdmi.models.deform_conv_plain import gather_deform_conv2d, traceable_deform_conv2d
+from tdmi.precision import autocast_off
 
 BACKENDS = ("auto", "torch", "torchvision")
 _ENV_VAR = "TDMI_DCN_BACKEND"
@@ -183,12 +184,14 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | 
         # and return the promoted dtype. contiguous: offsets are often channel slices of a predictor's output.
         compute = torch.promote_types(dtype, torch.float32)
         args = [t if t is None else t.to(compute).contiguous() for t in (input, offset, weight, bias, mask)]
-        if path == "pure":
-            out = _DeformConv2dFunction.apply(*args, stride, padding, dilation)
-        elif path == "traceable":
-            out = traceable_deform_conv2d(*args, stride, padding, dilation)
-        else:
-            out = gather_deform_conv2d(*args, stride, padding, dilation)
+        # the plain-op paths' matmuls would otherwise follow a caller's autocast down to bf16/fp16
+        with autocast_off(input.device.type):
+            if path == "pure":
+                out = _DeformConv2dFunction.apply(*args, stride, padding, dilation)
+            elif path == "traceable":
+                out = traceable_deform_conv2d(*args, stride, padding, dilation)
+            else:
+                out = gather_deform_conv2d(*args, stride, padding, dilation)
         out = out.to(dtype)
     if not input.is_contiguous() and input.is_contiguous(memory_format=torch.channels_last):
         out = out.contiguous(memory_format=torch.channels_last)  # hand a channels-last model its layout back

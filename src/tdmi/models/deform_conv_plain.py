@@ -87,7 +87,10 @@ def gather_deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Te
     pairs = offset.view(B, G, K, 2, Ho, Wo)
     y = base_y + pairs[:, :, :, 0]  # [B, G, K, Ho, Wo]
     x = base_x + pairs[:, :, :, 1]
-    y0, x0 = torch.floor(y.detach()), torch.floor(x.detach())
+    # NaN coordinates (a diverged offset predictor) read a sample outside, at a NaN weight: the output is NaN and
+    # the training loop's NaN check reports it, instead of an out-of-bounds index (a device-side assert on GPUs)
+    y0 = torch.nan_to_num(torch.floor(y.detach()), nan=-2.0, posinf=-2.0, neginf=-2.0)
+    x0 = torch.nan_to_num(torch.floor(x.detach()), nan=-2.0, posinf=-2.0, neginf=-2.0)
     inside = ((y0 >= -1) & (y0 <= H - 1) & (x0 >= -1) & (x0 <= W - 1)).to(y.dtype)
     fy, fx = y - y0, x - x0  # the gradient reaches the offsets through these
     # index of the top-left corner in the padded image; samples outside read anywhere, at weight 0

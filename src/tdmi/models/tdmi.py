@@ -29,6 +29,7 @@ from tdmi.models.blocks import BlockChain, init_normal_
 from tdmi.models.hrnet import HRNet, freeze, set_bn_eval
 from tdmi.models.rdm import RepresentationDisentanglement
 from tdmi.models.tde import TemporalDifferenceEncoder
+from tdmi.precision import autocast_off
 
 
 class TDMIOutput(NamedTuple):
@@ -184,7 +185,7 @@ def head_outside_autocast(head: nn.Module, features: Tensor) -> Tensor:
     """``head(features)`` in the head's own dtype with autocast off: the heatmaps feed the losses, whose MI terms
     divide by a temperature of 0.05, so a bf16 head's rounding would reach them multiplied by 20. A 3x3 (or 1x1)
     conv on the last feature costs little next to the rest of the model."""
-    with torch.autocast(device_type=features.device.type, enabled=False):
+    with autocast_off(features.device.type):
         return head(features.to(head.weight.dtype))
 
 
