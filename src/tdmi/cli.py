@@ -215,7 +215,7 @@ def _add_train(sub) -> None:
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms, strictly: the same run gives the same weights, and an op "
                         "without a deterministic kernel stops training with its name. Slower; on GPUs the DCN then "
-                        "samples with gathers (deterministic backward, about 4x its usual memory) instead of "
+                        "samples with gathers (deterministic backward, several times its usual memory) instead of "
                         "torchvision's or grid_sample's kernels, whose backward adds with atomics")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.set_defaults(run=_run_train)

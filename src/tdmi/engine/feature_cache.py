@@ -148,7 +148,8 @@ def _build(cfg: ExperimentConfig, folder: Path, draws: int, seed: int, device: O
 
     from tdmi.data.dataset import PoseTrackClipDataset, build_dataset, frames_as_uint8, loader_workers
     from tdmi.data.transforms import normalize_frames
-    from tdmi.engine.train import _autocast, channels_last_frames
+    from tdmi.engine.train import channels_last_frames
+    from tdmi.precision import autocast_for
     from tdmi.models.checkpoints import load_hrnet_weights
     from tdmi.models.hrnet import HRNet
 
@@ -213,7 +214,7 @@ def _build(cfg: ExperimentConfig, folder: Path, draws: int, seed: int, device: O
             if cfg.train.channels_last:
                 frames = channels_last_frames(frames)
             b = frames.shape[0]
-            with torch.no_grad(), _autocast(device.type, cfg.train.amp):
+            with torch.no_grad(), autocast_for(device.type, cfg.train.amp):
                 features = backbone(frames.flatten(0, 1))
             for name, feature in zip(STAGES, features):
                 values = feature.float().unflatten(0, (b, t))

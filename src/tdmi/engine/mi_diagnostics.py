@@ -63,7 +63,7 @@ def mi_diagnostics(step_module: nn.Module, inputs: Any, heatmaps: Tensor, target
     ``step_module`` is the trainer's ``TrainStep`` (model + losses); ``inputs`` what it takes (frames or cached
     stage features). Gradients are computed with ``torch.autograd.grad``: the parameters' ``.grad`` is untouched.
     """
-    from tdmi.engine.train import _autocast
+    from tdmi.precision import autocast_for, autocast_off
     from tdmi.models.mi_loss import TERM_NAMES
 
     model, objective = step_module.model, step_module.mi_objective
@@ -74,9 +74,9 @@ def mi_diagnostics(step_module: nn.Module, inputs: Any, heatmaps: Tensor, target
     # The extra forward runs in train mode (the gradients must be the training step's), which would update the
     # BatchNorm running statistics a second time on this batch: keep them as they were.
     saved = {name: buffer.clone() for name, buffer in model.named_buffers()}
-    with _autocast(device_type, step_module.amp):
+    with autocast_for(device_type, step_module.amp):
         output = model(inputs) if isinstance(inputs, Tensor) else model.decode(inputs)
-    with torch.autocast(device_type=device_type, enabled=False):
+    with autocast_off(device_type):
         output = output._replace(**{k: v.float() for k, v in output._asdict().items()
                                     if isinstance(v, Tensor) and v.is_floating_point()})
         heatmap_loss = step_module.heatmap_loss(output.heatmaps, heatmaps.float(), target_weight.float())

@@ -198,7 +198,7 @@ def predict_split(model: nn.Module, loader: DataLoader, device: torch.device, *,
     """
     from tqdm import tqdm
 
-    from tdmi.engine.train import _autocast
+    from tdmi.precision import autocast_for
 
     flip_permutation = POSETRACK17.flip_permutation()
     collected: dict[tuple[str, str], list[tuple[int, int, PersonPrediction]]] = {}
@@ -207,7 +207,7 @@ def predict_split(model: nn.Module, loader: DataLoader, device: torch.device, *,
         for batch in batches:
             meta = batch["meta"]
             frames = normalize_frames(batch["frames"].to(device, non_blocking=True))
-            with _autocast(device.type, amp):
+            with autocast_for(device.type, amp):
                 heatmaps = _heatmaps_of(model(frames)).float()
                 flipped = _heatmaps_of(model(frames.flip(-1))).float() if flip_test else None
             rotation = np.asarray(meta["rotation"], dtype=np.float64)

@@ -42,7 +42,7 @@ from tdmi.atomic import atomic_write, atomic_write_bytes
 from tdmi.config import ExperimentConfig, dump_config, load_config, to_dict
 from tdmi.data.transforms import normalize_frames
 from tdmi.errors import CheckpointError, CommandError, TdmiError
-from tdmi.precision import autocast_for
+from tdmi.precision import autocast_for, autocast_off
 
 
 class NonFiniteLossError(TdmiError, FloatingPointError):
@@ -160,12 +160,12 @@ class TrainStep(nn.Module):
         """``inputs``: clip frames ``[B, T, 3, H, W]``, or cached stage features (a ``StageFeatures`` of
         ``[B, T, C_j, h, w]``, ``engine/feature_cache.py``) that go straight to ``model.decode``."""
         device_type = heatmaps.device.type
-        with _autocast(device_type, self.amp):
+        with autocast_for(device_type, self.amp):
             output = self.model(inputs) if isinstance(inputs, Tensor) else self.model.decode(inputs)
         # Losses and the MI objective's heads in float32 with autocast off: inside autocast even an explicit
         # F.conv2d(x.float(), w.float()) comes back in bf16, and the MI terms' temperature (0.05) multiplies
         # that rounding by 20.
-        with torch.autocast(device_type=device_type, enabled=False):
+        with autocast_off(device_type):
             output = output._replace(**{k: v.float() for k, v in output._asdict().items()
                                         if isinstance(v, Tensor) and v.is_floating_point()})
             return self._losses(output, heatmaps.float(), target_weight.float())
@@ -385,9 +385,6 @@ class MetricsLog:
 # -------------------------------------------------------------------------------------------------------- the loop
 
 
-_autocast = autocast_for  # the name the engine modules import
-
-
 def configure_backends(dev: torch.device, deterministic: bool) -> None:
     """The process-wide backend settings of a training run (``scripts/gpu_check.py`` times steps with the same)."""
     if dev.type == "cuda" and not deterministic:
@@ -604,7 +601,6 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
                     nonfinite, interrupted["agreed"] = _agree_across_ranks(
                         ~torch.isfinite(loss.detach()), is_step and interrupted["flag"], dev)
                     finite = not nonfinite
-                    interrupted["agreed"] = is_step and interrupted["agreed"]
                 else:
                     finite = bool(torch.isfinite(loss))  # the one host sync per batch
                 if not finite:

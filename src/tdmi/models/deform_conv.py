@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from tdmi.models.deform_conv_plain import gather_deform_conv2d, traceable_deform_conv2d
+from tdmi.models.deform_conv_plain import gather_deform_conv2d, regular_grid, traceable_deform_conv2d
 from tdmi.precision import autocast_off
 
 BACKENDS = ("auto", "torch", "torchvision")
@@ -254,17 +254,11 @@ class _Geometry:
         self.pad_h, self.pad_w = int(self.H == 1), int(self.W == 1)
         self.scale_y = 2.0 / (self.H + self.pad_h - 1)
         self.scale_x = 2.0 / (self.W + self.pad_w - 1)
-        dtype, device = offset.dtype, offset.device
-        sh, sw = stride
-        ph, pw = padding
-        dh, dw = dilation
-        ys = torch.arange(self.Ho, device=device, dtype=dtype) * sh - ph
-        xs = torch.arange(self.Wo, device=device, dtype=dtype) * sw - pw
-        tap_y = torch.arange(kh, device=device, dtype=dtype).repeat_interleave(kw) * dh
-        tap_x = torch.arange(kw, device=device, dtype=dtype).repeat(kh) * dw
+        device = offset.device
         # regular grid [K, Ho, 1] / [K, 1, Wo], already normalised: grid = base + offset * scale
-        self.base_x = (tap_x[:, None, None] + xs[None, None, :]) * self.scale_x - 1.0
-        self.base_y = (tap_y[:, None, None] + ys[None, :, None]) * self.scale_y - 1.0
+        base_y, base_x = regular_grid(offset, kh, kw, stride, padding, dilation)
+        self.base_x = base_x * self.scale_x - 1.0
+        self.base_y = base_y * self.scale_y - 1.0
         self.columns_per_sample = self.Cin * self.K * self.P
         chunk_bytes = _CHUNK_BYTES if device.type == "cpu" else _CHUNK_BYTES_ACCELERATOR
         # samples per chunk; backward reuses forward's step so that saved columns line up with its chunks

@@ -8,7 +8,8 @@
   ``torch.use_deterministic_algorithms(True)``) and torchvision's adds into the input gradient with atomics
   (run-to-run differences in the last bits that training spreads upstream); the backward of ``gather`` on a
   CUDA tensor that requires grad is deterministic in that mode (torch's documented list). It holds the four
-  corner samples of every column for backward, about 4x the memory of the other paths.
+  corner samples of every column and their int64 indices for backward: several times the memory of the other
+  paths.
 
 Both take what :func:`tdmi.models.deform_conv.deform_conv2d` has checked and promoted: input ``[B, Cin, H, W]``,
 offset ``[B, 2*G*K, Ho, Wo]`` (interleaved dy, dx), weight ``[Cout, Cin/groups, kh, kw]``, bias ``[Cout]`` or None,
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _regular_grid(offset: Tensor, kh: int, kw: int, stride, padding, dilation) -> tuple[Tensor, Tensor]:
+def regular_grid(offset: Tensor, kh: int, kw: int, stride, padding, dilation) -> tuple[Tensor, Tensor]:
     """Pixel coordinates of the undeformed taps: ``y [K, Ho, 1]`` and ``x [K, 1, Wo]``."""
     Ho, Wo = offset.shape[-2:]
     device, dtype = offset.device, offset.dtype
@@ -55,7 +56,7 @@ def traceable_deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias:
     Ho, Wo = offset.shape[-2:]
     pad_h, pad_w = int(H == 1), int(W == 1)  # grid_sample needs at least 2 pixels per side
     scale_y, scale_x = 2.0 / (H + pad_h - 1), 2.0 / (W + pad_w - 1)
-    base_y, base_x = _regular_grid(offset, kh, kw, stride, padding, dilation)
+    base_y, base_x = regular_grid(offset, kh, kw, stride, padding, dilation)
     pairs = offset.view(B, G, K, 2, Ho, Wo)
     grid_x = (base_x + pairs[:, :, :, 1]) * scale_x - 1.0
     grid_y = (base_y + pairs[:, :, :, 0]) * scale_y - 1.0
@@ -83,7 +84,7 @@ def gather_deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Te
     Cg = Cin // G
     Ho, Wo = offset.shape[-2:]
     KP = K * Ho * Wo
-    base_y, base_x = _regular_grid(offset, kh, kw, stride, padding, dilation)
+    base_y, base_x = regular_grid(offset, kh, kw, stride, padding, dilation)
     pairs = offset.view(B, G, K, 2, Ho, Wo)
     y = base_y + pairs[:, :, :, 0]  # [B, G, K, Ho, Wo]
     x = base_x + pairs[:, :, :, 1]
