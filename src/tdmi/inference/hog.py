@@ -33,7 +33,13 @@ def _hog_svm() -> tuple[np.ndarray, float]:
     with resources.files("tdmi").joinpath("weights").joinpath("hog_people_svm.json").open("r", encoding="utf-8") as f:
         doc = json.load(f)
     weights = np.asarray(doc["weights"], np.float32).reshape(_BLOCKS_X, _BLOCKS_Y, 36).transpose(1, 0, 2)
-    return np.ascontiguousarray(weights), float(doc["bias"])
+    return _read_only(np.ascontiguousarray(weights)), float(doc["bias"])
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """Cached arrays are shared by every call: an accidental in-place write raises instead of corrupting them."""
+    array.flags.writeable = False
+    return array
 
 
 _SQRT_LUT_ROW = np.sqrt(np.arange(256, dtype=np.float32)).reshape(1, 256)  # cv2.LUT's table shape
@@ -59,7 +65,7 @@ def _block_profile() -> np.ndarray:
     offset = np.arange(16)
     tent = np.maximum(0.0, 1.0 - np.abs((offset + 0.5) / _CELL - 0.5 - np.arange(2)[:, None]))  # [cell, 16]
     profile = tent * np.exp(-((offset - 8.0) ** 2) / (2 * 4.0**2))
-    return np.concatenate([profile[:, :_CELL], profile[:, _CELL:]], axis=0).T.astype(np.float32)
+    return _read_only(np.concatenate([profile[:, :_CELL], profile[:, _CELL:]], axis=0).T.astype(np.float32))
 
 
 @lru_cache(maxsize=64)
@@ -68,7 +74,7 @@ def _vote_positions(tile_rows: int, width: int) -> np.ndarray:
     vote planes ``[slot, y % 8, y // 8, x]``, in slot 1; a vote for bin ``k`` adds ``k`` plane sizes."""
     y = np.arange(tile_rows * _CELL)
     rows = (y % _CELL) * tile_rows + y // _CELL
-    return (_CELL * tile_rows * width + rows[:, None] * width + np.arange(width)).astype(np.int32)
+    return _read_only((_CELL * tile_rows * width + rows[:, None] * width + np.arange(width)).astype(np.int32))
 
 
 def _band_gradients(band_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
