@@ -259,8 +259,10 @@ def _add_infer(sub) -> None:
                         "on the same input and detector reuses them by default)")
     p.add_argument("--online", action="store_true",
                    help="causal: frame t from frames t-delta..t only (future slots padded with frame t), for live use")
-    p.add_argument("--mode", choices=["tube", "exact"], default="tube",
-                   help="feature sharing: tube (one crop per track window, fast) or exact (paper's per-key-frame crop)")
+    p.add_argument("--mode", choices=["tube", "warp", "exact"], default="tube",
+                   help="feature sharing: tube (one crop per track window, fast), warp (each frame encoded once in "
+                        "its own crop, supporting features resampled into the key frame's crop) or exact (the "
+                        "paper's per-key-frame crop); docs/results.md compares their speed and mAP")
     p.add_argument("--window", type=int, default=12,
                    help="tube mode: at most this many key frames share one crop box per track (default 12)")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",

@@ -215,7 +215,7 @@ def _pose_track_ids(tracker: PoseTracker, frame: FramePoses) -> None:
 
 def infer_command(args) -> int:
     """``tdmi infer INPUT... [--checkpoint FILE] [--config FILE] [--boxes FILE | --detector NAME] [--out DIR]
-    [--render] [--online] [--mode tube|exact] [--window N] [--device cpu|cuda]``."""
+    [--render] [--online] [--mode tube|warp|exact] [--window N] [--device cpu|cuda]``."""
     from tdmi.inference.detectors import HOGPeopleDetector, make_detector
     from tdmi.inference.sources import open_source
 

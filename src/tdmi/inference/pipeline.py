@@ -22,6 +22,12 @@ to feed it, chosen by ``mode``:
   frames around them), so a window only grows while its crop stays within ``tube_scale_tolerance`` (scale) and
   ``tube_shift_tolerance`` (centre) of every one of its key frames' own crops; a one-key-frame window is exactly
   the paper's crop.
+- ``warp`` (ours): each person-frame is encoded once, in the track's own (paper) crop of that frame, and a key
+  frame's clip takes its supporting frames' cached features resampled from their crops into the key frame's crop
+  (``feature_warp``: a scale and shift per axis). The key frame's own features are exact, and about one encode
+  per person-frame is needed however the person moves (a frame where the track has no box takes the crop of its
+  interpolated or nearest box, also encoded once per track). The supporting features only approximate the
+  paper's (CNN features of a shifted crop are not exactly shifted features, least of all near the border).
 - ``naive`` (benchmark baseline only): the paper's crops, one ``model(clip [1, T, 3, H, W])`` per person and key
   frame, no batching and no reuse: T encodes per person-frame.
 
@@ -42,8 +48,9 @@ it; a key frame that the crop no longer fits (the tolerances above), or the ``wi
 window.
 
 Memory is bounded: frames are kept only while a pending key frame may need them (about window + 2 delta frames
-offline, delta + 1 online), cached features only for the tracks of one group of the current chunk, and the
-tracker's per-track history is pruned to the frames still in reach.
+offline, delta + 1 online), cached features only for the tracks of one group of the current chunk (in warp
+mode also the last 2 delta frames of every track, which the next chunk reuses), and the tracker's per-track
+history is pruned to the frames still in reach.
 
 Boxes: the tracker's cleaned boxes (clipped to the frame; tiny, non-finite and all-outside ones dropped; at most
 ``max_boxes`` per frame, ``tracking.IoUTracker``) crop the people and are written as ``bbox``. Joint score =
@@ -67,6 +74,7 @@ from tdmi.data.transforms import (PIXEL_STD, box_to_center_scale, get_affine_tra
 from tdmi.errors import CommandError
 from tdmi.evaluation.decode import decode_heatmaps
 from tdmi.inference.detectors import PersonDetector
+from tdmi.inference.feature_warp import resample_slots
 from tdmi.inference.sources import SourceFrame
 from tdmi.inference.tracking import IoUTracker, Track, TrackedFrame, tube_crop_box
 from tdmi.keypoints import POSETRACK17
@@ -93,12 +101,20 @@ class _BufferedFrame:
 
 @dataclass
 class _ClipJob:
-    """One (person, key frame) clip: which crop, and which buffered frame fills each of its T slots."""
+    """One (person, key frame) clip: which crop, and which buffered frame fills each of its T slots.
+
+    ``sources`` (``warp`` mode): per slot, the crop whose cached features fill it; a slot whose source is not
+    ``crop`` is resampled from that crop into ``crop`` (``feature_warp``). None: every slot uses ``crop``.
+    """
 
     key_position: int
     person: int
     crop: tuple
     slots: list[int]
+    sources: Optional[list[tuple]] = None
+
+    def source(self, slot: int) -> tuple:
+        return self.crop if self.sources is None else self.sources[slot]
 
 
 @dataclass
@@ -155,7 +171,8 @@ class VideoPoseEstimator:
         self._segment_last: dict[int, int] = {}
         self._next_key = 0
         self._online_windows: dict[int, _OnlineWindow] = {}
-        self._online_cache: dict[tuple, tuple] = {}
+        # (crop, position) -> stage features, kept across calls online and in warp mode (see _keeps_features)
+        self._feature_cache: dict[tuple, tuple] = {}
         self._window_counter = 0
         self._features_type: type = tuple
         start = time.perf_counter()
@@ -223,9 +240,9 @@ class VideoPoseEstimator:
         keep_from = next_key - self.delta
         for position in [p for p in self._buffer if p < keep_from]:
             del self._buffer[position]
-        if self._online_cache:
-            for key in [k for k in self._online_cache if k[-1] < keep_from]:
-                del self._online_cache[key]
+        if self._feature_cache:
+            for key in [k for k in self._feature_cache if k[-1] < keep_from]:
+                del self._feature_cache[key]
         live = {t.track_id for t in self._tracker.live}
         for track_id in [t for t in self._online_windows if t not in live]:
             del self._online_windows[track_id]
@@ -298,6 +315,7 @@ class VideoPoseEstimator:
             for person, track_id in enumerate(frame.tracked.track_ids):
                 track_id = int(track_id)
                 box = frame.tracked.boxes[person]
+                sources = None
                 if mode == "tube" and self.options.online:
                     crop = self._online_crop(self._tracker.tracks[track_id], key, box, crops)
                 elif mode == "tube":
@@ -305,8 +323,32 @@ class VideoPoseEstimator:
                 else:
                     crop = ("key", track_id, key)
                     crops[crop] = self._center_scale(box)
-                jobs.append(_ClipJob(key, person, crop, slots))
+                    if mode == "warp":
+                        sources = self._own_crops(self._tracker.tracks[track_id], key, slots, crops)
+                jobs.append(_ClipJob(key, person, crop, slots, sources))
         return jobs, crops
+
+    def _own_crops(self, track: Track, key: int, slots: list[int], crops: dict) -> list[tuple]:
+        """``warp`` mode: each slot's frame in the track's own crop of that frame, which is encoded once and shared
+        by every key frame whose clip holds it. The crop is the paper's of the track's box there; in a tracking gap,
+        of the box interpolated across it; before the track's first box or after its last, of the nearest box."""
+        sources = []
+        for position in slots:
+            if position == key:
+                sources.append(("key", track.track_id, key))
+                continue
+            box = track.box_at(position)
+            if box is not None and position in track.boxes:
+                crop = ("key", track.track_id, position)
+            else:
+                if box is None:
+                    box = track.boxes[min(track.boxes, key=lambda frame: abs(frame - position))]
+                # named by the box too: a later frame of a live track can change the nearest box
+                crop = ("near", track.track_id, position, *np.round(box, 3).tolist())
+            if crop not in crops:
+                crops[crop] = self._center_scale(box)
+            sources.append(crop)
+        return sources
 
     def _online_crop(self, track: Track, key: int, box: np.ndarray, crops: dict) -> tuple:
         """Online tube: keep the track's window while its crop fits the key frame's box (and it is young)."""
@@ -353,10 +395,10 @@ class VideoPoseEstimator:
             for track_jobs in by_track.values():
                 group.extend(track_jobs)
                 if len(group) >= self.options.decode_batch * 2:
-                    self._run_group(group, crops, results)
+                    self._run_group(group, crops, results, keys[-1])
                     group = []
             if group:
-                self._run_group(group, crops, results)
+                self._run_group(group, crops, results, keys[-1])
         self.stats.pose_seconds += time.perf_counter() - t0
         for key in keys:
             frame = self._buffer[key]
@@ -365,13 +407,18 @@ class VideoPoseEstimator:
             size = (int(frame.image.shape[1]), int(frame.image.shape[0]))
             self._emit(FramePoses(key, frame.index, frame.name, size, people), frame.image)
 
-    def _run_group(self, jobs: list[_ClipJob], crops: dict, results: dict) -> None:
+    def _keeps_features(self) -> bool:
+        """Whether features outlive a group: online (the next frame's clip reuses them) and in warp mode, whose
+        crops do not depend on the chunk, so the next chunk's first clips reuse its last delta frames."""
+        return self.options.online or self.options.mode == "warp"
+
+    def _run_group(self, jobs: list[_ClipJob], crops: dict, results: dict, last_key: int) -> None:
         """Encode every (crop, frame) the jobs need once, then decode their clips from those features."""
-        cache = self._online_cache if self.options.online else {}
+        cache = self._feature_cache if self._keeps_features() else {}
         needed: dict[tuple, None] = {}
         for job in jobs:
-            for position in job.slots:
-                key = (job.crop, position)
+            for slot, position in enumerate(job.slots):
+                key = (job.source(slot), position)
                 if key not in cache:
                     needed[key] = None
         by_crop: dict[tuple, list[int]] = {}
@@ -393,15 +440,37 @@ class VideoPoseEstimator:
             self._features_type = type(features)  # StageFeatures; decode may also be fed from the online cache
         for start in range(0, len(jobs), self.options.decode_batch):
             part = jobs[start:start + self.options.decode_batch]
-            stages = []
-            for stage in range(len(cache[(part[0].crop, part[0].slots[0])])):
-                stages.append(torch.stack([torch.stack([cache[(job.crop, p)][stage] for p in job.slots])
-                                           for job in part]))
+            stages = self._clip_features(part, cache, crops)
             features = self._features_type._make(stages) if hasattr(self._features_type, "_make") else tuple(stages)
             with autocast_for(self.device.type, self.options.amp):
                 heatmaps = self.model.decode(features).heatmaps
             self.stats.decoded_clips += len(part)
             self._decode_jobs(part, heatmaps, crops, results)
+        if self._keeps_features() and not self.options.online:
+            # A group holds all of its tracks' key frames of the chunk: only the frames the next chunk's clips
+            # can reach are still needed (memory stays at one group plus 2 delta frames per track).
+            for key in [key for key in needed if key[-1] < last_key + 1 - self.delta]:
+                del cache[key]
+
+    def _clip_features(self, jobs: list[_ClipJob], cache: dict, crops: dict) -> list[torch.Tensor]:
+        """Per stage, the jobs' clips ``[B, T, C, h, w]`` from the cached features (warp mode: resampled where a
+        slot comes from another crop)."""
+        slot_features = [[cache[(job.source(s), p)] for s, p in enumerate(job.slots)] for job in jobs]
+        if self.options.mode == "warp":
+            self._warp_slots(jobs, crops, slot_features)
+        return [torch.stack([torch.stack([features[stage] for features in clip]) for clip in slot_features])
+                for stage in range(len(slot_features[0][0]))]
+
+    def _warp_slots(self, jobs: list[_ClipJob], crops: dict, slot_features: list[list[tuple]]) -> None:
+        """Resample, in ``slot_features``, every slot filled from another crop into its clip's crop."""
+        def differs(a: tuple, b: tuple) -> bool:
+            # a still person's crops are the same box: its slots are exact as they are
+            return a != b and not all(np.array_equal(x, y) for x, y in zip(crops[a], crops[b]))
+
+        moved = {(i, s): (crops[job.crop], crops[job.source(s)]) for i, job in enumerate(jobs)
+                 for s in range(len(job.slots)) if differs(job.source(s), job.crop)}
+        resample_slots(slot_features, moved)
+        self.stats.warped_slots += len(moved)
 
     def _decode_jobs(self, jobs: list[_ClipJob], heatmaps: torch.Tensor, crops: dict, results: dict) -> None:
         # decoded where the heatmaps are: only keypoints and scores travel back to the CPU

@@ -18,8 +18,8 @@ from tdmi.evaluation.writers import PersonPrediction
 from tdmi.inference.boxes import MAX_BOXES_PER_FRAME, MIN_BOX_SIDE
 from tdmi.precision import AMP_CHOICES
 
-MODES = ("tube", "exact", "naive")
-"""``tube`` and ``exact`` are user choices (``tdmi infer --mode``); ``naive`` is the benchmark's baseline."""
+MODES = ("tube", "exact", "warp", "naive")
+"""``tube``, ``warp`` and ``exact`` are user choices (``tdmi infer --mode``); ``naive`` is the benchmark's baseline."""
 
 DEFAULT_WINDOW = 12
 """Key frames per tube window. At delta 2: at most (12 + 4) / 12 = 1.33 encodes per person-frame (``benchmarks/
@@ -37,7 +37,7 @@ class PipelineOptions:
     """How :class:`VideoPoseEstimator` runs.
 
     Attributes:
-        mode: ``tube``, ``exact`` or ``naive`` (see the module docstring).
+        mode: ``tube``, ``warp``, ``exact`` or ``naive`` (see the module docstring).
         online: causal clips; each frame's result is ready when the frame arrives.
         window: key frames per tube window (offline: also the chunk of key frames processed together).
         encode_batch: frame crops per ``model.encode`` call.
@@ -138,13 +138,15 @@ class RunStats:
     """Counts and timings of one :meth:`VideoPoseEstimator.run`.
 
     ``pose_seconds`` covers cropping, encoding, decoding and heatmap decoding (not detection, tracking, reading or
-    writing); ``person_frames`` counts (person, frame) results; ``encoded_crops`` counts frames through the backbone.
+    writing); ``person_frames`` counts (person, frame) results; ``encoded_crops`` counts frames through the backbone;
+    ``warped_slots`` counts clip slots resampled from another crop (``warp`` mode).
     """
 
     frames: int = 0
     person_frames: int = 0
     encoded_crops: int = 0
     decoded_clips: int = 0
+    warped_slots: int = 0
     segments: int = 0
     pose_seconds: float = 0.0
     detect_seconds: float = 0.0
@@ -161,7 +163,7 @@ class RunStats:
 
     def to_json(self) -> dict:
         return {"frames": self.frames, "person_frames": self.person_frames, "encoded_crops": self.encoded_crops,
-                "decoded_clips": self.decoded_clips, "segments": self.segments,
+                "decoded_clips": self.decoded_clips, "warped_slots": self.warped_slots, "segments": self.segments,
                 "pose_seconds": round(self.pose_seconds, 4), "detect_seconds": round(self.detect_seconds, 4),
                 "track_seconds": round(self.track_seconds, 4), "wall_seconds": round(self.wall_seconds, 4),
                 "person_frames_per_second": round(self.person_frames_per_second, 3),
