@@ -264,7 +264,8 @@ def _add_infer(sub) -> None:
                         "its own crop, supporting features resampled into the key frame's crop) or exact (the "
                         "paper's per-key-frame crop); docs/results.md compares their speed and mAP")
     p.add_argument("--window", type=int, default=12,
-                   help="tube mode: at most this many key frames share one crop box per track (default 12)")
+                   help="key frames estimated together offline (batching; memory and latency grow with it); in tube "
+                        "mode also the most key frames that share one crop box per track (default 12)")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
                    help="mixed precision of the model: bf16 or fp16 autocast (faster on GPUs; bf16 also on recent CPUs); "
                         "the heatmap head and keypoint decoding stay float32 (default none)")

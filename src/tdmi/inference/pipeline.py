@@ -5,7 +5,7 @@ padding, an online option, batching, an FPS report) on top of ``design.md``'s sp
 ``encode(frames [N, 3, H, W]) -> StageFeatures`` and ``decode(StageFeatures of [B, T, C, h, w]) -> TDMIOutput``.
 
 Clips and crops (paper section 4.1, ``model-facts.md`` (e)): the clip of key frame t is frames t-delta .. t+delta,
-all cropped with ONE box (the person box enlarged 25% after the aspect fix, ``tdmi.data.transforms``). Three ways
+all cropped with ONE box (the person box enlarged 25% after the aspect fix, ``tdmi.data.transforms``). Four ways
 to feed it, chosen by ``mode``:
 
 - ``exact`` (the paper): each key frame's own box crops its T frames, so a frame is re-cropped and re-encoded for
@@ -24,9 +24,10 @@ to feed it, chosen by ``mode``:
   the paper's crop.
 - ``warp`` (ours): each person-frame is encoded once, in the track's own (paper) crop of that frame, and a key
   frame's clip takes its supporting frames' cached features resampled from their crops into the key frame's crop
-  (``feature_warp``: a scale and shift per axis). The key frame's own features are exact, and about one encode
-  per person-frame is needed however the person moves (a frame where the track has no box takes the crop of its
-  interpolated or nearest box, also encoded once per track). The supporting features only approximate the
+  (``feature_warp``: a scale and shift per axis). The key frame's own features are exact, and one encode per
+  track-frame is needed however the person moves: a person-frame once, and a frame where the track has no box
+  (a tracking gap: the interpolated box; up to delta frames before a track starts or after it ends: the nearest
+  box) once too, which is why the measured rate is 1.1-1.5 encodes per person-frame, not 1. The supporting features only approximate the
   paper's (CNN features of a shifted crop are not exactly shifted features, least of all near the border).
 - ``naive`` (benchmark baseline only): the paper's crops, one ``model(clip [1, T, 3, H, W])`` per person and key
   frame, no batching and no reuse: T encodes per person-frame.
@@ -49,7 +50,7 @@ window.
 
 Memory is bounded: frames are kept only while a pending key frame may need them (about window + 2 delta frames
 offline, delta + 1 online), cached features only for the tracks of one group of the current chunk (in warp
-mode also the last 2 delta frames of every track, which the next chunk reuses), and the tracker's per-track
+mode also the last 2 delta frames of every track, copied out of their encode batch, which the next chunk reuses), and the tracker's per-track
 history is pruned to the frames still in reach.
 
 Boxes: the tracker's cleaned boxes (clipped to the frame; tiny, non-finite and all-outside ones dropped; at most
@@ -217,6 +218,8 @@ class VideoPoseEstimator:
                     self._process_ready(position, final=True)
         finally:
             bar.close()
+            self._feature_cache.clear()  # device memory, and frames: nothing of a run outlives it
+            self._buffer.clear()
         self.stats.segments = segment + 1
         self.stats.wall_seconds = time.perf_counter() - start
         return self.stats
@@ -251,7 +254,10 @@ class VideoPoseEstimator:
             if track_id not in live and track.last_frame < keep_from:
                 del self._tracker.tracks[track_id]
                 continue
-            for position in [p for p in track.boxes if p < keep_from and p != track.last_frame]:
+            # The latest box before keep_from stays too: it anchors the interpolation across a gap that reaches into
+            # the kept frames (else a gap frame's box, and its warp-mode crop, would depend on where a chunk ends).
+            earlier = sorted(p for p in track.boxes if p < keep_from)
+            for position in earlier[:-1]:
                 del track.boxes[position]
                 track.scores.pop(position, None)
 
@@ -449,8 +455,11 @@ class VideoPoseEstimator:
         if self._keeps_features() and not self.options.online:
             # A group holds all of its tracks' key frames of the chunk: only the frames the next chunk's clips
             # can reach are still needed (memory stays at one group plus 2 delta frames per track).
-            for key in [key for key in needed if key[-1] < last_key + 1 - self.delta]:
-                del cache[key]
+            for key in needed:
+                if key[-1] < last_key + 1 - self.delta:
+                    del cache[key]
+                else:  # a copy: a view would keep its whole encode batch alive until the next chunk
+                    cache[key] = tuple(stage.clone() for stage in cache[key])
 
     def _clip_features(self, jobs: list[_ClipJob], cache: dict, crops: dict) -> list[torch.Tensor]:
         """Per stage, the jobs' clips ``[B, T, C, h, w]`` from the cached features (warp mode: resampled where a

@@ -54,6 +54,7 @@ class Track:
         scores: frame index -> detection score.
         missed: frames since the last match (0 when matched in the latest frame).
         velocity: float32 ``[4]`` per-frame change of the box (x, y, w, h), for prediction across gaps.
+        matches: detections matched so far (``boxes`` is pruned by the video pipeline, so its length is not it).
     """
 
     track_id: int
@@ -61,6 +62,7 @@ class Track:
     scores: dict[int, float] = field(default_factory=dict)
     missed: int = 0
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
+    matches: int = 1
 
     @property
     def first_frame(self) -> int:
@@ -209,13 +211,14 @@ class IoUTracker:
     def _extend(self, track: Track, frame_index: int, box: np.ndarray, score: float) -> None:
         last = track.last_frame
         step = (box - track.boxes[last]) / max(frame_index - last, 1)
-        if len(track.boxes) == 1:
+        if track.matches == 1:
             track.velocity = step.astype(np.float32)
         else:
             a = self.velocity_smoothing
             track.velocity = (a * step + (1 - a) * track.velocity).astype(np.float32)
         track.boxes[frame_index] = box.copy()
         track.scores[frame_index] = score
+        track.matches += 1
         track.missed = 0
 
 
