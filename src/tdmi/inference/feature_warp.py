@@ -19,16 +19,52 @@ ratio; ``benchmarks/infer_speed.py`` measures its mAP cost against the paper's c
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from tdmi.data.transforms import get_affine_transform
+from tdmi.inference.tracking import Track
 
 Crop = tuple[np.ndarray, np.ndarray]
 """(center [2], scale [2]) of a crop box, as ``box_to_center_scale`` gives them."""
+
+
+def own_crops(track: Track, key: int, slots: Sequence[int], crops: dict, center_scale: Callable[[np.ndarray], Crop]
+              ) -> list[tuple]:
+    """The crop of each slot of key frame ``key``'s clip: the track's own (paper) crop of that slot's frame, so that
+    each frame is encoded once and shared by every key frame whose clip holds it.
+
+    Args:
+        track: the clip's person.
+        slots: the clip's buffer positions (padded slots repeat ``key``).
+        crops: crop name -> :data:`Crop`; the new crops are added to it.
+        center_scale: box ``[4]`` xywh -> its crop (the pipeline's aspect fix and enlargement).
+
+    Returns:
+        One crop name per slot. A frame with a box: ``("key", track_id, position)``. In a tracking gap, the crop of
+        the box interpolated across it; before the track's first box or after its last, the nearest box's:
+        ``("near", track_id, position, *box)``, named by the box too because a later frame of a live track can
+        change the nearest box.
+    """
+    sources = []
+    for position in slots:
+        if position == key:
+            sources.append(("key", track.track_id, key))
+            continue
+        box = track.box_at(position)
+        if box is not None and position in track.boxes:
+            crop = ("key", track.track_id, position)
+        else:
+            if box is None:
+                box = track.boxes[min(track.boxes, key=lambda frame: abs(frame - position))]
+            crop = ("near", track.track_id, position, *np.round(box, 3).tolist())
+        if crop not in crops:
+            crops[crop] = center_scale(box)
+        sources.append(crop)
+    return sources
 
 
 def _homogeneous(matrix: np.ndarray) -> np.ndarray:

@@ -27,8 +27,9 @@ to feed it, chosen by ``mode``:
   (``feature_warp``: a scale and shift per axis). The key frame's own features are exact, and one encode per
   track-frame is needed however the person moves: a person-frame once, and a frame where the track has no box
   (a tracking gap: the interpolated box; up to delta frames before a track starts or after it ends: the nearest
-  box) once too, which is why the measured rate is 1.1-1.5 encodes per person-frame, not 1. The supporting features only approximate the
-  paper's (CNN features of a shifted crop are not exactly shifted features, least of all near the border).
+  box) once too, which is why the measured rate is 1.1-1.5 encodes per person-frame, not 1. The supporting
+  features only approximate the paper's (CNN features of a shifted crop are not exactly shifted features, least of
+  all near the border).
 - ``naive`` (benchmark baseline only): the paper's crops, one ``model(clip [1, T, 3, H, W])`` per person and key
   frame, no batching and no reuse: T encodes per person-frame.
 
@@ -50,8 +51,8 @@ window.
 
 Memory is bounded: frames are kept only while a pending key frame may need them (about window + 2 delta frames
 offline, delta + 1 online), cached features only for the tracks of one group of the current chunk (in warp
-mode also the last 2 delta frames of every track, copied out of their encode batch, which the next chunk reuses), and the tracker's per-track
-history is pruned to the frames still in reach.
+mode also the last 2 delta frames of every track, copied out of their encode batch, which the next chunk reuses),
+and the tracker's per-track history is pruned to the frames still in reach.
 
 Boxes: the tracker's cleaned boxes (clipped to the frame; tiny, non-finite and all-outside ones dropped; at most
 ``max_boxes`` per frame, ``tracking.IoUTracker``) crop the people and are written as ``bbox``. Joint score =
@@ -75,7 +76,7 @@ from tdmi.data.transforms import (PIXEL_STD, box_to_center_scale, get_affine_tra
 from tdmi.errors import CommandError
 from tdmi.evaluation.decode import decode_heatmaps
 from tdmi.inference.detectors import PersonDetector
-from tdmi.inference.feature_warp import resample_slots
+from tdmi.inference.feature_warp import own_crops, resample_slots
 from tdmi.inference.sources import SourceFrame
 from tdmi.inference.tracking import IoUTracker, Track, TrackedFrame, tube_crop_box
 from tdmi.keypoints import POSETRACK17
@@ -330,31 +331,9 @@ class VideoPoseEstimator:
                     crop = ("key", track_id, key)
                     crops[crop] = self._center_scale(box)
                     if mode == "warp":
-                        sources = self._own_crops(self._tracker.tracks[track_id], key, slots, crops)
+                        sources = own_crops(self._tracker.tracks[track_id], key, slots, crops, self._center_scale)
                 jobs.append(_ClipJob(key, person, crop, slots, sources))
         return jobs, crops
-
-    def _own_crops(self, track: Track, key: int, slots: list[int], crops: dict) -> list[tuple]:
-        """``warp`` mode: each slot's frame in the track's own crop of that frame, which is encoded once and shared
-        by every key frame whose clip holds it. The crop is the paper's of the track's box there; in a tracking gap,
-        of the box interpolated across it; before the track's first box or after its last, of the nearest box."""
-        sources = []
-        for position in slots:
-            if position == key:
-                sources.append(("key", track.track_id, key))
-                continue
-            box = track.box_at(position)
-            if box is not None and position in track.boxes:
-                crop = ("key", track.track_id, position)
-            else:
-                if box is None:
-                    box = track.boxes[min(track.boxes, key=lambda frame: abs(frame - position))]
-                # named by the box too: a later frame of a live track can change the nearest box
-                crop = ("near", track.track_id, position, *np.round(box, 3).tolist())
-            if crop not in crops:
-                crops[crop] = self._center_scale(box)
-            sources.append(crop)
-        return sources
 
     def _online_crop(self, track: Track, key: int, box: np.ndarray, crops: dict) -> tuple:
         """Online tube: keep the track's window while its crop fits the key frame's box (and it is young)."""
