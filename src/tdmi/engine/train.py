@@ -18,123 +18,44 @@ Run folder (``train.out_dir`` or ``--out``):
 Determinism: the data order of epoch e is a permutation drawn from ``seed + e``; each sample's augmentation is drawn
 from ``(seed, epoch, index)`` (the dataset's ``set_epoch``), so a resumed run sees exactly the batches the
 uninterrupted run would have seen, and on CPU continues bit-identically.
+
+The loop's parts live beside it: ``distributed`` (torchrun set-up, ranks agreeing to stop), ``schedule`` (data order,
+lr), ``checkpointing`` (weights and training state, resume) and ``metrics_log`` (``metrics.jsonl``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 import signal
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from tdmi.atomic import atomic_write, atomic_write_bytes
-from tdmi.config import ExperimentConfig, dump_config, load_config, to_dict
+from tdmi.atomic import atomic_write_bytes
+from tdmi.config import ExperimentConfig, dump_config, load_config
 from tdmi.data.transforms import normalize_frames
 from tdmi.errors import CheckpointError, CommandError, TdmiError
 from tdmi.precision import autocast_for, autocast_off
+from tdmi.engine.checkpointing import (  # noqa: F401  (rng_state names re-exported: they were this module's)
+    load_training_state, save_training_state)
+from tdmi.engine.checkpointing import rng_state as _rng_state  # noqa: F401
+from tdmi.engine.checkpointing import set_rng_state as _set_rng_state  # noqa: F401
+from tdmi.engine.distributed import DistInfo, agree_across_ranks, any_rank, setup_distributed
+from tdmi.engine.metrics_log import MetricsLog
+from tdmi.engine.schedule import (  # noqa: F401  (lr_at_epoch re-exported)
+    EpochSampler, lr_at_epoch, lr_multiplier, seed_worker, steps_per_epoch)
 
 
 class NonFiniteLossError(TdmiError, FloatingPointError):
     """The loss became NaN or inf; the message names the step and every loss term."""
-
-
-# ---------------------------------------------------------------------------------------------------- distributed
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def setup_distributed(device_request: Optional[str], timeout_minutes: float = 120.0) -> tuple[DistInfo, torch.device]:
-    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; start NCCL on GPUs and gloo on CPU (collective timeout
-    ``timeout_minutes``)."""
-    info = DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                    int(os.environ.get("LOCAL_RANK", 0)))
-    if device_request:
-        device = torch.device(device_request)
-    else:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CommandError("--device cuda was asked for, but torch sees no CUDA device")
-        if info.enabled or device.index is None:
-            device = torch.device("cuda", info.local_rank)
-        torch.cuda.set_device(device)
-    if info.enabled and not dist.is_initialized():
-        from datetime import timedelta
-
-        # TDMI_DIST_BACKEND=gloo allows several ranks on one GPU (NCCL refuses that), e.g. scripts/gpu_check.sh
-        backend = os.environ.get("TDMI_DIST_BACKEND") or ("nccl" if device.type == "cuda" else "gloo")
-        dist.init_process_group(backend=backend, timeout=timedelta(minutes=timeout_minutes))
-    return info, device
-
-
-# ----------------------------------------------------------------------------------------------------- data order
-
-
-class EpochSampler(torch.utils.data.Sampler[int]):
-    """Shuffled, rank-sharded sample order that depends only on (seed, epoch) and can start mid-epoch.
-
-    Like ``DistributedSampler`` (the permutation is padded by wrapping so every rank gets the same count), plus
-    ``start_batch`` so a resumed run skips exactly the batches already trained on.
-    """
-
-    def __init__(self, num_samples: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True):
-        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
-        self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
-        self.per_rank = math.ceil(num_samples / world_size)
-        self.epoch = 0
-        self.start_batch = 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def _indices(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.num_samples, generator=g).tolist()
-        else:
-            order = list(range(self.num_samples))
-        total = self.per_rank * self.world_size
-        order += order[: total - len(order)]
-        return order[self.rank:total:self.world_size]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._indices()[self.start_batch * self.batch_size:])
-
-    def __len__(self) -> int:
-        return max(0, self.per_rank - self.start_batch * self.batch_size)
-
-
-def _seed_worker(worker_id: int) -> None:
-    # Python/numpy global RNGs in workers are not used for augmentation (the dataset draws from (seed, epoch,
-    # index)), but seed them anyway so user transforms stay reproducible.
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 # ---------------------------------------------------------------------------------------------------------- losses
@@ -215,173 +136,6 @@ def check_pretrained(cfg: ExperimentConfig) -> None:
             "download it yourself and point model.backbone.pretrained at it, or set it to null for random init.")
 
 
-def lr_at_epoch(cfg: ExperimentConfig, epoch: int) -> float:
-    """The paper's step schedule: lr * factor^(number of steps passed)."""
-    return cfg.train.lr * cfg.train.lr_factor ** sum(epoch >= s for s in cfg.train.lr_steps)
-
-
-def lr_multiplier(cfg: ExperimentConfig, step: int, steps_per_epoch: int) -> float:
-    """The lr of optimizer step ``step`` (0-based) as a fraction of ``train.lr``, for either schedule.
-
-    ``step``: ``lr_factor`` per passed epoch of ``lr_steps`` (the paper). ``cosine``: after the warmup,
-    ``min + (1 - min) * (1 + cos(pi * progress)) / 2`` with progress running from 0 after the warmup to 1 at the
-    end of ``train.epochs``. A warmup of ``warmup_epochs`` ramps linearly from 1/warmup_steps to 1 in front of
-    either.
-    """
-    t = cfg.train
-    steps_per_epoch = max(1, steps_per_epoch)
-    warmup = int(round(t.warmup_epochs * steps_per_epoch))
-    ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
-    if t.schedule == "step":
-        epoch = step // steps_per_epoch
-        return ramp * t.lr_factor ** sum(epoch >= s for s in t.lr_steps)
-    total = max(1, t.epochs * steps_per_epoch - warmup)
-    progress = min(1.0, max(0, step - warmup) / total)
-    return ramp * (t.min_lr_factor + (1.0 - t.min_lr_factor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-# ----------------------------------------------------------------------------------------------------- checkpoints
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "python": _python_rng_to_tensor(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        # the state of this process's own device only: a resume may see a different number of GPUs
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _python_rng_to_tensor() -> dict[str, Any]:
-    version, internal, gauss = random.getstate()
-    return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
-            "gauss": gauss if gauss is not None else float("nan")}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    p = state["python"]
-    gauss = None if math.isnan(p["gauss"]) else p["gauss"]
-    random.setstate((p["version"], tuple(p["internal"].tolist()), gauss))
-    cuda = state.get("cuda")
-    if cuda is not None and torch.cuda.is_available():
-        if isinstance(cuda, (list, tuple)):  # older states: one per visible GPU; take this device's (or the last)
-            cuda = cuda[min(torch.cuda.current_device(), len(cuda) - 1)] if len(cuda) else None
-        if cuda is not None:
-            torch.cuda.set_rng_state(cuda)
-
-
-def save_training_state(run_dir: Path, name: str, step_module: TrainStep, optimizer, scheduler, scaler,
-                        cfg: ExperimentConfig, progress: dict[str, Any], snapshot: bool = True) -> None:
-    """Write ``<name>.safetensors`` + sidecar and ``<name>.state.pt``, each atomically."""
-    from tdmi.models.checkpoints import save_checkpoint
-
-    weights = {k: v for k, v in step_module.model.state_dict().items()}
-    if step_module.mi_objective is not None:
-        weights.update({f"mi_objective.{k}": v for k, v in step_module.mi_objective.state_dict().items()})
-    metadata = {"config": to_dict(cfg), "training": progress}
-    save_checkpoint(run_dir / f"{name}.safetensors", weights, metadata)
-    if snapshot:
-        state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else {},
-            "rng": _rng_state(),
-            "progress": progress,
-        }
-        atomic_write(run_dir / f"{name}.state.pt", lambda temp: torch.save(state, temp))
-
-
-def _resume_paths(resume: str) -> tuple[Path, Path]:
-    from tdmi.models.checkpoints import checkpoint_paths
-
-    path = Path(resume)
-    if path.is_dir():
-        path = path / "last.safetensors"
-    weights, _ = checkpoint_paths(path)
-    state = weights.with_name(weights.name[: -len(".safetensors")] + ".state.pt")
-    for p in (weights, state):
-        if not p.is_file():
-            raise CheckpointError(f"--resume: {p} not found (expected a run folder with last.safetensors, "
-                                  "last.json and last.state.pt)")
-    return weights, state
-
-
-def load_training_state(resume: str, step_module: TrainStep, optimizer, scheduler, scaler) -> dict[str, Any]:
-    from tdmi.models.checkpoints import load_checkpoint
-
-    weights_path, state_path = _resume_paths(resume)
-    from tdmi.models.checkpoints import read_torch_file
-
-    weights, _ = load_checkpoint(weights_path)
-    model_weights = {k: v for k, v in weights.items() if not k.startswith("mi_objective.")}
-    mi_weights = {k[len("mi_objective."):]: v for k, v in weights.items() if k.startswith("mi_objective.")}
-    try:
-        step_module.model.load_state_dict(model_weights, strict=True)
-        if step_module.mi_objective is not None:
-            step_module.mi_objective.load_state_dict(mi_weights, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"--resume: {weights_path} does not fit the model of this config (resume with the "
-                              f"run's own config.yaml): {str(err).splitlines()[0]}") from None
-    state = read_torch_file(state_path)
-    if isinstance(state.get("scheduler"), dict) and "milestones" in state["scheduler"]:
-        raise CheckpointError(f"--resume: {state_path} was written by an older tdmi (epoch-wise MultiStepLR); this "
-                              "version schedules the lr per optimizer step. Start a new run from its weights "
-                              "(--set model.backbone.pretrained=... or load them into a fresh run)")
-    try:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state["scaler"]:
-            scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
-        return state["progress"]
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"--resume: {state_path} is not a tdmi training state ({type(err).__name__}: "
-                              f"{err})") from None
-
-
-# --------------------------------------------------------------------------------------------------------- logging
-
-
-class MetricsLog:
-    """``metrics.jsonl`` always; TensorBoard scalars when tensorboard is installed. Rank 0 only."""
-
-    def __init__(self, run_dir: Path, enabled: bool):
-        self.enabled = enabled
-        self.path = run_dir / "metrics.jsonl"
-        self.tb = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-            except Exception:  # tensorboard is optional
-                self.tb = None
-
-    def write(self, kind: str, step: int, values: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        record = {"kind": kind, "step": step, "time": time.time(), **values}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            for key, value in values.items():
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    self.tb.add_scalar(f"{kind}/{key}", value, step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
 # -------------------------------------------------------------------------------------------------------- the loop
 
 
@@ -412,11 +166,6 @@ def channels_last_frames(frames: Tensor) -> Tensor:
     """``[B, T, 3, H, W]`` with the 3 colour values innermost, so every ``[N, 3, H, W]`` view the model takes of it
     (``flatten(0, 1)``, the key frame) is channels-last without a copy."""
     return frames.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-
-
-def steps_per_epoch(num_batches: int, grad_accum: int) -> int:
-    """Optimizer steps in an epoch of ``num_batches`` batches (a short last accumulation group still steps)."""
-    return math.ceil(num_batches / max(1, grad_accum))
 
 
 def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[str] = None,
@@ -510,7 +259,7 @@ def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[
     loader_generator = torch.Generator().manual_seed(cfg.train.seed + info.rank)
     loader = torch.utils.data.DataLoader(
         train_dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=loader_workers(cfg),
-        collate_fn=collate, drop_last=False, worker_init_fn=_seed_worker, generator=loader_generator,
+        collate_fn=collate, drop_last=False, worker_init_fn=seed_worker, generator=loader_generator,
         pin_memory=dev.type == "cuda", persistent_workers=False)
 
     log = MetricsLog(run_dir, info.is_main)
@@ -598,7 +347,7 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
                 if info.enabled:
                     # One collective and one host sync per batch carry both agreements: a NaN on any rank stops
                     # every rank now, and an interrupt any rank has seen stops all of them after this step.
-                    nonfinite, interrupted["agreed"] = _agree_across_ranks(
+                    nonfinite, interrupted["agreed"] = agree_across_ranks(
                         ~torch.isfinite(loss.detach()), is_step and interrupted["flag"], dev)
                     finite = not nonfinite
                 else:
@@ -686,7 +435,7 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
         if info.enabled:
             dist.barrier()
             # only rank 0 validates, so only it can see a plateau: every rank stops with it
-            if _any_rank(progress.get("stopped") == "plateau", dev):
+            if any_rank(progress.get("stopped") == "plateau", dev):
                 progress["stopped"] = "plateau"
         if interrupted["agreed"]:
             if info.is_main:
@@ -701,25 +450,6 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
                 print(f"stopping after epoch {epoch + 1}: the last {len(window)} validations agree within "
                       f"{cfg.train.plateau_tolerance} mAP ({', '.join(f'{m:.1f}' for m in window)})", flush=True)
             break
-
-
-def _any_rank(flag: bool, dev: torch.device) -> bool:
-    """True on every rank when ``flag`` is true on any rank (one small all-reduce)."""
-    value = torch.tensor([1.0 if flag else 0.0], device=dev)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item() > 0)
-
-
-def _agree_across_ranks(nonfinite: Tensor, interrupted: bool, dev: torch.device) -> tuple[bool, bool]:
-    """(a loss was non-finite on any rank, any rank was interrupted), the same on every rank: one all-reduce of two
-    values and one host sync. ``nonfinite`` stays on the device until then; the flag is written by a fill kernel,
-    not copied from the host."""
-    flags = torch.zeros(2, device=dev)
-    flags[0] = nonfinite.float()
-    flags[1].fill_(1.0 if interrupted else 0.0)
-    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    any_nonfinite, any_interrupted = flags.tolist()
-    return any_nonfinite > 0, any_interrupted > 0
 
 
 def _plateaued(cfg: ExperimentConfig, progress: dict[str, Any]) -> bool:
