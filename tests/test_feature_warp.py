@@ -12,7 +12,7 @@ import torch
 from pipeline_helpers import one_torch_thread  # noqa: F401 (autouse fixture)
 from pipeline_helpers import EncodeCounter, ListDetector, frames_with_people, moving_boxes, source_frames, tiny_model
 from tdmi.data.transforms import box_to_center_scale, get_affine_transform
-from tdmi.inference.feature_warp import crop_to_crop, sampling_grids, warp_features
+from tdmi.inference.feature_warp import crop_to_crop, resample_slots, sampling_grids, warp_features
 from tdmi.inference.pipeline import PipelineOptions, VideoPoseEstimator
 
 SIZE = (160, 120)
@@ -195,3 +195,11 @@ def test_online_warp_equals_offline_warp_of_the_video_cut_after_the_frame_across
     # the keypoints of each frame lie in (or near) that frame's own crop, not a shared one
     center, scale = box_to_center_scale(boxes[8][0], 1.0, cfg.data.bbox_enlarge)
     assert (np.abs(online[8].people[0].keypoints - center) <= scale[0] * 200 / 2 * 1.01).all()
+
+
+def test_resampling_stages_of_different_resolutions_is_refused_clearly():
+    crop = (np.array([50.0, 60.0]), np.array([0.7, 0.7]))
+    other = (np.array([55.0, 60.0]), np.array([0.7, 0.7]))
+    slots = [[(torch.zeros(4, 16, 12), torch.zeros(8, 8, 6))]]
+    with pytest.raises(ValueError, match="one resolution"):
+        resample_slots(slots, {(0, 0): (crop, other)})

@@ -185,3 +185,21 @@ def test_tube_windows_partition_the_track():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(tube_windows(track, window=100, delta=2)) == 1
+
+
+def test_velocity_keeps_smoothing_when_the_pipeline_prunes_a_tracks_boxes():
+    # The video pipeline prunes a track's old boxes (pipeline._release); a track left with one box must still be
+    # treated as a continuing track (smoothed velocity), not as a new one whose velocity restarts from one step.
+    def run(prune: bool) -> np.ndarray:
+        tracker = IoUTracker(velocity_smoothing=0.5)
+        for t, x in enumerate([0.0, 4.0, 8.0]):
+            tracker.update(t, [[10 + x, 10, 40, 80]], [0.9])
+        track = tracker.live[0]
+        if prune:
+            for frame in [f for f in track.boxes if f != track.last_frame]:
+                del track.boxes[frame]
+        tracker.update(3, [[10 + 20.0, 10, 40, 80]], [0.9])  # a step of 12 px after steps of 4
+        return tracker.live[0].velocity
+
+    np.testing.assert_allclose(run(prune=False), [8.0, 0, 0, 0])  # 0.5 * 12 + 0.5 * 4
+    np.testing.assert_allclose(run(prune=True), run(prune=False))

@@ -394,7 +394,8 @@ class VideoPoseEstimator:
 
     def _keeps_features(self) -> bool:
         """Whether features outlive a group: online (the next frame's clip reuses them) and in warp mode, whose
-        crops do not depend on the chunk, so the next chunk's first clips reuse its last delta frames."""
+        crops do not depend on the chunk, so the next chunk's first clips reuse the features of its last 2 delta
+        frames."""
         return self.options.online or self.options.mode == "warp"
 
     def _run_group(self, jobs: list[_ClipJob], crops: dict, results: dict, last_key: int) -> None:
