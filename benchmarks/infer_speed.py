@@ -18,10 +18,13 @@ shared). Person-frames/s and the speed-up over naive are reported per dataset; o
 <= 0.5 mAP loss.
 
 The mAP is only meaningful with trained weights (``--checkpoint``, or the shipped demo checkpoint when the package
-has one); with random weights both modes score ~0 and the comparison says nothing.
+has one); with random weights both modes score ~0 and the comparison says nothing. Speed needs no training:
+``--random-init`` times the model of ``--config`` (with ``--set`` overrides) at today's defaults with random
+weights, e.g. before and after a layout change.
 
     PYTHONPATH=src python benchmarks/infer_speed.py
     PYTHONPATH=src python benchmarks/infer_speed.py --checkpoint runs/synth/best.safetensors --window 16
+    PYTHONPATH=src python benchmarks/infer_speed.py --random-init --set model.tde.stage1_feature=layer1
 """
 
 from __future__ import annotations
@@ -273,6 +276,10 @@ def main() -> int:
     parser.add_argument("--config", default=str(REPO / "configs" / "tdmi_w8_synth_128x96.yaml"),
                         help="model config for random weights (ignored with --checkpoint)")
     parser.add_argument("--checkpoint", help="trained tdmi checkpoint (default: the shipped demo one, else random)")
+    parser.add_argument("--random-init", action="store_true",
+                        help="random weights for the model of --config (speed only; the mAP columns mean nothing)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for --random-init (repeatable), e.g. model.tde.stage1_feature=layer1")
     parser.add_argument("--video", type=Path, default=VTEST, help="real video (default: shared vtest.avi)")
     parser.add_argument("--video-frames", type=int, default=60)
     parser.add_argument("--synth-sequences", type=int, default=3)
@@ -291,8 +298,12 @@ def main() -> int:
     device = resolve_device(args.device)
     from tdmi.inference import pipeline
 
-    if args.checkpoint is None and pipeline.shipped_checkpoint() is None:
-        loaded = load_inference_model(None, args.config, device=device)
+    if args.random_init and args.checkpoint:
+        parser.error("--random-init and --checkpoint exclude each other")
+    if args.overrides and not args.random_init:
+        parser.error("--set applies to --random-init only (a checkpoint carries its own config)")
+    if args.random_init or (args.checkpoint is None and pipeline.shipped_checkpoint() is None):
+        loaded = load_inference_model(None, args.config, args.overrides, device=device)
     else:
         loaded = load_inference_model(args.checkpoint, device=device)
     print(f"model: {loaded.description}; delta={loaded.config.model.delta}, window={args.window}, threads="
@@ -300,7 +311,8 @@ def main() -> int:
     if loaded.random_init:
         print("WARNING: random weights: speeds are real, mAP values are meaningless (pass --checkpoint)")
     args.cache_dir.mkdir(parents=True, exist_ok=True)
-    payload: dict = {"model": loaded.description, "random_init": loaded.random_init, "window": args.window,
+    payload: dict = {"model": loaded.description, "random_init": loaded.random_init, "overrides": args.overrides,
+                     "stage1_feature": loaded.config.model.tde.stage1_feature, "window": args.window,
                      "delta": loaded.config.model.delta, "threads": torch.get_num_threads(), "device": str(device),
                      "machine": platform.processor() or platform.machine(), "repeats": args.repeats, "datasets": {}}
 

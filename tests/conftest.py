@@ -3,9 +3,21 @@ with a reason when it is absent (a user's fresh clone does not have it)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Hypothesis profiles (README, "Development"). A plain local run keeps exploring: each run draws new examples and
+# replays earlier failures from .hypothesis/. CI starts from a clean clone, so a random draw there would make a
+# submission pass or fail by chance; with CI set, the examples are derandomised (a fixed sequence per test, no
+# database) and the same commit always gets the same answer. ``fresh`` draws new examples with no database, for
+# hunting rare failures (scripts/hypothesis_stress.py runs every property test many times under it).
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("fresh", database=None, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -330,3 +331,43 @@ def test_atomic_writes_get_normal_permissions_and_leave_nothing_behind(tmp_path)
         atomic_write(path, broken)
     assert path.read_text() == before  # the old file survives a failed write
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def _pre_issue22_checkpoint(tmp_path):
+    """The shipped demo TDMI with its sidecar as tdmi wrote it before the stage-1 and RDM-width fields existed."""
+    import shutil
+
+    import tdmi
+
+    weights = Path(tdmi.__file__).parent / "weights"
+    shutil.copy(weights / "tdmi_demo.safetensors", tmp_path / "old.safetensors")
+    metadata = json.loads((weights / "tdmi_demo.json").read_text())
+    model = metadata["config"]["model"]
+    for section, key in (("tde", "stage1_feature"), ("rdm", "hidden"), ("rdm", "init")):
+        del model[section][key]
+    metadata["weights_file"] = "old.safetensors"
+    (tmp_path / "old.json").write_text(json.dumps(metadata))
+    return tmp_path / "old.safetensors"
+
+
+def test_a_checkpoint_saved_before_the_stage1_field_loads_with_layer1(tmp_path):
+    from tdmi.engine.test import load_model_for_test
+    from tdmi.inference.model_loading import load_inference_model
+
+    path = _pre_issue22_checkpoint(tmp_path)
+    loaded = load_model_for_test(path, device="cpu")
+    assert loaded.cfg.model.tde.stage1_feature == "layer1" and loaded.model.backbone.stage_channels[0] == 256
+    assert load_inference_model(str(path), device="cpu").config.model.tde.stage1_feature == "layer1"
+
+
+def test_weights_of_the_other_stage1_layout_name_the_field_to_set(tmp_path):
+    from tdmi.config import load_config
+    from tdmi.inference.model_loading import load_inference_model
+
+    path = _pre_issue22_checkpoint(tmp_path)
+    config = tmp_path / "today.yaml"
+    config.write_text("model:\n  input_size: [96, 128]\n  heatmap_size: [24, 32]\n  backbone: {width: 8}\n"
+                      "  tde: {channels: 16, deform_groups: 4}\n  rdm: {reduction: 4}\n")
+    assert load_config(config).model.tde.stage1_feature == "transition"
+    with pytest.raises(CheckpointError, match=r"set model\.tde\.stage1_feature=layer1"):
+        load_inference_model(str(path), str(config), device="cpu")

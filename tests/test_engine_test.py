@@ -333,11 +333,22 @@ def test_config_comparison_treats_keys_an_older_checkpoint_lacks_as_their_defaul
 
     given = to_dict(ModelConfig())
     stored = to_dict(ModelConfig())
-    del stored["rdm"]["reduction"]  # a key added after the checkpoint was written, at its default
+    del stored["rdm"]["hidden"]  # a key added after the checkpoint was written, at its default
     assert model_config_differences(given, stored) == []
-    given["rdm"]["reduction"] = 8
-    assert model_config_differences(given, stored) == ["model.rdm.reduction: 8 vs checkpoint 4"]
-    given["rdm"]["reduction"], given["rdm"]["init_std"] = 4, 0.1  # initialisation only: not a layout change
+    given["rdm"]["hidden"] = 8
+    assert model_config_differences(given, stored) == ["model.rdm.hidden: 8 vs checkpoint 128"]
+    given["rdm"]["hidden"], given["rdm"]["init_std"], given["rdm"]["init"] = 128, 0.1, "normal"  # init only
+    assert model_config_differences(given, stored) == []
+
+
+def test_config_comparison_reads_a_missing_stage1_feature_as_the_layer1_of_older_checkpoints():
+    from tdmi.config import ModelConfig
+    from tdmi.engine.test import model_config_differences
+
+    given, stored = to_dict(ModelConfig()), to_dict(ModelConfig())
+    del stored["tde"]["stage1_feature"]  # saved before issue 22: those checkpoints all used layer1
+    assert model_config_differences(given, stored) == ["model.tde.stage1_feature: 'transition' vs checkpoint 'layer1'"]
+    given["tde"]["stage1_feature"] = "layer1"
     assert model_config_differences(given, stored) == []
 
 

@@ -52,7 +52,9 @@ def test_structure_counts_hold_for_any_width(width):
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert [c for c in convs if c.bias is not None] == [model.final_layer]
     assert model.final_layer.kernel_size == (1, 1)
-    assert model.stage_channels == (256, width, width, width)
+    assert model.stage_channels == (width, width, width, width)  # s1 = the first transition's branch 0
+    with torch.device("meta"):
+        assert HRNet(width=width, num_joints=3, stage1_feature="layer1").stage_channels == (256, width, width, width)
 
 
 def test_stage_features_shapes_and_heatmaps():
@@ -69,9 +71,10 @@ def test_stage_features_shapes_and_heatmaps():
     torch.testing.assert_close(heatmaps, model.final_layer(features.s4))
 
 
-def test_stage_features_are_the_returned_branch0_outputs():
+@pytest.mark.parametrize("stage1_feature", ["transition", "layer1"])
+def test_stage_features_are_the_returned_branch0_outputs(stage1_feature):
     # Recompute stage by stage by hand: s2/s3 must be what the stages *return*, not their (pre-fusion) inputs.
-    model = tiny_model().eval()
+    model = HRNet(width=TINY, num_joints=5, stage1_feature=stage1_feature).eval()
     with torch.no_grad():
         for bn in model.modules():
             if isinstance(bn, nn.BatchNorm2d):  # non-trivial statistics so that every path matters
@@ -92,12 +95,29 @@ def test_stage_features_are_the_returned_branch0_outputs():
         stage3 = model.stage3([stage2[0], stage2[1], model.transition2[2](stage2[1])])
         stage4 = model.stage4([*stage3, model.transition3[3](stage3[2])])
     assert len(stage2) == 2 and len(stage3) == 3 and len(stage4) == 1
-    torch.testing.assert_close(features.s1, s1, rtol=0, atol=0)
+    # s1: the transition's high-resolution branch (the authors' later code) or layer1's output; either way the
+    # stage-2 input it comes from is left as it was by stage 2
+    torch.testing.assert_close(features.s1, stage2_inputs[0] if stage1_feature == "transition" else s1, rtol=0, atol=0)
     torch.testing.assert_close(features.s2, stage2[0], rtol=0, atol=0)
     torch.testing.assert_close(features.s3, stage3[0], rtol=0, atol=0)
     torch.testing.assert_close(features.s4, stage4[0], rtol=0, atol=0)
     assert not torch.equal(features.s2, stage2_inputs[0])
     assert not torch.equal(features.s2, features.s3)
+
+
+def test_stage1_choice_changes_only_what_is_returned():
+    torch.manual_seed(0)
+    transition = HRNet(width=TINY, num_joints=5).eval()
+    layer1 = HRNet(width=TINY, num_joints=5, stage1_feature="layer1").eval()
+    layer1.load_state_dict(transition.state_dict(), strict=True)  # one network, one set of weights
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = transition(images), layer1(images)
+    assert a.s1.shape[1] == TINY and b.s1.shape[1] == 256
+    for j in (1, 2, 3):
+        torch.testing.assert_close(a[j], b[j], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="stage1_feature='stage1'"):
+        HRNet(width=TINY, stage1_feature="stage1")
 
 
 def test_fuse_rule_low_to_high_and_high_to_low():

@@ -438,3 +438,115 @@ def test_accuracy_gate_distils_only_from_a_teacher_that_locates_the_joint_better
                              fused=zeros, static_heatmaps=good_teacher[:, :1])
     assert MIObjective(C, 1, formulation="balanced")._balanced_terms(single, zeros, target[:, :1],
                                                                      torch.ones(1, 1))[3].item() == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The "lineage" formulation (the authors' later code; issue 22)
+
+
+def test_lineage_formulation_assembles_the_authors_terms_with_their_weights_and_probe():
+    torch.manual_seed(11)
+    probe = torch.nn.Conv2d(C, J, 1)
+    probe.requires_grad_(False)
+    objective = MIObjective(C, J, formulation="lineage", label_probe=probe)
+    out = independent_output()
+    target, weight = targets()
+    r = objective(out, target, weight)
+    T = objective.temperature
+    ff = lambda a, b: fami_divergence(a, b, T)  # noqa: E731
+    with torch.no_grad():
+        probed = probe(out.useful)
+    torch.testing.assert_close(r["mi_useful_noisy"], 2 * ff(out.useful, out.noisy))
+    torch.testing.assert_close(r["mi_motion_useful"], -ff(out.motion, out.useful))
+    torch.testing.assert_close(r["mi_useful_label"], ff(probed, out.heatmaps) - ff(out.useful, out.fused))
+    torch.testing.assert_close(r["mi_visual_label"], ff(out.static_heatmaps, out.heatmaps) - ff(out.visual, out.fused))
+    torch.testing.assert_close(r["total"], sum(r[k] for k in TERM_NAMES) + r["aux"])
+    # I(Mu; Mn) is not detached on either side (the lineage's freeze=False); the probe's input gets nothing from the
+    # label term, teachers nothing at all
+    g_useful_from_overlap, g_noisy = grads(r["mi_useful_noisy"], [out.useful, out.noisy])
+    assert g_useful_from_overlap is not None and g_noisy is not None
+    assert grads(r["mi_useful_label"] + r["mi_visual_label"], [out.visual, out.static_heatmaps]) == (None, None)
+    assert all(p.grad is None for p in probe.parameters())
+    assert "_label_probe" not in dict(objective.named_modules()) and not any("probe" in k for k in objective.state_dict())
+
+
+def test_lineage_probe_falls_back_to_the_motion_head_when_widths_differ():
+    probe = torch.nn.Conv2d(C + 4, J, 1)  # the W8 proxy: backbone width 8, TDE width 16
+    objective = MIObjective(C, J, formulation="lineage", label_probe=probe)
+    features = torch.randn(B, C, H, W)
+    torch.testing.assert_close(objective.probe_logits(features), objective.motion_logits(features))
+    out = independent_output()
+    out.visual = leaf(B, C - 1, H, W)  # F narrower than F~: its channels pair with F~'s first ones
+    r = objective(out, *targets())
+    expected = (fami_divergence(out.static_heatmaps, out.heatmaps, 0.05)
+                - fami_divergence(out.visual, out.fused[:, :C - 1], 0.05))
+    torch.testing.assert_close(r["mi_visual_label"], expected)
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean'")
+def test_lineage_estimator_has_finite_gradients_where_a_softmax_underflows():
+    """kl_div's own backward (and xlogy's) give NaN once a T = 0.05 softmax underflows to 0, which a trained model's
+    features reach; the estimator's value is kl_div's, its gradient finite."""
+    student = torch.tensor([0.0, -2000.0, 1.0]).view(1, 1, 1, 3).requires_grad_()
+    teacher = torch.tensor([0.0, 1.0, 2.0]).view(1, 1, 1, 3)
+    value = fami_divergence(teacher, student, 0.05)
+    p, q = (torch.softmax(x.flatten(2) / 0.05, -1) for x in (teacher, student))
+    assert value.item() == pytest.approx(F.kl_div(p, q, reduction="mean").item(), rel=1e-6)
+    value.backward()
+    assert torch.isfinite(student.grad).all()
+
+
+def test_lineage_terms_stay_float32_under_bf16_autocast():
+    probe = torch.nn.Conv2d(C, J, 1).requires_grad_(False)
+    objective = MIObjective(C, J, formulation="lineage", label_probe=probe)
+    out = independent_output(dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        r = objective(out, *targets())
+    assert all(r[k].dtype == torch.float32 and torch.isfinite(r[k]) for k in (*TERM_NAMES, "total"))
+    reference = objective(SimpleNamespace(**{k: (v.detach().float() if v is not None else None)
+                                              for k, v in vars(out).items()}), *targets())
+    for k in TERM_NAMES:
+        torch.testing.assert_close(r[k], reference[k], rtol=1e-4, atol=1e-6)
+
+
+def test_lineage_gradient_on_the_encoder_is_of_the_heatmap_losss_order_on_a_trained_model(tmp_path):
+    """The shipped demo TDMI (trained) on a SynthTrack batch: the lineage objective pushes the TDE about as hard as the
+    heatmap loss or harder (measured: label terms ~1x on H, overlap ~20x on the TDE), never the 0.00-0.02x of
+    ``balanced`` (docs/results.md)."""
+    from pathlib import Path
+
+    import tdmi
+    from tdmi.config import config_from_dict, load_config
+    from tdmi.data.dataset import build_dataset, collate_clips
+    from tdmi.data.synthetic import generate_synthtrack
+    from tdmi.data.transforms import normalize_frames
+    from tdmi.models.checkpoints import load_checkpoint
+    from tdmi.models.tdmi import build_model
+
+    state, metadata = load_checkpoint(Path(tdmi.__file__).parent / "weights" / "tdmi_demo.safetensors")
+    generate_synthtrack(tmp_path, sequences=1, frames=6, seed=3, size=(192, 144), progress=False)
+    cfg = config_from_dict(metadata["config"])
+    cfg.data = load_config(None, [f"data.root={tmp_path}", "data.dataset=synthtrack", "data.workers=0"]).data
+    dataset = build_dataset(cfg, "val")
+    batch = collate_clips([dataset[i] for i in range(4)])
+    model = build_model(cfg.model)
+    model.load_state_dict(state, strict=True)
+    model.train()
+    cfg.model.mi.formulation = "lineage"
+    objective = MIObjective.from_config(cfg.model, label_probe=model.backbone.final_layer)
+    out = model(normalize_frames(batch["frames"]))
+    target, weight = batch["heatmaps"], batch["target_weight"].reshape(4, -1)
+    encoder = list(model.tde.parameters())
+
+    def norm(gs):
+        return torch.sqrt(sum((g ** 2).sum() for g in gs if g is not None)).item()
+
+    heatmap_loss = JointsMSELoss(factor=1.0)(out.heatmaps, target, weight)
+    heatmap_on_encoder = norm(grads(heatmap_loss, encoder))
+    heatmap_on_h = norm(grads(heatmap_loss, [out.heatmaps]))
+    r = objective(out, target, weight)
+    ratio = norm(grads(r["total"] - r["aux"], encoder)) / heatmap_on_encoder
+    assert 0.3 < ratio < 300, ratio
+    for name in ("mi_useful_label", "mi_visual_label"):  # the label terms act on H like the heatmap loss does
+        on_h = norm(grads(r[name], [out.heatmaps])) / heatmap_on_h
+        assert 0.2 < on_h < 5, (name, on_h)

@@ -190,7 +190,8 @@ def test_frame_by_frame_cached_features_give_the_same_prediction():
 def test_any_delta(delta, arch):
     cfg = tiny_model_config(None, f"model.delta={delta}", f"model.arch={arch}")
     model = build_tiny(cfg)
-    assert model.tde.intra_stage[0][0].conv1.in_channels == 2 * delta * 256
+    # the stage-1 chain reads the transition's C channels per difference (docs/architecture.md)
+    assert model.tde.intra_stage[0][0].conv1.in_channels == 2 * delta * cfg.backbone.width
     out = model(clip(frames=2 * delta + 1))
     assert out.heatmaps.shape == (2, J, h, w)
     out.heatmaps.sum().backward()
@@ -269,15 +270,19 @@ def test_invalid_models_raise_clear_errors():
         SingleFrameHRNet(backbone, delta=-1)
 
 
-def test_parameter_count_of_the_new_modules_at_w48():
-    """model-facts.md (e) estimates ~2.41 M trainable parameters on top of the frozen W48 backbone."""
-    backbone = HRNet(width=48, num_joints=17)
-    model = build_model(ModelConfig(), backbone=backbone)
+@pytest.mark.parametrize("legacy", [False, True])
+def test_parameter_count_of_the_new_modules_at_w48(legacy):
+    """docs/architecture.md: 2.03 M trainable parameters on top of the frozen W48 backbone (2.41 M with the earlier
+    layer1 stage-1 feature and r = 4 gates)."""
+    cfg = load_config(None, ["model.tde.stage1_feature=layer1", "model.rdm.reduction=4"] if legacy else []).model
+    backbone = HRNet(width=48, num_joints=17, stage1_feature=cfg.tde.stage1_feature)
+    model = build_model(cfg, backbone=backbone)
     assert model.backbone is backbone
     new = count_parameters(model, trainable_only=True)
     assert count_parameters(model) - new == count_parameters(backbone)
-    assert 2.3e6 < new < 2.6e6, new
-    assert count_parameters(model.rdm) == 2 * (48 * 12 + 12 + 12 * 48 + 48)
+    assert new == (2_406_569 if legacy else 2_029_713), new
+    hidden = 12 if legacy else 128
+    assert count_parameters(model.rdm) == 2 * (48 * hidden + hidden + hidden * 48 + 48)
     assert count_parameters(model.head) == 48 * 17 * 9 + 17
     assert sum(count_parameters(m.deform_conv) for m in model.tde.modulation) == 4 * (48 * 48 * 9 + 48)
     assert count_parameters(model.tde.accumulate) == 4 * (2 * 48 * 48 * 9 + 4 * 48)

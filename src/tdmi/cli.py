@@ -179,7 +179,11 @@ def _run_evaluate(args) -> int:
 
 def _add_test(sub) -> None:
     p = _parser(sub, "test", "run a checkpoint over a split, write prediction files and print the mAP table",
-                "tdmi test --config configs/tdmi_w48_pt17.yaml --checkpoint runs/tdmi/best.safetensors --boxes gt")
+                "tdmi test --config tdmi_w48_pt17 --checkpoint runs/tdmi/best.safetensors --boxes gt\n"
+                "  tdmi test --checkpoint runs/tdmi/best.safetensors --boxes val_boxes.json --flip-test --decode dark"
+                "   # the authors' later protocol\n\n"
+                "The header line prints the protocol used (boxes, flip test, decoding, metric): published numbers\n"
+                "differ in it as much as methods do (docs/results.md, \"Published numbers and their protocols\").")
     _add_config_options(p)
     p.add_argument("--checkpoint", required=True,
                    help="tdmi .safetensors checkpoint, or a foreign HRNet .pth (official, mmpose, DCPose, FAMI)")
@@ -188,6 +192,12 @@ def _add_test(sub) -> None:
                    help="also track: give predictions track ids (pose: IoU + OKS tracker, the default; iou: boxes "
                         "only), write the pruned tracking submission and report poseval's MOTA, or the PT21 kit's HOTA with "
                         "--set test.protocol=pt21 (test.track*)")
+    p.add_argument("--decode", choices=["argmax", "dark", "dark_published"], default=None,
+                   help="heatmap decoding (test.decode): argmax + quarter-pixel shift (DCPose/FAMI, the default), dark "
+                        "(distribution-aware sub-pixel, Zhang et al. 2020, with tdmi's guard) or dark_published "
+                        "(DARK without the guard)")
+    p.add_argument("--flip-test", action="store_true",
+                   help="HRNet's flip test (test.flip_test): average with the mirrored crop's heatmaps")
     p.add_argument("--out", help="output folder (default: test.out_dir)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     _add_threads_option(p)
@@ -269,6 +279,10 @@ def _add_infer(sub) -> None:
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
                    help="mixed precision of the model: bf16 or fp16 autocast (faster on GPUs; bf16 also on recent CPUs); "
                         "the heatmap head and keypoint decoding stay float32 (default none)")
+    p.add_argument("--decode", choices=["argmax", "dark", "dark_published"], default=None,
+                   help="heatmap decoding: argmax + quarter-pixel shift (HRNet/DCPose/FAMI), dark (distribution-"
+                        "aware sub-pixel, Zhang et al. 2020, with tdmi's guard) or dark_published (no guard); "
+                        "default: the checkpoint config's test.decode")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     _add_threads_option(p)
     p.set_defaults(run=_run_infer)

@@ -20,7 +20,7 @@ weights, data, crop or augmentation settings) is refused with the differing fiel
 
     cache = build_feature_cache(cfg, "runs/cache", draws=4)        # or: tdmi train ... --set train.feature_cache=DIR
     dataset = CachedFeatureDataset("runs/cache")
-    dataset.set_epoch(5); sample = dataset[0]   # {"stage_features": (s1 [T, 256, h, w], ...), "heatmaps", ...}
+    dataset.set_epoch(5); sample = dataset[0]   # {"stage_features": (s1 [T, C1, h, w], ...), "heatmaps", ...}
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def cache_key(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
         "version": CACHE_VERSION,
         "backbone_sha256": file_sha256(Path(pretrained)),
         "backbone_width": cfg.model.backbone.width,
+        "stage1_feature": cfg.model.tde.stage1_feature,
         "bn_eval": cfg.model.backbone.bn_eval,
         "amp": cfg.train.amp,
         "data_root": str(Path(cfg.data.root).resolve()),
@@ -173,7 +174,8 @@ def _build(cfg: ExperimentConfig, folder: Path, draws: int, seed: int, device: O
     if manifest is not None and manifest["num_samples"] != len(dataset):
         raise CommandError(f"{folder}: the cache holds {manifest['num_samples']} clips, the training set "
                            f"{len(dataset)}; delete the folder to rebuild it")
-    backbone = HRNet(width=cfg.model.backbone.width, num_joints=cfg.model.num_joints)
+    backbone = HRNet(width=cfg.model.backbone.width, num_joints=cfg.model.num_joints,
+                     stage1_feature=cfg.model.tde.stage1_feature)
     load_hrnet_weights(backbone, cfg.model.backbone.pretrained)
     backbone.eval().to(device)
     if cfg.train.channels_last:

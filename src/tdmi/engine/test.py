@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from tdmi.config import (ConfigError, ExperimentConfig, apply_override, config_from_dict, flatten_dict, load_config,
-                         to_dict)
+                         to_dict, with_legacy_defaults)
 from tdmi.data.dataset import (Mode, PoseTrackClipDataset, build_dataset, collate_clips, frames_as_uint8,
                                loader_workers)
 from tdmi.data.transforms import normalize_frames
@@ -46,16 +46,19 @@ from tdmi.evaluation.decode import decode_heatmaps
 from tdmi.evaluation.posetrack_ap import APResult, evaluate_dirs, write_json_atomic
 from tdmi.evaluation.writers import PersonPrediction, write_posetrack18_predictions
 from tdmi.keypoints import POSETRACK17
-from tdmi.models.checkpoints import load_checkpoint
+from tdmi.models.checkpoints import layout_hint, load_checkpoint
 
 MI_OBJECTIVE_PREFIX = "mi_objective."
 """State-dict keys of the MI objective's own modules in training checkpoints; not part of the model."""
 
 TRAINING_ONLY_MODEL_KEYS: tuple[str, ...] = ("backbone.pretrained", "backbone.freeze", "backbone.bn_eval", "mi.",
-                                             "rdm.init_std")
+                                             "rdm.init_std", "rdm.init")
 """``model`` config keys (and prefixes) that change training but not the weights' layout or the predictions, so a
 ``--config`` may differ from the checkpoint there: where the initial weights came from, which weights train, how
 they were initialised, and the MI objective's settings."""
+
+SINGLE_FRAME_UNUSED_KEYS: tuple[str, ...] = ("tde.", "rdm.", "fusion_blocks", "st_blocks")
+"""``model`` keys of the temporal modules, which the single-frame model (``arch: hrnet``) does not build."""
 
 
 @dataclass
@@ -93,6 +96,8 @@ class TestResult:
     (:class:`~tdmi.evaluation.posetrack_mota.TrackingResult`) or, with ``test.protocol=pt21``, the PT21 kit's HOTA
     (:class:`~tdmi.evaluation.pt21_hota.HotaResult`)."""
     tracking_settings: Optional[dict[str, Any]] = None
+    decode: str = "argmax"
+    """Heatmap decoding used (``test.decode``)."""
 
     @property
     def table(self) -> dict[str, float]:
@@ -101,7 +106,7 @@ class TestResult:
 
     def to_json_dict(self) -> dict[str, Any]:
         out = self.result.to_json_dict(
-            boxes=self.boxes, split=self.split, flip_test=self.flip_test, samples=self.num_samples,
+            boxes=self.boxes, split=self.split, flip_test=self.flip_test, decode=self.decode, samples=self.num_samples,
             predictions_dir=str(self.predictions_dir), ground_truth=str(self.ground_truth),
             inference_seconds=round(self.inference_seconds, 3), evaluation_seconds=round(self.evaluation_seconds, 3),
             **self.meta)
@@ -186,15 +191,26 @@ def _frame_track_ids(track_ids: list[int]) -> list[Optional[int]]:
     return list(track_ids) if valid else [None] * len(track_ids)
 
 
+def test_protocol(cfg: ExperimentConfig, boxes: Optional[str] = None) -> str:
+    """The test-time choices that move published numbers as much as methods differ, in one phrase: boxes, flip
+    test, decoding and metric (docs/results.md, "Published numbers and their protocols")."""
+    source = boxes or cfg.test.boxes
+    box_text = "GT boxes" if source == "gt" else f"boxes from {source} (score >= {cfg.data.box_score_threshold:g})"
+    return (f"{box_text}, flip test {'on' if cfg.test.flip_test else 'off'}, {cfg.test.decode} decoding, "
+            f"{'poseval' if cfg.test.protocol == 'poseval' else 'PoseTrack21 kit'} mAP")
+
+
 def predict_split(model: nn.Module, loader: DataLoader, device: torch.device, *, flip_test: bool = False,
-                  progress: bool = True, amp: str = "none") -> dict[tuple[str, str], list[PersonPrediction]]:
+                  progress: bool = True, amp: str = "none", decode: str = "argmax",
+                  dark_sigma: float = 3.0) -> dict[tuple[str, str], list[PersonPrediction]]:
     """Run ``model`` over ``loader`` (batches of :func:`~tdmi.data.dataset.collate_clips`) and decode every box.
 
     ``frames [B, T, 3, H, W]`` -> heatmaps ``[B, J, h, w]`` (and of ``frames.flip(-1)`` with ``flip_test``) ->
     image keypoints ``[B, J, 2]`` and heatmap maxima ``[B, J]``, using each sample's own crop (center, scale,
     rotation). Returns ``(sequence, key-frame file_name) -> persons`` in the order of the boxes in the frame.
     ``amp`` (``none``/``bf16``/``fp16``) autocasts the model; decoding runs in float32 on ``device``, so only the
-    keypoints travel back to the CPU.
+    keypoints travel back to the CPU. ``decode`` is ``argmax`` or ``dark`` (:func:`decode_heatmaps`; ``dark_sigma``
+    = the targets' sigma).
     """
     from tqdm import tqdm
 
@@ -215,7 +231,7 @@ def predict_split(model: nn.Module, loader: DataLoader, device: torch.device, *,
                 heatmaps, torch.from_numpy(np.asarray(meta["center"], np.float64)).to(device),
                 torch.from_numpy(np.asarray(meta["scale"], np.float64)).to(device),
                 rotation=torch.from_numpy(rotation).to(device) if np.any(rotation != 0) else None,
-                flipped_heatmaps=flipped, flip_permutation=flip_permutation)
+                flipped_heatmaps=flipped, flip_permutation=flip_permutation, method=decode, dark_sigma=dark_sigma)
             coords_np, maxvals_np = coords.cpu().numpy(), maxvals.cpu().numpy()
             for i in range(coords_np.shape[0]):
                 key = (str(meta["sequence"][i]), str(meta["image"][i]))
@@ -273,7 +289,8 @@ def run_test(model: nn.Module, cfg: ExperimentConfig, split: Mode = "val", boxes
     model.eval().to(device)
     start = time.perf_counter()
     predictions = predict_split(model, make_loader(dataset, cfg, device), device, flip_test=cfg.test.flip_test,
-                                progress=progress, amp=cfg.test.amp)
+                                progress=progress, amp=cfg.test.amp, decode=cfg.test.decode,
+                                dark_sigma=cfg.data.sigma)
     inference_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -304,7 +321,7 @@ def run_test(model: nn.Module, cfg: ExperimentConfig, split: Mode = "val", boxes
         out_dir=out, predictions_dir=predictions_dir, ground_truth=gt_dir, result=result, boxes=boxes_text,
         split=split, num_samples=len(dataset), flip_test=cfg.test.flip_test, inference_seconds=inference_seconds,
         evaluation_seconds=evaluation_seconds, results_file=out / "results.json", meta=dict(meta or {}),
-        tracking=tracking, tracking_settings=settings)
+        tracking=tracking, tracking_settings=settings, decode=cfg.test.decode)
     write_json_atomic(test_result.results_file, test_result.to_json_dict())
     return test_result
 
@@ -344,12 +361,16 @@ def model_config_differences(given: Mapping[str, Any], stored: Mapping[str, Any]
     """``model`` keys whose values differ (``key: given vs stored``), ignoring :data:`TRAINING_ONLY_MODEL_KEYS`."""
     from tdmi.config import ModelConfig
 
-    a, b = flatten_dict(dict(given)), flatten_dict(dict(stored))
-    # a key that a checkpoint from an older tdmi does not store had the default value then
+    # A key that a checkpoint from an older tdmi does not store had the value of LEGACY_DEFAULTS then, or else
+    # today's default.
+    a, b = flatten_dict(dict(given)), flatten_dict(with_legacy_defaults({"model": dict(stored)})["model"])
     defaults = flatten_dict(to_dict(ModelConfig()))
+    ignored = TRAINING_ONLY_MODEL_KEYS
+    if a.get("arch", defaults["arch"]) == b.get("arch", defaults["arch"]) == "hrnet":
+        ignored = ignored + SINGLE_FRAME_UNUSED_KEYS  # the single-frame model builds none of these modules
     differing = []
     for key in sorted(set(a) | set(b)):
-        if any(key == k or (k.endswith(".") and key.startswith(k)) for k in TRAINING_ONLY_MODEL_KEYS):
+        if any(key == k or (k.endswith(".") and key.startswith(k)) for k in ignored):
             continue
         mine, theirs = a.get(key, defaults.get(key, "<absent>")), b.get(key, defaults.get(key, "<absent>"))
         if mine != theirs:
@@ -423,7 +444,7 @@ def load_model_for_test(checkpoint: str | Path, cfg: Optional[ExperimentConfig] 
         parts = [f"{label} ({len(names)}): {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
                  for label, names in (("missing", missing), ("unexpected", unexpected), ("shape", mismatched)) if names]
         raise CheckpointError(f"{checkpoint}: weights do not fit the {cfg.model.arch} model of the config: "
-                              f"{'; '.join(parts)}")
+                              f"{'; '.join(parts)}{layout_hint(model_state, expected)}")
     model.load_state_dict(model_state, strict=True)
     device = device if isinstance(device, torch.device) else select_device(device)
     return LoadedModel(model.eval().to(device), cfg, metadata)
@@ -440,6 +461,10 @@ def test_command(args) -> int:
     overrides = list(getattr(args, "overrides", None) or [])
     if getattr(args, "track", None):
         overrides.append(f"test.track={args.track}")
+    if getattr(args, "decode", None):
+        overrides.append(f"test.decode={args.decode}")
+    if getattr(args, "flip_test", False):
+        overrides.append("test.flip_test=true")
     from tdmi.models.foreign_hrnet import is_foreign_checkpoint, load_foreign_hrnet
 
     if is_foreign_checkpoint(args.checkpoint):  # an official/mmpose/DCPose HRNet file: its single-frame HRNet
@@ -453,7 +478,7 @@ def test_command(args) -> int:
         model, cfg, _ = load_model_for_test(args.checkpoint, cfg, device=device, overrides=overrides)
     out_dir = Path(args.out) if args.out else Path(cfg.test.out_dir)
     print(f"test: {cfg.model.arch} from {args.checkpoint} on {device}, split test ({cfg.data.val_annotations} "
-          f"under {cfg.data.root}), flip test {'on' if cfg.test.flip_test else 'off'}", file=sys.stderr)
+          f"under {cfg.data.root}); protocol: {test_protocol(cfg, args.boxes)}", file=sys.stderr)
     result = run_test(model, cfg, split="test", boxes=args.boxes, out_dir=out_dir, device=device,
                       meta={"checkpoint": str(args.checkpoint), "config": args.config or "checkpoint sidecar",
                             "experiment": cfg.name})

@@ -117,7 +117,7 @@ def build_train_step(cfg: ExperimentConfig) -> TrainStep:
         print(f"backbone: {report}")
     mi_objective = None
     if cfg.model.arch != "hrnet" and cfg.model.mi.enabled:
-        mi_objective = MIObjective.from_config(cfg.model)
+        mi_objective = MIObjective.from_config(cfg.model, label_probe=model.backbone.final_layer)
     step = TrainStep(model, JointsMSELoss(factor=cfg.train.heatmap_loss_factor), mi_objective,
                      amp=cfg.train.amp)
     if cfg.train.channels_last:

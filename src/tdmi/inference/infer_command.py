@@ -253,10 +253,12 @@ def infer_command(args) -> int:
         print("note: the HOG detector is weak (upright, unoccluded, large people only); poses can only be as good "
               "as the boxes. Pass --boxes FILE with a stronger detector's output when you have one.")
     options = PipelineOptions(mode=args.mode, online=args.online, window=getattr(args, "window", DEFAULT_WINDOW),
-                              tracker=getattr(args, "tracker", "pose"), amp=getattr(args, "amp", "none"))
+                              tracker=getattr(args, "tracker", "pose"), amp=getattr(args, "amp", "none"),
+                              decode=getattr(args, "decode", None))
     print(f"mode: {options.mode}{' (online, causal clips)' if options.online else ''}, delta="
           f"{loaded.config.model.delta}, window={options.window}, device={device}"
-          f"{f', amp {options.amp}' if options.amp != 'none' else ''}")
+          f"{f', amp {options.amp}' if options.amp != 'none' else ''}, decoding "
+          f"{options.decode or loaded.config.test.decode}")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()

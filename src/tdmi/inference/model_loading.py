@@ -88,7 +88,7 @@ def load_inference_model(checkpoint: Optional[str], config_path: Optional[str] =
     Raises:
         CheckpointError: missing or unreadable files, or weights that do not fit the config's model.
     """
-    from tdmi.models.checkpoints import load_checkpoint
+    from tdmi.models.checkpoints import layout_hint, load_checkpoint
     from tdmi.models.foreign_hrnet import is_foreign_checkpoint, load_foreign_hrnet
     from tdmi.models.tdmi import build_model
 
@@ -124,7 +124,7 @@ def load_inference_model(checkpoint: Optional[str], config_path: Optional[str] =
             (wrong, "with another shape", f": file {tuple(state[wrong[0]].shape)}, model "
                                           f"{tuple(expected[wrong[0]].shape)}" if wrong else "")) if keys]
         raise CheckpointError(f"{path}: weights do not fit the config's model ({cfg.model.arch}, width "
-                              f"{cfg.model.backbone.width}): {'; '.join(parts)}")
+                              f"{cfg.model.backbone.width}): {'; '.join(parts)}{layout_hint(state, expected)}")
     model.load_state_dict(state)
     description = (f"{cfg.model.arch} HRNet-W{cfg.model.backbone.width} {cfg.model.input_size[0]}x"
                    f"{cfg.model.input_size[1]} delta={cfg.model.delta} from {path.name}")

@@ -149,6 +149,7 @@ class VideoPoseEstimator:
         self.aspect_ratio = self.input_size[0] / self.input_size[1]
         self.enlarge = float(cfg.data.bbox_enlarge)
         self.padding = self.options.padding or cfg.data.padding
+        self.decode_method = self.options.decode or cfg.test.decode
         if cfg.model.num_joints != POSETRACK17.num_joints:
             raise CommandError(f"the model predicts {cfg.model.num_joints} joints; video inference writes the "
                                f"{POSETRACK17.num_joints}-slot PoseTrack order")
@@ -466,7 +467,8 @@ class VideoPoseEstimator:
         heatmaps = heatmaps.float()
         center = torch.as_tensor(np.stack([crops[job.crop][0] for job in jobs]), dtype=torch.float64)
         scale = torch.as_tensor(np.stack([crops[job.crop][1] for job in jobs]), dtype=torch.float64)
-        coords, maxvals = decode_heatmaps(heatmaps, center.to(heatmaps.device), scale.to(heatmaps.device))
+        coords, maxvals = decode_heatmaps(heatmaps, center.to(heatmaps.device), scale.to(heatmaps.device),
+                                          method=self.decode_method, dark_sigma=self.cfg.data.sigma)
         coords, maxvals = coords.cpu(), maxvals.cpu()
         for i, job in enumerate(jobs):
             tracked = self._buffer[job.key_position].tracked

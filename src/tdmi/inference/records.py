@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from tdmi.evaluation.decode import DECODE_METHODS
 from tdmi.data.clips import PADDING_RULES
 from tdmi.errors import CommandError
 from tdmi.evaluation.writers import PersonPrediction
@@ -55,6 +56,8 @@ class PipelineOptions:
             tracker's, which also decides the tube crops either way).
         amp: autocast of the model's encode and decode: ``none``, ``bf16`` or ``fp16``. The heatmap head and
             the decoding of keypoints stay float32 either way.
+        decode: heatmap decoding, ``argmax`` or ``dark`` (``evaluation.decode``); None = the checkpoint config's
+            ``test.decode``.
     """
 
     mode: str = "tube"
@@ -72,8 +75,11 @@ class PipelineOptions:
     keep_heatmaps: bool = False
     tracker: str = "iou"
     amp: str = "none"
+    decode: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if self.decode is not None and self.decode not in DECODE_METHODS:
+            raise CommandError(f"decode must be one of {', '.join(DECODE_METHODS)}, got {self.decode!r}")
         if self.amp not in AMP_CHOICES:
             raise CommandError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
         if self.mode not in MODES:

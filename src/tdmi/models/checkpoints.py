@@ -380,3 +380,22 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> tuple[dict[str,
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({err})") from None
     return state, metadata
+
+
+def layout_hint(state: dict[str, Tensor], expected: dict[str, Tensor]) -> str:
+    """A sentence naming the config field behind a shape mismatch between a checkpoint's weights and a model ("" if
+    none is known): the stage-1 feature (``layer1``'s 256 channels before 2026-12-06, the transition's C now) and the
+    RDM gates' hidden width."""
+    def differs(prefix: str) -> bool:
+        return any(k.startswith(prefix) and k in state and tuple(state[k].shape) != tuple(v.shape)
+                   for k, v in expected.items())
+
+    hints = []
+    if differs("tde.intra_stage.0."):
+        hints.append("the stage-1 feature differs: set model.tde.stage1_feature=layer1 (checkpoints saved before "
+                     "that field existed) or =transition")
+    if differs("rdm."):
+        hints.append("the RDM gates' width differs: set model.rdm.hidden, or model.rdm.reduction for older "
+                     "checkpoints")
+    return f" ({'; '.join(hints)})" if hints else ""
+

@@ -10,9 +10,11 @@ COCO-pretrained HRNet-W48. Which tensors those are, and the architecture itself,
 - the last stage-4 module fuses into branch 0 only (``multi_scale_output=False``).
 - ``final_layer``: a 1x1 conv C -> J with bias, reading stage 4's branch-0 output.
 
-Stage features (model-facts.md (a), "Recommended TDMI stage features"), all at 1/4 resolution:
-``s1`` = layer1 output [N, 256, H/4, W/4]; ``s2``, ``s3``, ``s4`` = branch 0 of the lists that stage 2, 3, 4
-*return* [N, C, H/4, W/4]. ``s4`` is exactly ``final_layer``'s input.
+Stage features, all at 1/4 resolution (docs/architecture.md, "Choices the paper leaves open"): ``s1`` = the first
+transition's high-resolution branch [N, C, H/4, W/4] (``stage1_feature="transition"``, the authors' later code) or
+the layer1 output [N, 256, H/4, W/4] (``"layer1"``, tdmi's earlier choice); ``s2``, ``s3``, ``s4`` = branch 0 of
+the lists that stage 2, 3, 4 *return* [N, C, H/4, W/4]. ``s4`` is exactly ``final_layer``'s input. The choice only
+changes what is returned: the network and its weights are the same.
 
 Module names and parameter shapes equal the official COCO checkpoints key for key (model-facts.md (b);
 ``shared/reference/hrnet_w{32,48}_coco_keys.json``), so ``pose_hrnet_w48_384x288.pth`` loads without renaming.
@@ -37,6 +39,8 @@ STEM_CHANNELS = 64
 BOTTLENECK_EXPANSION = 4
 STAGE1_CHANNELS = STEM_CHANNELS * BOTTLENECK_EXPANSION  # 256
 BLOCKS_PER_BRANCH = 4
+STAGE1_FEATURES = ("transition", "layer1")
+"""Choices of the stage-1 feature (:class:`HRNet` ``stage1_feature``)."""
 MODULES_PER_STAGE = (1, 4, 3)
 """HR modules in stages 2, 3, 4 (8 in all; 104 BasicBlocks)."""
 
@@ -44,7 +48,8 @@ MODULES_PER_STAGE = (1, 4, 3)
 class StageFeatures(NamedTuple):
     """Per-frame HRNet features, all at 1/4 of the input resolution.
 
-    s1: layer1 output ``[N, 256, H/4, W/4]``.
+    s1: the first transition's branch 0 ``[N, C, H/4, W/4]`` or layer1's output ``[N, 256, H/4, W/4]``
+        (``HRNet.stage1_feature``).
     s2, s3, s4: branch-0 outputs of stage 2, 3, 4 ``[N, C, H/4, W/4]``; ``s4`` is ``final_layer``'s input.
     """
 
@@ -200,6 +205,8 @@ class HRNet(nn.Module):
         width: C, the branch-0 width (branches C, 2C, 4C, 8C). 18/32/48 are the official models; any positive
             width builds (tiny widths for tests).
         num_joints: J, channels of ``final_layer`` (17 for the COCO checkpoints and PoseTrack's 17 slots).
+        stage1_feature: ``"transition"`` (s1 = ``transition1[0]``'s output, C channels) or ``"layer1"`` (s1 =
+            layer1's output, 256 channels).
 
     Example:
         model = HRNet(48)
@@ -207,13 +214,17 @@ class HRNet(nn.Module):
         heatmaps = model.heatmaps(features.s4)  # [N, 17, 96, 72]
     """
 
-    def __init__(self, width: int = 48, num_joints: int = 17) -> None:
+    def __init__(self, width: int = 48, num_joints: int = 17, stage1_feature: str = "transition") -> None:
         super().__init__()
         if width < 1 or num_joints < 1:
             raise ValueError(f"HRNet width and num_joints must be positive, got width={width}, num_joints={num_joints}")
+        if stage1_feature not in STAGE1_FEATURES:
+            raise ValueError(f"stage1_feature={stage1_feature!r}; choose one of {', '.join(STAGE1_FEATURES)}")
         self.width = width
         self.num_joints = num_joints
-        self.stage_channels: tuple[int, int, int, int] = (STAGE1_CHANNELS, width, width, width)
+        self.stage1_feature = stage1_feature
+        s1_channels = width if stage1_feature == "transition" else STAGE1_CHANNELS
+        self.stage_channels: tuple[int, int, int, int] = (s1_channels, width, width, width)
         self.frozen_bn_eval = False
         """True after ``freeze(self, bn_eval=True)``: :meth:`train` keeps every BatchNorm in eval mode."""
 
@@ -266,10 +277,12 @@ class HRNet(nn.Module):
             raise ValueError(f"HRNet input must have height and width divisible by 32, got {height}x{width}")
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
-        s1 = self.layer1(x)
-        stage2 = self.stage2(_apply_transition(self.transition1, [s1]))
+        layer1 = self.layer1(x)
+        stage2_inputs = _apply_transition(self.transition1, [layer1])
+        stage2 = self.stage2(stage2_inputs)
         stage3 = self.stage3(_apply_transition(self.transition2, stage2))
         stage4 = self.stage4(_apply_transition(self.transition3, stage3))
+        s1 = stage2_inputs[0] if self.stage1_feature == "transition" else layer1
         return StageFeatures(s1, stage2[0], stage3[0], stage4[0])
 
     def heatmaps(self, s4: Tensor) -> Tensor:

@@ -2,7 +2,7 @@
 
 Paper eq. 13:  L_MI = I(Mu; Mn) - I(M; Mu) + I(Mu; y | F~) + I(F; y | F~),  and  L = L_H + alpha * L_MI  (alpha = 1).
 
-Two formulations (``formulation``), following model-facts.md (d):
+Four formulations (``formulation``); the choice and its evidence are in docs/architecture.md:
 
 ``"vsd"`` (default): bounded Variational Self-Distillation terms. Every term is >= 0 and minimised, so no term
 carries a negative weight. Distributions are spatial softmaxes over the N = h*w pixels of one heatmap channel
@@ -73,6 +73,20 @@ objective does not own the backbone, so fl(Mu, H) uses the motion head h_m (deta
 ``static_heatmaps`` (= final_layer(F), as in FAMI). Each returned term carries its eq.-13 sign, so
 ``total = alpha * (sum of terms) + L_aux`` (no 1/N: 'mean' already divides by N).
 
+``"lineage"``: the four terms exactly as the authors' later code (JM-Pose, same group, same class names and
+schedule as TDMI; docs/architecture.md) computes them, the best evidence of what produced TDMI's published numbers:
+``L_MI = 2 ff(Mu, Mn) - ff(M, Mu) + [fl(Mu, H) - ff(Mu, F~)] + [fl(F, H) - ff(F, F~)]``, alpha = 1. ``ff(a, b)`` is
+:func:`fami_divergence` over feature channels (a detached, except in ff(Mu, Mn), where both sides get gradients),
+T = 0.05, mean over B*C*N. ``fl(X, H)`` is the same estimator between a *probe*'s heatmaps of X (detached: no
+gradient reaches X) and H: the probe is the frozen HRNet ``final_layer`` (``label_probe``), so fl(F, H) reads
+``static_heatmaps``. The lineage's mathematical quirk is kept on purpose, since it produced the published
+ablations: kl_div is given probabilities where it expects log-probabilities, so no term is a KL (the values are
+negative) and minimising ``2 ff(Mu, Mn) - ff(M, Mu)`` mostly moves the gate sizes (useful up, noisy down) rather
+than separating content. Its label terms act on H with a gradient of the heatmap loss's order, unlike
+``balanced``'s. Two widths the lineage never meets (its TDE width equals HRNet-W48's 48): where Mu's width is not
+the probe's input width (the W8 proxy: 16 vs 8), Mu is probed by h_m instead (detached weights, as in ``fami``);
+where F's width differs from F~'s, ff(F, F~) pairs F's channels with F~'s first ones.
+
 Missing parts of the model: ``noisy = None`` (RDM disabled) makes ``mi_useful_noisy`` 0. ``useful = None`` as well
 makes ``mi_motion_useful`` 0 and uses M in place of Mu as the motion teacher in term 3 (and in L_aux).
 
@@ -90,11 +104,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tdmi.models.losses import JointsMSELoss
+from tdmi.precision import autocast_off
 
 if TYPE_CHECKING:
     from tdmi.config import ModelConfig
 
-FORMULATIONS = ("vsd", "balanced", "fami")
+FORMULATIONS = ("vsd", "balanced", "fami", "lineage")
+LINEAGE_OVERLAP_WEIGHT = 2.0
+"""Weight of ff(Mu, Mn) in the lineage's motion term (``2 * mi_fm_fn - mi_fm_f``)."""
 TERM_NAMES = ("mi_useful_noisy", "mi_motion_useful", "mi_useful_label", "mi_visual_label")
 
 
@@ -184,16 +201,23 @@ def feature_cosine(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
     return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1) + eps)
 
 
-def fami_divergence(teacher_logits: Tensor, student_logits: Tensor, temperature: float) -> Tensor:
+def fami_divergence(teacher_logits: Tensor, student_logits: Tensor, temperature: float,
+                    detach_teacher: bool = True) -> Tensor:
     """FAMI-Pose's estimator: ``mean over [B, K, N] of (q log q - q p)``, p = softmax(sg teacher/T), q = softmax(student/T).
 
     This is what ``kl_div(input=p, target=q, reduction='mean')`` evaluates when given probabilities as ``input``.
     Maps are ``[B, K, h, w]`` (K = C feature channels or J heatmaps); channel k of teacher pairs with channel k of
-    the student.
+    the student. ``detach_teacher=False`` lets gradients reach the teacher too (the lineage's ff(Mu, Mn)).
+
+    ``q log q`` is computed as ``q * log_softmax``: the same value, but a finite gradient where a softmax at T = 0.05
+    underflows to 0 (kl_div's own backward, and ``xlogy``'s, give 0 * -inf = NaN there, which a trained model's
+    features reach within a few steps).
     """
-    p = spatial_log_softmax(teacher_logits.detach(), temperature).exp()
-    q = spatial_log_softmax(student_logits, temperature).exp()
-    return (torch.xlogy(q, q) - q * p).mean()
+    teacher_logits = teacher_logits.detach() if detach_teacher else teacher_logits
+    p = spatial_log_softmax(teacher_logits, temperature).exp()
+    log_q = spatial_log_softmax(student_logits, temperature)
+    q = log_q.exp()
+    return (q * log_q - q * p).mean()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -212,11 +236,14 @@ class MIObjective(nn.Module):
         epsilon: floor mixed into student distributions (``vsd`` only); every KL is <= log(N / epsilon).
         gate_distillation: gate terms 3 and 4 to joints where the teacher beats H (``vsd`` only).
         motion_head_kernel: kernel of the auxiliary motion head h_m (1 or 3; odd).
+        label_probe: ``lineage`` only: the frozen conv that maps a C-channel feature to J heatmaps (the model's
+            backbone ``final_layer``). It is not a submodule (its weights belong to the model, not to this
+            objective's state); without it, or where its input width is not C, h_m probes Mu.
     """
 
     def __init__(self, channels: int, num_joints: int, alpha: float = 1.0, formulation: str = "vsd",
                  temperature: float = 0.05, epsilon: float = 1e-4, gate_distillation: bool = True,
-                 motion_head_kernel: int = 1):
+                 motion_head_kernel: int = 1, label_probe: nn.Conv2d | None = None):
         super().__init__()
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
@@ -236,14 +263,29 @@ class MIObjective(nn.Module):
         nn.init.normal_(self.motion_head.weight, std=0.001)
         nn.init.zeros_(self.motion_head.bias)
         self.heatmap_loss = JointsMSELoss(factor=1.0)
+        # a plain tuple, so the probe's weights are neither registered here nor saved with this objective
+        usable = label_probe is not None and label_probe.in_channels == channels
+        self._label_probe: tuple[nn.Conv2d, ...] = (label_probe,) if usable else ()
 
     @classmethod
-    def from_config(cls, model_cfg: ModelConfig) -> MIObjective:
-        """Build from ``ExperimentConfig.model`` (uses ``tde.channels``, ``num_joints`` and ``mi.*``)."""
+    def from_config(cls, model_cfg: ModelConfig, label_probe: nn.Conv2d | None = None) -> MIObjective:
+        """Build from ``ExperimentConfig.model`` (uses ``tde.channels``, ``num_joints`` and ``mi.*``); ``label_probe``:
+        the model's frozen ``backbone.final_layer`` (read by the ``lineage`` formulation only)."""
         mi = model_cfg.mi
         return cls(channels=model_cfg.tde.channels, num_joints=model_cfg.num_joints, alpha=mi.alpha,
                    formulation=mi.formulation, temperature=mi.temperature, epsilon=mi.epsilon,
-                   gate_distillation=mi.gate_distillation, motion_head_kernel=mi.motion_head_kernel)
+                   gate_distillation=mi.gate_distillation, motion_head_kernel=mi.motion_head_kernel,
+                   label_probe=label_probe)
+
+    def probe_logits(self, features: Tensor) -> Tensor:
+        """Detached float32 heatmaps ``[B, J, h, w]`` of a ``[B, C, h, w]`` feature by the label probe (the frozen
+        HRNet head; h_m where there is none of width C): the lineage's fl(X, H) teacher."""
+        with torch.no_grad(), autocast_off(features.device.type):
+            if not self._label_probe:
+                return self.motion_logits(features)
+            probe = self._label_probe[0]
+            bias = probe.bias.float() if probe.bias is not None else None
+            return F.conv2d(features.float(), probe.weight.float(), bias, padding=probe.padding)
 
     def motion_logits(self, features: Tensor) -> Tensor:
         """h_m with detached weights, float32: ``[B, C, h, w] -> [B, J, h, w]``; gradients reach only ``features``."""
@@ -288,6 +330,10 @@ class MIObjective(nn.Module):
         elif self.formulation == "balanced":
             terms = self._balanced_terms(output, useful, target_heatmaps, weight)
             weighted = [terms[0] / (h * w)] + [self.temperature * t / (h * w) for t in terms[1:]]
+        elif self.formulation == "lineage":
+            with autocast_off(heatmaps.device.type):
+                terms = self._lineage_terms(output, useful)
+            weighted = terms
         else:
             terms = self._fami_terms(output, useful)
             weighted = terms
@@ -298,8 +344,8 @@ class MIObjective(nn.Module):
 
     def weighted_terms(self, terms: dict[str, Tensor], num_pixels: int) -> dict[str, Tensor]:
         """Each MI term as it enters ``total`` (alpha, 1/N and, for ``balanced``, T applied): for gradient logs."""
-        scale = {name: 1.0 / num_pixels for name in TERM_NAMES} if self.formulation != "fami" else \
-            {name: 1.0 for name in TERM_NAMES}
+        scale = {name: 1.0 / num_pixels for name in TERM_NAMES} if self.formulation not in ("fami", "lineage") \
+            else {name: 1.0 for name in TERM_NAMES}
         if self.formulation == "balanced":
             scale.update({name: self.temperature / num_pixels for name in TERM_NAMES[1:]})
         return {name: self.alpha * scale[name] * terms[name] for name in TERM_NAMES}
@@ -367,6 +413,24 @@ class MIObjective(nn.Module):
             visual_gate = teacher_gate(label_probs, floor_log_probs(visual_teacher, eps), student)
         useful_label = (weight * useful_gate * kl_divergence(useful_teacher, heatmap_student)).mean()
         visual_label = (weight * visual_gate * kl_divergence(visual_teacher, heatmap_student)).mean()
+        return [useful_noisy, motion_useful, useful_label, visual_label]
+
+    def _lineage_terms(self, output: MIInputs, useful: Tensor) -> list[Tensor]:
+        """The four terms with the lineage's weights and signs (module doc); each is float32 and already carries
+        its weight, so they sum to L_MI."""
+        T = self.temperature
+        zero = output.heatmaps.new_zeros((), dtype=torch.float32)
+        has_useful = output.useful is not None
+        useful_noisy = (LINEAGE_OVERLAP_WEIGHT * fami_divergence(useful, output.noisy, T, detach_teacher=False)
+                        if output.noisy is not None and has_useful else zero)
+        motion_useful = -fami_divergence(output.motion, useful, T) if has_useful else zero
+        fused = output.fused.float()
+        useful_label = (fami_divergence(self.probe_logits(useful), output.heatmaps, T)
+                        - fami_divergence(useful, fused[:, :useful.shape[1]], T))
+        visual = output.visual
+        paired = min(visual.shape[1], fused.shape[1])
+        visual_label = (fami_divergence(output.static_heatmaps, output.heatmaps, T)
+                        - fami_divergence(visual[:, :paired], fused[:, :paired], T))
         return [useful_noisy, motion_useful, useful_label, visual_label]
 
     def _fami_terms(self, output: MIInputs, useful: Tensor) -> list[Tensor]:

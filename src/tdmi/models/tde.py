@@ -1,6 +1,6 @@
 """Temporal Difference Encoder (TDE): multi-stage feature differences -> motion feature M (paper section 3.2).
 
-For each backbone stage j (paper eq. 1-5; choices the paper leaves open follow model-facts.md (e)):
+For each backbone stage j (paper eq. 1-5; choices the paper leaves open: docs/architecture.md):
 
 1. **Differences** (eq. 1): the 2*delta consecutive differences ``F^j_{i+1} - F^j_i`` of the clip's stage-j
    features, concatenated in temporal order -> ``[B, (T-1)*C_j, h, w]``.
@@ -85,7 +85,8 @@ class TemporalDifferenceEncoder(nn.Module):
     """Multi-stage temporal differences of a clip -> motion feature M (paper section 3.2).
 
     Args:
-        stage_channels: channels of the backbone's stage features (HRNet: ``(256, C, C, C)``).
+        stage_channels: channels of the backbone's stage features (HRNet: ``(C, C, C, C)``, or ``(256, C, C, C)``
+            with the ``layer1`` stage-1 feature).
         num_frames: T = 2*delta + 1 frames per clip (T-1 differences per stage).
         channels: width of D^j, D̄^j and M (ours: 48).
         blocks_per_stage: residual blocks of each stage's intra-stage fusion (paper: 3, 3, 2, 2).

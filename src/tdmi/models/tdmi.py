@@ -233,6 +233,13 @@ class SingleFrameHRNet(_ClipModel):
         return self._predict(self.encode(frames[:, self._key_index(frames.shape[1])])[-1])
 
 
+def rdm_hidden_width(cfg: ModelConfig) -> int:
+    """The RDM gates' hidden width: ``rdm.hidden``, or ``tde.channels // rdm.reduction`` for a legacy config."""
+    if cfg.rdm.reduction is None:
+        return cfg.rdm.hidden
+    return max(1, cfg.tde.channels // cfg.rdm.reduction)
+
+
 def build_model(cfg: ModelConfig, backbone: nn.Module | None = None) -> nn.Module:
     """Build the model that ``cfg`` describes (``cfg.arch``: tdmi, tdmi_st or hrnet).
 
@@ -254,8 +261,12 @@ def build_model(cfg: ModelConfig, backbone: nn.Module | None = None) -> nn.Modul
     if cfg.arch != "hrnet" and cfg.tde.modulation and cfg.tde.channels % cfg.tde.deform_groups:
         raise ConfigError(f"model.tde.channels={cfg.tde.channels} is not divisible by model.tde.deform_groups="
                           f"{cfg.tde.deform_groups}: each DCN offset group deforms an equal block of channels")
+    if cfg.rdm.reduction is not None and cfg.rdm.reduction < 1:
+        raise ConfigError(f"model.rdm.reduction={cfg.rdm.reduction} must be >= 1 (or null to use model.rdm.hidden)")
+    if cfg.rdm.hidden < 1:
+        raise ConfigError(f"model.rdm.hidden={cfg.rdm.hidden} must be >= 1")
     if backbone is None:
-        backbone = HRNet(width=cfg.backbone.width, num_joints=cfg.num_joints)
+        backbone = HRNet(width=cfg.backbone.width, num_joints=cfg.num_joints, stage1_feature=cfg.tde.stage1_feature)
 
     if cfg.arch == "hrnet":
         return SingleFrameHRNet(backbone, delta=cfg.delta, freeze_backbone=cfg.backbone.freeze,
@@ -265,8 +276,9 @@ def build_model(cfg: ModelConfig, backbone: nn.Module | None = None) -> nn.Modul
         blocks_per_stage=cfg.tde.blocks_per_stage, differences=cfg.tde.differences, aggregation=cfg.tde.aggregation,
         modulation=cfg.tde.modulation, deform_groups=cfg.tde.deform_groups, dilation=cfg.tde.deform_dilation,
         accumulation_blocks=cfg.tde.accumulation_blocks)
-    rdm = (RepresentationDisentanglement(cfg.tde.channels, reduction=cfg.rdm.reduction,
-                                         factorisation=cfg.rdm.factorisation, init_std=cfg.rdm.init_std)
+    rdm = (RepresentationDisentanglement(cfg.tde.channels, hidden=rdm_hidden_width(cfg),
+                                         factorisation=cfg.rdm.factorisation, init=cfg.rdm.init,
+                                         init_std=cfg.rdm.init_std)
            if cfg.rdm.enabled else None)
     if rdm is not None and rdm.factorisation == "gates" and not cfg.mi.enabled:
         # Mn feeds only the MI objective. Without it the noisy gate never gets a gradient (table 7, "no MI"), and
