@@ -303,7 +303,7 @@ def main() -> int:
     if args.overrides and not args.random_init:
         parser.error("--set applies to --random-init only (a checkpoint carries its own config)")
     if args.random_init or (args.checkpoint is None and pipeline.shipped_checkpoint() is None):
-        loaded = load_inference_model(None, args.config, args.overrides, device=device)
+        loaded = load_inference_model(None, args.config, args.overrides, device=device, random_init=True)
     else:
         loaded = load_inference_model(args.checkpoint, device=device)
     print(f"model: {loaded.description}; delta={loaded.config.model.delta}, window={args.window}, threads="

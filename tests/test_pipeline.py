@@ -365,6 +365,17 @@ def test_without_checkpoint_the_small_model_is_random_and_said_so(tmp_path, caps
     assert loaded.config.model.backbone.width == 8 and loaded.config.model.input_size == [96, 128]
 
 
+def test_random_init_skips_the_shipped_checkpoint_for_a_configs_layout():
+    """benchmarks/infer_speed.py --random-init: today's layout with random weights even where a checkpoint is shipped."""
+    loaded = load_inference_model(None, "tdmi_w8_synth_128x96", device="cpu", random_init=True)
+    assert loaded.random_init and loaded.checkpoint is None
+    assert loaded.config.model.tde.stage1_feature == "transition" and loaded.model.backbone.stage_channels[0] == 8
+    legacy = load_inference_model(None, "tdmi_w8_synth_128x96", ["model.tde.stage1_feature=layer1"], random_init=True)
+    assert legacy.random_init and legacy.model.backbone.stage_channels[0] == 256
+    with pytest.raises(ValueError, match="random_init"):
+        load_inference_model("x.safetensors", random_init=True)
+
+
 # --------------------------------------------------------------------------------------------- end to end (CLI)
 
 

@@ -77,13 +77,16 @@ RANDOM_INIT_BANNER = "\n".join([
 
 
 def load_inference_model(checkpoint: Optional[str], config_path: Optional[str] = None,
-                         overrides: Iterable[str] = (), device: torch.device | str = "cpu") -> LoadedModel:
+                         overrides: Iterable[str] = (), device: torch.device | str = "cpu",
+                         random_init: bool = False) -> LoadedModel:
     """Build the model for inference, in eval mode on ``device``.
 
     Order: ``checkpoint`` (its sidecar's config, or ``config_path`` when given; a foreign HRNet ``.pth`` becomes the
     single-frame HRNet, :mod:`tdmi.models.foreign_hrnet`); else the shipped demo checkpoint;
     else a randomly initialised model from ``config_path`` or, without one, the small W8 128x96 model
     (:data:`FALLBACK_MODEL_OVERRIDES`), with ``random_init`` set so that callers print :data:`RANDOM_INIT_BANNER`.
+
+    ``random_init`` skips the shipped checkpoint: the random model of ``config_path`` (speed benchmarks).
 
     Raises:
         CheckpointError: missing or unreadable files, or weights that do not fit the config's model.
@@ -92,7 +95,9 @@ def load_inference_model(checkpoint: Optional[str], config_path: Optional[str] =
     from tdmi.models.foreign_hrnet import is_foreign_checkpoint, load_foreign_hrnet
     from tdmi.models.tdmi import build_model
 
-    path = Path(checkpoint) if checkpoint else shipped_checkpoint()
+    if random_init and checkpoint:
+        raise ValueError("random_init builds a model without weights; it cannot be combined with a checkpoint")
+    path = Path(checkpoint) if checkpoint else (None if random_init else shipped_checkpoint())
     if path is None:
         cfg = load_config(config_path, list(overrides) if config_path else [*FALLBACK_MODEL_OVERRIDES, *overrides])
         torch.manual_seed(0)  # the same random model every run, so outputs are reproducible
