@@ -37,3 +37,39 @@ def test_paired_bootstrap_orders_and_brackets(folders):
     assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0]  # paired: identical models never differ
     with pytest.raises(ValueError, match="same sequences"):
         paired_bootstrap(a, [b[0][:-1]], resamples=10)
+
+
+def test_encoded_stats_round_trip_to_the_same_mean(folders):
+    from tdmi.evaluation.bootstrap import decode_stats, encode_stats
+
+    gt, good, _, _ = folders
+    stats = sequence_stats(gt, good)
+    encoded = encode_stats(stats)
+    import json
+
+    back = decode_stats(json.loads(json.dumps(encoded)))
+    assert [s.name for s in back] == [s.name for s in stats]
+    assert mean_ap(back) == pytest.approx(mean_ap(stats), abs=1e-6)
+    for s, t in zip(stats, back):
+        for j in range(len(s.hits)):
+            np.testing.assert_array_equal(s.hits[j], t.hits[j])
+            np.testing.assert_allclose(s.scores[j], t.scores[j], atol=2e-6)
+
+
+def test_two_level_bootstrap_pairs_seeds_and_widens_with_seed_variance(folders):
+    from tdmi.evaluation.bootstrap import two_level_bootstrap
+
+    gt, good, bad, perfect = folders
+    g, b, p = sequence_stats(gt, good), sequence_stats(gt, bad), sequence_stats(gt, perfect)
+    same = two_level_bootstrap({0: g, 1: g}, {0: g, 1: g}, resamples=100)
+    assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0] and same["per_seed"] == {0: 0.0, 1: 0.0}
+    steady = two_level_bootstrap({0: g, 1: g}, {0: b, 1: b}, resamples=300)
+    # one arm's seeds disagree a lot (a perfect and a poor run): the seed level must widen the interval
+    noisy = two_level_bootstrap({0: p, 1: b}, {0: b, 1: b}, resamples=300)
+    assert steady["ci95"][0] > 0 and steady["per_seed"][0] == pytest.approx(steady["difference"])
+    width = lambda r: r["ci95"][1] - r["ci95"][0]  # noqa: E731
+    assert noisy["ci95"][0] <= 0.0 + 1e-9 < noisy["ci95"][1] and width(noisy) > width(steady)
+    unpaired = two_level_bootstrap({0: g}, {5: b, 6: b}, paired=False, resamples=100)
+    assert unpaired["seeds_a"] == [0] and unpaired["seeds_b"] == [5, 6] and "per_seed" not in unpaired
+    with pytest.raises(ValueError, match="share no seed"):
+        two_level_bootstrap({0: g}, {1: b})

@@ -438,3 +438,28 @@ def test_loader_workers_and_uint8_defaults(monkeypatch):
     assert dataset_module.frames_as_uint8(cfg, torch.device("cuda"))
     cfg.data.uint8_frames = True
     assert dataset_module.frames_as_uint8(cfg, torch.device("cpu"))
+
+
+def test_supporting_frames_from_another_sequence_keep_the_key_frame(tmp_path):
+    """``test.support_from: other_sequence`` (issue 23's test-time control): every slot but the key frame's comes from
+    the next sequence, at the same offsets."""
+    from dataclasses import replace
+
+    write_static_clip(tmp_path / "seq")
+    write_static_clip(tmp_path / "other")
+    own = make_sequence()
+    other = replace(make_sequence(), name="other",
+                    frames=[replace(f, file_name=f.file_name.replace("seq/", "other/")) for f in own.frames])
+    dataset = PoseTrackClipDataset([own, other], tmp_path, mode="val", input_size=INPUT, heatmap_size=HEATMAP,
+                                   sigma=2.0, support_from="other_sequence")
+    plain = PoseTrackClipDataset([own, other], tmp_path, mode="val", input_size=INPUT, heatmap_size=HEATMAP,
+                                 sigma=2.0)
+    for index in range(len(dataset)):
+        paths, _, key = dataset.frame_paths(index)
+        own_paths, _, own_key = plain.frame_paths(index)
+        assert key == own_key and paths[key] == own_paths[key]
+        mine, theirs = ("seq/", "other/") if "/seq/" in own_paths[key] else ("other/", "seq/")
+        assert all(theirs in p for i, p in enumerate(paths) if i != key)
+        assert [p.replace(theirs, mine) for p in paths] == list(own_paths)  # same offsets, other sequence
+    with pytest.raises(ValueError, match="test-time control"):
+        PoseTrackClipDataset([own], tmp_path, mode="train", support_from="other_sequence")

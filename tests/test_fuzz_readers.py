@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from posetrack_gen import make_gt_sequence, make_predictions, to_annolist
@@ -93,8 +93,18 @@ def test_evaluate_with_a_mutated_prediction_file(pred):
     _only_tdmi_errors(lambda: evaluate_tracking_sequences({"s": GT}, {"s": _roundtrip(pred)}))
 
 
+def _null_in_an_ignore_region(document):
+    """Found by scripts/hypothesis_stress.py (issue 21): a null coordinate became NaN, and shapely's GEOS raised
+    its own exception instead of a one-line error naming the field."""
+    doc = copy.deepcopy(document)
+    doc["images"][0]["ignore_regions_x"] = [[None, 1135.0, 1135.0, 916.0]]
+    doc["images"][0]["ignore_regions_y"] = [[310.0, 528.0, 310.0, 528.0]]
+    return doc
+
+
 @FUZZ
 @given(gt=mutated(GT))
+@example(gt=_null_in_an_ignore_region(GT))
 def test_evaluate_with_a_mutated_ground_truth_file(gt):
     for protocol in ("poseval", "pt21"):
         _only_tdmi_errors(lambda: evaluate_sequences({"s": _roundtrip(gt)}, {"s": PRED}, protocol=protocol))

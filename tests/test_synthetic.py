@@ -223,13 +223,14 @@ def test_typical_set_has_blurred_and_occluded_key_frames(synth_set):
     assert any(t["camera_shake"] != [0, 0] for t in tags)
 
 
-def test_blur_tag_means_the_frame_is_blurred():
-    seed, frames = 0, 6
-    options = SynthOptions(blur_probability=1.0, shake_probability=0.0)
+@pytest.mark.parametrize("seed, blur_probability", [(5, 1.0), (0, 0.0)])  # a fast mover, then a still camera
+def test_blur_tag_means_the_frame_is_blurred(seed, blur_probability):
+    frames = 6
+    options = SynthOptions(blur_probability=blur_probability, shake_probability=0.0)
     clip = render_clip(frames=frames, seed=seed, size=SIZE, options=options)
     scene = scene_model._build_scene(seed, 0, frames, SIZE, options)
     blur = [t["blur_px"] for t in clip.tags]
-    assert max(blur) > 6
+    assert max(blur) > 6 if blur_probability else max(blur) < 1.5
     for f in range(frames):
         sharp = drawing._render(scene, float(f), with_ids=False)[0].astype(np.float32)
         changed = (np.abs(sharp - clip.images[f]).max(axis=-1) > 40).sum()
@@ -359,22 +360,27 @@ def test_cli_synth_bad_argument_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_people_are_in_the_frames(synth_set):
-    # The annotated joints sit on the rendered people: pixels around labelled, visible joints differ from the
-    # sequence's median background far more often than random pixels do.
+    # The annotated joints sit on the rendered people: pixels around labelled, visible joints of people who move
+    # differ from the sequence's median background far more often than random pixels do.
+    checked = 0
     for name, doc in list(_docs(synth_set).items())[:3]:
         frames = np.stack([cv2.imread(str(synth_set / image["file_name"])).astype(np.float32)
                            for image in doc["images"]])
         background = np.median(frames, axis=0)
         on_people, total = 0, 0
         for ann in doc["annotations"]:
+            if ann["synthtrack"]["action"] not in ("walk", "run"):
+                continue  # a person who stays in place is part of the median "background"
             f = int(ann["image_id"] % 10**4)
             kps = np.array(ann["keypoints"]).reshape(17, 3)
             visible = np.array(ann["synthtrack"]["visible"], bool) & (kps[:, 2] > 0)
             for x, y in kps[visible, :2]:
                 total += 1
                 on_people += np.abs(frames[f, int(y), int(x)] - background[int(y), int(x)]).max() > 25
-        assert total > 0 and on_people / total > 0.5, name
+        assert total == 0 or on_people / total > 0.5, name
         assert math.isfinite(background.mean())
+        checked += total
+    assert checked > 0
 
 
 def test_the_posetrack_readers_load_synthtrack(synth_set):

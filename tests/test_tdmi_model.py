@@ -314,3 +314,43 @@ def test_baseline_takes_key_frames_only_or_whole_clips():
     assert torch.equal(whole, key_only)
     with pytest.raises(ValueError):
         model(clip[:, :3])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The SynthTrack benchmark's controls (issue 23): same modules, no time / no differencing
+
+
+def test_keyframe_and_concat_encoder_inputs():
+    from tdmi.models.tde import stage_input
+
+    features = torch.randn(2, 5, 3, 4, 4)
+    key = stage_input(features, "keyframe")
+    assert key.shape == (2, 12, 4, 4)
+    torch.testing.assert_close(key, features[:, 2].repeat(1, 4, 1, 1))
+    torch.testing.assert_close(stage_input(features, "concat"), features.flatten(1, 2))
+    assert stage_input(features, "differences").shape == (2, 12, 4, 4)
+    with pytest.raises(ValueError, match="input='raw'"):
+        stage_input(features, "raw")
+
+
+@pytest.mark.parametrize("extra, same_parameters", [(("model.tde.input=keyframe",), True),
+                                                    (("model.support_frames=key_frame",), True),
+                                                    (("model.tde.input=concat",), False)])
+def test_controls_keep_the_modules(extra, same_parameters):
+    reference = count_parameters(build_tiny(tiny_model_config(None)), trainable_only=True)
+    control = count_parameters(build_tiny(tiny_model_config(None, *extra)), trainable_only=True)
+    assert (control == reference) == same_parameters
+
+
+@pytest.mark.parametrize("extra", [("model.support_frames=key_frame",), ("model.tde.input=keyframe",)])
+def test_a_control_without_time_ignores_its_supporting_frames(extra):
+    model = build_tiny(tiny_model_config(None, *extra)).eval()
+    frames = clip(batch=1)
+    shuffled = frames.clone()
+    shuffled[:, [0, 1, 3, 4]] = torch.randn_like(shuffled[:, [0, 1, 3, 4]])
+    with torch.no_grad():
+        assert torch.equal(model(frames).heatmaps, model(shuffled).heatmaps)
+    normal = build_tiny(tiny_model_config(None)).eval()
+    with torch.no_grad():
+        a, b = normal(frames).heatmaps, normal(shuffled).heatmaps
+    assert not torch.equal(a, b)  # the paper's model does read them

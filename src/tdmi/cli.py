@@ -97,13 +97,20 @@ def _info_checkpoint(args) -> int:
 
 def _add_synth(sub) -> None:
     p = _parser(sub, "synth", "generate SynthTrack, a procedural multi-person video set in the PoseTrack18 layout",
-                "tdmi synth --out data/synthtrack --sequences 10 --frames 30 --seed 0")
+                "tdmi synth --out data/synthtrack --sequences 10 --frames 30 --seed 0\n"
+                "  tdmi synth --out data/synthtrack --counterfactual --sequences 30 --frames 20 --seed 2001")
     p.add_argument("--out", required=True, help="output root (images/, annotations/, detections)")
     p.add_argument("--sequences", type=int, default=10, help="number of sequences (default 10)")
     p.add_argument("--frames", type=int, default=30, help="frames per sequence (default 30)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the output is deterministic per seed")
-    p.add_argument("--split", default="val", help="split name used in paths and file names (default val)")
+    p.add_argument("--split", default=None,
+                   help="split name used in paths and file names (default val; with --counterfactual the prefix of "
+                        "the three split names, default cf)")
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("W", "H"), help="frame size in pixels")
+    p.add_argument("--counterfactual", action="store_true",
+                   help="write three paired sets, <split>clean, <split>distractor and <split>background: the same "
+                        "scenes with one key person, then with a person walking through its crop, then with a moving "
+                        "background; the key people's labels are identical in all three")
     p.set_defaults(run=_run_synth)
 
 

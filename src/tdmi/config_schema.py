@@ -63,6 +63,11 @@ class TDEConfig:
     """Dilation of the 3x3 DCN and of the offset/mask predictors (ours: FAMI's 3)."""
     accumulation_blocks: int = 1
     """Residual blocks after each accumulation step ("several 3x3 convolutions", eq. 5; ours: 1)."""
+    input: Literal["differences", "keyframe", "concat"] = "differences"
+    """What each stage's block chain reads. ``differences``: the paper's consecutive differences (eq. 1).
+    Controls of the SynthTrack benchmark: ``keyframe`` = the key frame's own features repeated T-1 times (the same
+    widths and blocks, no time); ``concat`` = the raw features of all T frames (time without differencing; the
+    first conv reads T*C channels instead of (T-1)*C)."""
 
 
 @dataclass
@@ -129,6 +134,9 @@ class ModelConfig:
     """Supporting frames on each side of the key frame; a clip has T = 2*delta + 1 frames (paper: 2)."""
     fusion_blocks: int = 3
     """Residual blocks fusing [Mu, key-frame feature] into F~ (ours: FAMI's 3)."""
+    support_frames: Literal["clip", "key_frame"] = "clip"
+    """``key_frame``: every supporting frame's features are replaced by the key frame's, in training and test (the
+    benchmark's ``static`` control: the same modules, no time; the differences are then zero)."""
     st_blocks: int = 2
     """TDMI-ST only: residual blocks reducing the concatenated stage-4 features of all T frames (ours: 2)."""
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -270,6 +278,9 @@ class TestConfig:
     batch_size: int = 32
     flip_test: bool = False
     """HRNet-style flip test (off by default for parity with DCPose/FAMI)."""
+    support_from: Literal["own_sequence", "other_sequence"] = "own_sequence"
+    """``other_sequence``: the supporting frames of every test clip come from the next sequence (the key frame
+    stays), a test-time control: a model that uses its clip's motion should lose accuracy."""
     decode: Literal["argmax", "dark", "dark_published"] = "argmax"
     """Heatmap -> keypoint decoding. ``argmax``: the first maximum plus a quarter-pixel shift toward the higher
     neighbour (HRNet, DCPose, FAMI-Pose). ``dark``: distribution-aware sub-pixel decoding (Zhang et al., CVPR 2020;

@@ -60,6 +60,7 @@ from tdmi.threads import available_cores
 
 Mode = Literal["train", "val", "test"]
 MODES: tuple[str, ...] = ("train", "val", "test")
+SUPPORT_SOURCES: tuple[str, ...] = ("own_sequence", "other_sequence")
 
 
 class PersonBoxes(Protocol):
@@ -113,6 +114,9 @@ class PoseTrackClipDataset(Dataset):
         seed: base seed of the per-sample random generators.
         uint8_frames: return ``frames`` as uint8 RGB for :func:`tdmi.data.transforms.normalize_frames` on the
             device (a quarter of the bytes through the loader and to the GPU) instead of normalised float32.
+        support_from: ``own_sequence``, or ``other_sequence`` (val/test only): the supporting frames come from the
+            next sequence (frames at the same offsets around its labelled frame nearest the key frame's index), a
+            test-time control with motion that has nothing to do with the key person (``test.support_from``).
     """
 
     def __init__(
@@ -123,10 +127,14 @@ class PoseTrackClipDataset(Dataset):
         causal: bool = False, key_frame_only: bool = False, with_heatmaps: bool = True,
         augment: Optional[AugmentConfig] = None, bbox_enlarge: float = 1.25, joint_set: JointSet = POSETRACK17,
         joint_weights: Optional[Sequence[float]] = None, labeled_frames_only: bool = True, mask_outside: bool = True,
-        seed: int = 0, uint8_frames: bool = False,
+        seed: int = 0, uint8_frames: bool = False, support_from: str = "own_sequence",
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is not allowed; choose one of: {', '.join(MODES)}")
+        if support_from not in SUPPORT_SOURCES or (support_from != "own_sequence" and mode == "train"):
+            raise ValueError(f"support_from={support_from!r}: choose one of {', '.join(SUPPORT_SOURCES)} "
+                             "(other_sequence is a test-time control, not for training)")
+        self.support_from = support_from
         if mode == "train" and detections is not None:
             raise CommandError("training uses ground-truth boxes; detections are only for val/test")
         self.sequences = list(sequences)
@@ -232,6 +240,14 @@ class PoseTrackClipDataset(Dataset):
             return (key_path,), (False,), 0
         clip = clip_files(key_path, sequence.nframes, self.delta, self.padding, sequence.dataset,
                           self.missing_frames, self.causal)
+        if self.support_from == "other_sequence" and len(self.sequences) > 1:
+            other = self.sequences[(entry.sequence + 1) % len(self.sequences)]
+            index = sequence.frames[entry.frame].frame_index
+            nearest = min(other.frames, key=lambda f: abs(f.frame_index - index))
+            donor = clip_files(str(self.image_root / nearest.file_name), other.nframes, self.delta, self.padding,
+                               other.dataset, self.missing_frames, self.causal)
+            paths = tuple(key_path if i == clip.window.key_position else path for i, path in enumerate(donor.paths))
+            return paths, donor.window.padded, clip.window.key_position
         return clip.paths, clip.window.padded, clip.window.key_position
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -389,6 +405,7 @@ def build_dataset(cfg: ExperimentConfig, split: Mode, boxes: Optional[str] = Non
         key_frame_only=cfg.model.arch == "hrnet", augment=data.augment if split == "train" else None,
         bbox_enlarge=data.bbox_enlarge, joint_weights=POSETRACK_JOINT_WEIGHTS if data.joint_weights else None,
         seed=cfg.train.seed, uint8_frames=uint8_frames,
+        support_from=cfg.test.support_from if split != "train" else "own_sequence",
     )
 
 

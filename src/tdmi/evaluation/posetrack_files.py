@@ -234,6 +234,11 @@ def _polygon_arrays(xs_list: Any, ys_list: Any, source: str = "<ground truth>") 
         x = _numbers(xs, f"ignore_regions_x[{k}]", source)
         y = _numbers(ys, f"ignore_regions_y[{k}]", source)
         n = min(len(x), len(y))  # poseval zips the two lists, dropping unpaired coordinates
+        for name, values in (("x", x[:n]), ("y", y[:n])):
+            # null, NaN or Infinity: no polygon can be built (poseval fails inside shapely; GEOS raises here)
+            if not np.isfinite(values).all():
+                bad = int(np.flatnonzero(~np.isfinite(values))[0])
+                raise DataFormatError(f"{source}: ignore_regions_{name}[{k}][{bad}] is not a finite number")
         polygons.append(np.stack([x[:n], y[:n]], axis=1))
     return polygons
 

@@ -30,9 +30,26 @@ from tdmi.models.blocks import BasicBlock, BlockChain, init_normal_
 from tdmi.models.deform_conv import ModulatedDeformConv2d
 
 DIFFERENCE_CHOICES = ("all_stages", "final_stage")
+INPUT_CHOICES = ("differences", "keyframe", "concat")
 AGGREGATION_CHOICES = ("progressive", "concat")
 KERNEL_TAPS = 9
 """Taps of the 3x3 deformable kernel (K in the offset/mask layouts)."""
+
+
+def stage_input(features: Tensor, mode: str = "differences") -> Tensor:
+    """What a stage's block chain reads, ``[B, T, C, h, w]`` -> ``[B, K*C, h, w]``.
+
+    ``differences``: :func:`temporal_differences` (K = T-1). The benchmark's controls: ``keyframe`` = the key frame
+    (index T // 2) repeated T-1 times (K = T-1: same widths, no time); ``concat`` = all T frames (K = T).
+    """
+    if mode == "differences":
+        return temporal_differences(features)
+    if mode == "keyframe":
+        frames = features.shape[1]
+        return features[:, frames // 2].repeat(1, frames - 1, 1, 1)
+    if mode == "concat":
+        return features.flatten(1, 2)
+    raise ValueError(f"TDE input={mode!r}; choose one of {', '.join(INPUT_CHOICES)}")
 
 
 def temporal_differences(features: Tensor) -> Tensor:
@@ -97,6 +114,8 @@ class TemporalDifferenceEncoder(nn.Module):
         dilation: dilation of the DCN and of the offset/mask predictor convs.
         accumulation_blocks: BasicBlocks per accumulation step Φ_j (``concat`` uses this many per stage, in one
             chain, so both aggregations have the same depth).
+        input: what each stage's chain reads (:func:`stage_input`): ``differences`` (the paper), ``keyframe`` or
+            ``concat`` (controls).
 
     ``forward(stage_features)``: a sequence of ``[B, T, C_j, h, w]`` tensors, one per backbone stage (all stages are
     passed even when only the final one is used), all at the same ``h, w``. Returns M ``[B, channels, h, w]``.
@@ -106,8 +125,11 @@ class TemporalDifferenceEncoder(nn.Module):
                  blocks_per_stage: Sequence[int] = (3, 3, 2, 2),
                  differences: Literal["all_stages", "final_stage"] = "all_stages",
                  aggregation: Literal["progressive", "concat"] = "progressive", modulation: bool = True,
-                 deform_groups: int = 12, dilation: int = 3, accumulation_blocks: int = 1):
+                 deform_groups: int = 12, dilation: int = 3, accumulation_blocks: int = 1,
+                 input: Literal["differences", "keyframe", "concat"] = "differences"):
         super().__init__()
+        if input not in INPUT_CHOICES:
+            raise ValueError(f"TDE input={input!r}; choose one of {', '.join(INPUT_CHOICES)}")
         if differences not in DIFFERENCE_CHOICES:
             raise ValueError(f"differences={differences!r}; choose one of {', '.join(DIFFERENCE_CHOICES)}")
         if aggregation not in AGGREGATION_CHOICES:
@@ -123,8 +145,10 @@ class TemporalDifferenceEncoder(nn.Module):
         last = len(stage_channels) - 1
         self.stages: tuple[int, ...] = tuple(range(len(stage_channels))) if differences == "all_stages" else (last,)
 
+        self.input = input
+        slots = num_frames if input == "concat" else num_frames - 1
         self.intra_stage = nn.ModuleList(
-            BlockChain((num_frames - 1) * stage_channels[j], channels, blocks_per_stage[j]) for j in self.stages)
+            BlockChain(slots * stage_channels[j], channels, blocks_per_stage[j]) for j in self.stages)
         self.modulation = (nn.ModuleList(SpatialModulation(channels, deform_groups, dilation) for _ in self.stages)
                            if modulation else None)
         if aggregation == "progressive":
@@ -139,7 +163,7 @@ class TemporalDifferenceEncoder(nn.Module):
             if features.dim() != 5 or features.shape[1] != self.num_frames:
                 raise ValueError(f"stage {j + 1} features must be [B, T={self.num_frames}, C, h, w], "
                                  f"got {tuple(features.shape)}")
-            d = self.intra_stage[i](temporal_differences(features))
+            d = self.intra_stage[i](stage_input(features, self.input))
             if self.modulation is not None:
                 d = self.modulation[i](d)
             stage_outputs.append(d)

@@ -134,12 +134,14 @@ class TDMI(_ClipModel):
         st_blocks: BasicBlocks reducing the T concatenated stage-4 features for TDMI-ST (ours: 2).
         freeze_backbone: keep the backbone's weights fixed (paper: only the new modules train).
         backbone_bn_eval: keep a frozen backbone's BatchNorms in eval mode.
+        static: replace every supporting frame's features by the key frame's (``model.support_frames:
+            key_frame``, the benchmark's same-modules-no-time control).
     """
 
     def __init__(self, backbone: nn.Module, tde: TemporalDifferenceEncoder,
                  rdm: RepresentationDisentanglement | None, *, delta: int = 2, num_joints: int = 17,
                  spatiotemporal: bool = False, fusion_blocks: int = 3, st_blocks: int = 2,
-                 freeze_backbone: bool = True, backbone_bn_eval: bool = True):
+                 freeze_backbone: bool = True, backbone_bn_eval: bool = True, static: bool = False):
         if delta < 1:
             raise ValueError(f"TDMI needs supporting frames: delta must be >= 1, got delta={delta}")
         super().__init__(backbone, delta, freeze_backbone, backbone_bn_eval)
@@ -155,6 +157,7 @@ class TDMI(_ClipModel):
         visual_channels = backbone.stage_channels[-1]
         self.tde = tde
         self.rdm = rdm
+        self.static = static
         self.spatiotemporal = spatiotemporal
         self.spatiotemporal_block = (BlockChain(self.num_frames * visual_channels, channels, st_blocks)
                                      if spatiotemporal else None)
@@ -170,6 +173,9 @@ class TDMI(_ClipModel):
     def decode(self, stage_features) -> TDMIOutput:
         """StageFeatures of ``[B, T, C_j, h, w]`` (from :meth:`encode`, possibly cached) -> :class:`TDMIOutput`."""
         self._check_clip(stage_features)
+        if self.static:  # every slot holds the key frame: no motion reaches the encoder
+            stage_features = type(stage_features)(*(f[:, self.delta:self.delta + 1].expand_as(f)
+                                                    for f in stage_features))
         clip_s4 = stage_features[-1]
         visual = clip_s4[:, self.delta]
         motion = self.tde(stage_features)
@@ -275,7 +281,7 @@ def build_model(cfg: ModelConfig, backbone: nn.Module | None = None) -> nn.Modul
         stage_channels=backbone.stage_channels, num_frames=cfg.num_frames, channels=cfg.tde.channels,
         blocks_per_stage=cfg.tde.blocks_per_stage, differences=cfg.tde.differences, aggregation=cfg.tde.aggregation,
         modulation=cfg.tde.modulation, deform_groups=cfg.tde.deform_groups, dilation=cfg.tde.deform_dilation,
-        accumulation_blocks=cfg.tde.accumulation_blocks)
+        accumulation_blocks=cfg.tde.accumulation_blocks, input=cfg.tde.input)
     rdm = (RepresentationDisentanglement(cfg.tde.channels, hidden=rdm_hidden_width(cfg),
                                          factorisation=cfg.rdm.factorisation, init=cfg.rdm.init,
                                          init_std=cfg.rdm.init_std)
@@ -286,4 +292,4 @@ def build_model(cfg: ModelConfig, backbone: nn.Module | None = None) -> nn.Modul
         rdm.noisy_gate.requires_grad_(False)
     return TDMI(backbone, tde, rdm, delta=cfg.delta, num_joints=cfg.num_joints, spatiotemporal=cfg.arch == "tdmi_st",
                 fusion_blocks=cfg.fusion_blocks, st_blocks=cfg.st_blocks, freeze_backbone=cfg.backbone.freeze,
-                backbone_bn_eval=cfg.backbone.bn_eval)
+                backbone_bn_eval=cfg.backbone.bn_eval, static=cfg.support_frames == "key_frame")

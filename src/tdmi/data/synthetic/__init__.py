@@ -71,8 +71,8 @@ from tdmi.data.synthetic.frames import render_clip
 from tdmi.data.synthetic.options import (DEFAULT_SIZE, SEQUENCE_TOKEN, SEQUENCE_TOKEN_ID, SYNTHTRACK_VERSION, SynthClip,
                                          SynthOptions, SynthSummary, categories, image_id, labeled_frame_mask,
                                          pt18_bbox, sequence_name)
-from tdmi.data.synthetic.writer import generate_synthtrack, synth_command
+from tdmi.data.synthetic.writer import generate_counterfactual, generate_synthtrack, synth_command
 
 __all__ = ["DEFAULT_SIZE", "SEQUENCE_TOKEN", "SEQUENCE_TOKEN_ID", "SYNTHTRACK_VERSION", "SynthClip", "SynthOptions",
-           "SynthSummary", "categories", "generate_synthtrack", "image_id", "labeled_frame_mask", "pt18_bbox",
+           "SynthSummary", "categories", "generate_counterfactual", "generate_synthtrack", "image_id", "labeled_frame_mask", "pt18_bbox",
            "render_clip", "sequence_name", "synth_command"]

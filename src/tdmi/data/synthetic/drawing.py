@@ -101,12 +101,25 @@ def _occluder_x(occ: _Occluder, t: float) -> float:
     return occ.x_at + occ.vx * (t - occ.t_at)
 
 
+def _background_at(scene: _Scene, t: float) -> np.ndarray:
+    """The background canvas at time ``t``: the static one, or (counterfactual ``background`` variant) panned by
+    whole pixels with wrap-around and darkened by a drifting texture. uint8 ``[H + 2m, W + 2m, 3]``."""
+    motion = scene.background_motion
+    if motion is None:
+        return scene.background
+    panned = np.roll(scene.background, int(round(motion.pan_px_per_frame * t)), axis=1)
+    vx, vy = motion.texture_velocity
+    texture = np.roll(motion.texture, (int(round(vy * t)), int(round(vx * t))), axis=(0, 1))
+    shade = 1.0 - motion.strength * texture[..., None]
+    return np.clip(panned.astype(np.float32) * shade, 0, 255).astype(np.uint8)
+
+
 def _render(scene: _Scene, t: float, with_ids: bool) -> tuple[np.ndarray, Optional[np.ndarray], list[_Pose]]:
     """Render the scene at time ``t`` (frames). Returns BGR image, entity-id map (or None), poses of the people."""
     w, h, m = scene.width, scene.height, _SHAKE_MARGIN
     shake = _shake_at(scene, t)
     dx, dy = int(shake[0]), int(shake[1])
-    img = scene.background[m - dy:m - dy + h, m - dx:m - dx + w].copy()
+    img = _background_at(scene, t)[m - dy:m - dy + h, m - dx:m - dx + w].copy()
     idmap = np.zeros((h, w), np.uint8) if with_ids else None
     poses = [_pose(scene, p, t, shake) for p in scene.people]
     # Painter's order: farther ground contact (smaller y) first.

@@ -28,10 +28,55 @@ class _FrameResult:
     crowd_extents: np.ndarray   # [C, 4]
     ignore_regions: list[np.ndarray]
     tags: dict
+    person_fields: list[dict]   # [P] per annotated person: own blur, hidden joints, speed, distractor in crop
 
 
 def _num_annotatable(scene: _Scene) -> int:
-    return sum(1 for p in scene.people if not p.is_crowd)
+    """The annotated people come first in ``scene.people`` (then unannotated distractors, then the crowd)."""
+    return sum(1 for p in scene.people if p.annotated and not p.is_crowd)
+
+
+CROP_ASPECT, CROP_ENLARGE = 0.75, 1.25
+"""The crop a top-down model sees around a person (w / h of the network input, the paper's 25% enlargement)."""
+
+
+def _crop_box(extent: np.ndarray) -> np.ndarray:
+    """``[x0, y0, x1, y1]`` of the enlarged, aspect-fixed crop around a silhouette box ``[x, y, w, h]``."""
+    x, y, w, h = extent
+    if w > CROP_ASPECT * h:
+        h = w / CROP_ASPECT
+    else:
+        w = CROP_ASPECT * h
+    cx, cy = extent[0] + extent[2] / 2, extent[1] + extent[3] / 2
+    half_w, half_h = w * CROP_ENLARGE / 2, h * CROP_ENLARGE / 2
+    return np.array([cx - half_w, cy - half_h, cx + half_w, cy + half_h])
+
+
+def _person_fields(scene: _Scene, frame: int, poses: list, own_blur: np.ndarray, hidden: np.ndarray) -> list[dict]:
+    """Per annotated person, its own difficulty on this frame (``annotations[k]["synthtrack"]``): ``blur_px`` (the
+    largest displacement of its in-image joints during the exposure), ``hidden_joints`` (its in-image joints
+    covered by something), ``speed`` (mean joint speed in % of its height per frame, camera motion excluded) and
+    ``distractor_in_crop`` (another person, of any kind, has at least 3 joints inside its crop)."""
+    fields = []
+    still = np.zeros(2)
+    for i, person in enumerate(scene.people[:len(own_blur)]):
+        before = _pose(scene, person, frame - 1.0, still).joints[list(_SCORED)]
+        after = _pose(scene, person, frame + 1.0, still).joints[list(_SCORED)]
+        height = max(float(poses[i].extent[3]), 1.0)
+        speed = float(np.hypot(*(after - before).T).mean() / 2.0 / height * 100.0)
+        x0, y0, x1, y1 = _crop_box(poses[i].extent)
+        crowded = False
+        for k, (other, pose) in enumerate(zip(scene.people, poses)):
+            if k == i:
+                continue
+            joints = pose.joints[list(_SCORED)]
+            inside = (joints[:, 0] >= x0) & (joints[:, 0] <= x1) & (joints[:, 1] >= y0) & (joints[:, 1] <= y1)
+            if inside.sum() >= 3:
+                crowded = True
+                break
+        fields.append({"blur_px": round(float(own_blur[i]), 2), "hidden_joints": int(hidden[i]),
+                       "speed": round(speed, 3), "distractor_in_crop": crowded})
+    return fields
 
 
 def _render_frame(scene: _Scene, frame: int, frame_rng: np.random.Generator) -> _FrameResult:
@@ -41,15 +86,17 @@ def _render_frame(scene: _Scene, frame: int, frame_rng: np.random.Generator) -> 
     assert idmap is not None
     # Motion blur: how far do joints (and the camera) travel while the shutter is open?
     blur_px = 0.0
+    own_blur = np.zeros(n_main)
     if scene.exposure > 0:
         half = scene.exposure / 2
         a = [_pose(scene, p, frame - half, _shake_at(scene, frame - half)).joints for p in scene.people[:n_main]]
         b = [_pose(scene, p, frame + half, _shake_at(scene, frame + half)).joints for p in scene.people[:n_main]]
-        for ja, jb in zip(a, b):
+        for i, (ja, jb) in enumerate(zip(a, b)):
             centre = (ja + jb) / 2  # only joints in the frame count: a runner leaving the image blurs nothing
             inside = (centre[:, 0] >= 0) & (centre[:, 0] <= w - 1) & (centre[:, 1] >= 0) & (centre[:, 1] <= h - 1)
             if inside.any():
-                blur_px = max(blur_px, float(np.hypot(*(jb - ja)[inside].T).max()))
+                own_blur[i] = float(np.hypot(*(jb - ja)[inside].T).max())
+                blur_px = max(blur_px, own_blur[i])
         blur_px = max(blur_px, float(np.hypot(*(_shake_at(scene, frame + half) - _shake_at(scene, frame - half)))))
     if blur_px >= 1.5:
         steps = min(max(3, math.ceil(blur_px / 3.0) + 1), scene.max_substeps)
@@ -66,6 +113,7 @@ def _render_frame(scene: _Scene, frame: int, frame_rng: np.random.Generator) -> 
     visible = np.zeros((n_main, _NUM_JOINTS), bool)
     keypoints = np.zeros((n_main, _NUM_JOINTS, 3))
     hidden_count, by_object, by_person = 0, False, False
+    hidden_per_person = np.zeros(n_main, int)
     kind_of = {o.entity_id: "object" for o in scene.occluders}
     for i, person in enumerate(scene.people[:n_main]):
         inside = np.zeros(_NUM_JOINTS, bool)
@@ -80,6 +128,7 @@ def _render_frame(scene: _Scene, frame: int, frame_rng: np.random.Generator) -> 
                 visible[i, j] = True
             else:
                 hidden_count += 1
+                hidden_per_person[i] += 1
                 cover = int(idmap[yi, xi])
                 if kind_of.get(cover) == "object":
                     by_object = True
@@ -114,12 +163,13 @@ def _render_frame(scene: _Scene, frame: int, frame_rng: np.random.Generator) -> 
         image=image, positions=positions, keypoints=keypoints, visible=visible,
         head_boxes=np.stack([p.head_box for p in poses[:n_main]]) if n_main else np.zeros((0, 4)),
         extents=np.stack([p.extent for p in poses[:n_main]]) if n_main else np.zeros((0, 4)),
-        crowd_extents=np.array(crowd).reshape(-1, 4), ignore_regions=ignore, tags=tags)
+        crowd_extents=np.array(crowd).reshape(-1, 4), ignore_regions=ignore, tags=tags,
+        person_fields=_person_fields(scene, frame, poses, own_blur, hidden_per_person))
 
 
 def _iter_frames(seed: int, sequence_index: int, frames: int, size: tuple[int, int],
-                 options: SynthOptions) -> tuple[_Scene, Iterator[_FrameResult]]:
-    scene = _build_scene(seed, sequence_index, frames, size, options)
+                 options: SynthOptions, variant: Optional[str] = None) -> tuple[_Scene, Iterator[_FrameResult]]:
+    scene = _build_scene(seed, sequence_index, frames, size, options, variant)
 
     def generate() -> Iterator[_FrameResult]:
         for frame in range(frames):
@@ -142,15 +192,17 @@ def _validate(frames: int, size: tuple[int, int], seed: int, split: str = "val",
 
 
 def render_clip(frames: int = 8, seed: int = 0, size: tuple[int, int] = DEFAULT_SIZE,
-                options: Optional[SynthOptions] = None, sequence_index: int = 0) -> SynthClip:
+                options: Optional[SynthOptions] = None, sequence_index: int = 0,
+                variant: Optional[str] = None) -> SynthClip:
     """Render one SynthTrack sequence in memory, without touching the disk.
 
     The clip is the same sequence that :func:`generate_synthtrack` writes as sequence ``sequence_index`` with the
-    same seed, size and options (the files hold the JPEG-compressed images).
+    same seed, size and options (the files hold the JPEG-compressed images); with ``variant``, the counterfactual
+    variant of it that :func:`generate_counterfactual` writes (its labels before the clean scene's replace them).
     """
     options = options or SynthOptions()
     _validate(frames, size, seed)
-    scene, results = _iter_frames(seed, sequence_index, frames, tuple(size), options)
+    scene, results = _iter_frames(seed, sequence_index, frames, tuple(size), options, variant)
     rows = list(results)
     return SynthClip(
         images=np.stack([r.image for r in rows]),
@@ -159,8 +211,8 @@ def render_clip(frames: int = 8, seed: int = 0, size: tuple[int, int] = DEFAULT_
         visible=np.stack([r.visible for r in rows]),
         head_boxes=np.stack([r.head_boxes for r in rows]),
         extents=np.stack([r.extents for r in rows]),
-        track_ids=[p.track_id for p in scene.people if not p.is_crowd],
-        actions=[p.action for p in scene.people if not p.is_crowd],
+        track_ids=[p.track_id for p in scene.people[:_num_annotatable(scene)]],
+        actions=[p.action for p in scene.people[:_num_annotatable(scene)]],
         labeled=labeled_frame_mask(frames, options.dense_labeled_frames, options.labeled_every),
         tags=[r.tags for r in rows],
         ignore_regions=[r.ignore_regions for r in rows],

@@ -17,8 +17,11 @@ SEQUENCE_TOKEN = "bonn"
 SEQUENCE_TOKEN_ID = POSETRACK18_SOURCE_IDS[SEQUENCE_TOKEN]
 #: Default frame size ``(W, H)``.
 DEFAULT_SIZE = (480, 360)
-#: Bumped whenever the same seed would render different content.
-SYNTHTRACK_VERSION = 1
+#: Bumped whenever the same seed would render different content. Version 2 (2026-12-06): every entity draws from
+#: its own random stream (counterfactual variants) and annotations carry per-person difficulty fields; version 1
+#: (``SynthOptions(version=1)``) still renders the frames the shipped demo models were scored on.
+SYNTHTRACK_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 
 _NUM_JOINTS = POSETRACK17.num_joints
 _EARS = (POSETRACK17.index("left_ear"), POSETRACK17.index("right_ear"))
@@ -59,6 +62,8 @@ class SynthOptions:
     """Mean number of false-positive boxes per frame."""
     detection_jitter: float = 0.05
     """Standard deviation of each detection box edge, as a fraction of the box size."""
+    version: int = SYNTHTRACK_VERSION
+    """Generator version: 2 (per-entity random streams) or 1 (one stream; the frames of earlier sets)."""
 
     def __post_init__(self) -> None:
         lo, hi = self.people
@@ -74,6 +79,8 @@ class SynthOptions:
                                f"{self.detection_false_positives}")
         if self.max_substeps < 2 or self.dense_labeled_frames < 0 or self.labeled_every < 1:
             raise CommandError("SynthOptions: max_substeps >= 2, dense_labeled_frames >= 0 and labeled_every >= 1")
+        if self.version not in SUPPORTED_VERSIONS:
+            raise CommandError(f"SynthOptions.version must be one of {SUPPORTED_VERSIONS}, got {self.version}")
         if not 1 <= self.jpeg_quality <= 100:
             raise CommandError(f"SynthOptions.jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
 

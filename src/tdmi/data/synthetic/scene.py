@@ -5,11 +5,12 @@ from __future__ import annotations
 import colorsys
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import cv2
 import numpy as np
 
-from tdmi.data.synthetic.options import _SHAKE_MARGIN, SYNTHTRACK_VERSION, SynthOptions
+from tdmi.data.synthetic.options import _SHAKE_MARGIN, SynthOptions
 
 
 def _bgr(hue: float, sat: float, val: float) -> np.ndarray:
@@ -47,6 +48,7 @@ class _Person:
     root_x: np.ndarray          # [G] image x of the pelvis
     ground_y: np.ndarray        # [G] image y of the feet
     phase: np.ndarray           # [G] gait phase (radians)
+    annotated: bool = True      # False: a counterfactual distractor (drawn like anyone, never labelled)
 
 
 @dataclass
@@ -76,6 +78,45 @@ class _Scene:
     shake: np.ndarray           # [G, 2] camera offset (px)
     summary: dict
     max_substeps: int = 8       # most sub-frame renders averaged into a blurred frame
+    background_motion: Optional["_BackgroundMotion"] = None   # counterfactual variant "background" only
+
+
+@dataclass
+class _BackgroundMotion:
+    """A slow camera pan of the background layer and a texture drifting over it (people stay where they are, as
+    when a camera follows them), for the counterfactual ``background`` variant."""
+
+    pan_px_per_frame: float     # horizontal pan of the background canvas
+    texture: np.ndarray         # float32 [H + 2m, W + 2m] in [0, 1], e.g. moving foliage shadows
+    texture_velocity: tuple[float, float]   # px per frame (x, y)
+    strength: float             # how much the texture darkens the background (0..1)
+
+
+STREAMS = {"layout": 0, "background": 1, "noise": 2, "distractor": 3, "camera": 4, "occluder": 5, "crowd": 6,
+           "background_motion": 7, "person": 10}
+"""Independent random streams of a scene (version >= 2): each entity draws only from its own, so toggling one
+element (a distractor, the crowd, the background's motion) leaves every other element exactly as it was."""
+VARIANTS = ("clean", "distractor", "background")
+"""Counterfactual variants of a scene (:func:`_build_scene`): ``clean`` = the key person alone before a still
+background (no distractor, crowd, occluder or camera shake); ``distractor`` = ``clean`` plus one unannotated person
+walking through the key person's crop; ``background`` = ``clean`` with a panning background and a moving texture."""
+
+
+class _Streams:
+    """The random generators of one scene. Version 1 (the sets the shipped demo models were scored on) used ONE
+    generator for everything, in the order :func:`_build_scene` draws; here every stream is then that generator, so
+    version 1 renders byte-identical frames. Later versions give each entity its own stream (:data:`STREAMS`)."""
+
+    def __init__(self, seed: int, sequence_index: int, version: int):
+        self.version = version
+        self._key = [seed, sequence_index, version]
+        self._shared = np.random.default_rng(self._key) if version == 1 else None
+
+    def __call__(self, name: str, index: int = 0) -> np.random.Generator:
+        """A new generator for stream ``name`` (call once per entity)."""
+        if self._shared is not None:
+            return self._shared
+        return np.random.default_rng([*self._key, STREAMS[name], index])
 
 
 def _time_grid(frames: int) -> np.ndarray:
@@ -276,70 +317,94 @@ def _occluder_patch(rng: np.random.Generator, kind: str, w: int, h: int) -> np.n
     return np.clip(patch, 0, 255).astype(np.float32)
 
 
-def _build_scene(seed: int, sequence_index: int, frames: int, size: tuple[int, int], options: SynthOptions) -> _Scene:
-    rng = np.random.default_rng([seed, sequence_index, SYNTHTRACK_VERSION])
+def _build_scene(seed: int, sequence_index: int, frames: int, size: tuple[int, int], options: SynthOptions,
+                 variant: Optional[str] = None) -> _Scene:
+    """The scene of sequence ``sequence_index``. ``variant`` (version >= 2 only) renders one of the counterfactual
+    :data:`VARIANTS` of it: one key person, and only the toggled element differs between variants."""
+    if variant is not None and (variant not in VARIANTS or options.version < 2):
+        raise ValueError(f"variant {variant!r}: choose one of {', '.join(VARIANTS)} (SynthTrack version >= 2)")
+    streams = _Streams(seed, sequence_index, options.version)
+    layout = streams("layout")
     width, height = size
-    horizon = float(height * rng.uniform(0.28, 0.42))
-    near_height = height * rng.uniform(0.55, 0.8)  # a person standing at the bottom edge
+    horizon = float(height * layout.uniform(0.28, 0.42))
+    near_height = height * layout.uniform(0.55, 0.8)  # a person standing at the bottom edge
     persp = near_height / (height - horizon)
     m = _SHAKE_MARGIN
-    background = _background(rng, width + 2 * m, height + 2 * m, int(horizon) + m)
-    noise = rng.normal(0.0, rng.uniform(1.5, 4.0), (height + 32, width + 32, 3)).astype(np.int16)
+    background = _background(streams("background"), width + 2 * m, height + 2 * m, int(horizon) + m)
+    noise_rng = streams("noise")
+    noise = noise_rng.normal(0.0, noise_rng.uniform(1.5, 4.0), (height + 32, width + 32, 3)).astype(np.int16)
     grid = _time_grid(frames)
     scene = _Scene(width=width, height=height, frames=frames, horizon=horizon, persp=persp, background=background,
                    noise=noise, people=[], occluders=[], exposure=0.0, shake_grid=grid,
                    shake=np.zeros((len(grid), 2)), summary={}, max_substeps=options.max_substeps)
 
-    has_blur = rng.uniform() < options.blur_probability
-    has_occluder = rng.uniform() < options.occluder_probability
-    has_shake = rng.uniform() < options.shake_probability
-    has_distractor = rng.uniform() < options.distractor_probability
-    has_crowd = rng.uniform() < options.crowd_probability
+    has_blur = layout.uniform() < options.blur_probability
+    has_occluder = layout.uniform() < options.occluder_probability
+    has_shake = layout.uniform() < options.shake_probability
+    has_distractor = layout.uniform() < options.distractor_probability
+    has_crowd = layout.uniform() < options.crowd_probability
 
-    n_people = int(rng.integers(options.people[0], options.people[1] + 1))
-    actions = list(rng.choice(["walk", "walk", "walk", "wave", "stand", "spin", "run"], size=n_people))
+    n_people = int(layout.integers(options.people[0], options.people[1] + 1))
+    if variant is not None:  # one key person, nothing else near it; the variant adds back one element
+        n_people, has_occluder, has_shake, has_crowd = 1, False, False, False
+        has_distractor = variant == "distractor"
+    actions = list(layout.choice(["walk", "walk", "walk", "wave", "stand", "spin", "run"], size=n_people))
     if has_blur and "run" not in actions:
-        actions[int(rng.integers(n_people))] = "run" if rng.uniform() < 0.7 else "wave"
-    hue0 = rng.uniform()
+        actions[int(layout.integers(n_people))] = "run" if layout.uniform() < 0.7 else "wave"
+    hue0 = layout.uniform()
     gy_near, gy_far = height + 0.15 * height, horizon + 0.45 * (height - horizon)
     people: list[_Person] = []
     for k, action in enumerate(actions):
-        gy = rng.uniform(gy_far, gy_near)
-        x_mid = rng.uniform(0.12, 0.88) * width
-        people.append(_make_person(rng, scene, k + 1, k, action, gy, x_mid, hue0 + 0.618 * k))
+        own = streams("person", k)
+        gy = own.uniform(gy_far, gy_near)
+        x_mid = own.uniform(0.12, 0.88) * width
+        people.append(_make_person(own, scene, k + 1, k, action, gy, x_mid, hue0 + 0.618 * k))
     if has_distractor:
+        rng = streams("distractor")
         anchor = people[int(rng.integers(len(people)))]
         gy = float(np.clip(anchor.ground_y[len(grid) // 2] + rng.uniform(-25, 25), gy_far, gy_near))
         h = persp * (gy - horizon)
-        x_mid = float(np.interp(frames / 2.0, anchor.grid, anchor.root_x)) + rng.choice([-1, 1]) * rng.uniform(0.1,
-                                                                                                              0.35) * h
-        action = str(rng.choice(["walk", "stand", "wave"]))
+        if variant == "distractor":
+            # It walks through the key person's crop: level with it at mid-clip, then past it.
+            x_mid = float(np.interp(frames / 2.0, anchor.grid, anchor.root_x))
+            action = "walk"
+        else:
+            x_mid = (float(np.interp(frames / 2.0, anchor.grid, anchor.root_x))
+                     + rng.choice([-1, 1]) * rng.uniform(0.1, 0.35) * h)
+            action = str(rng.choice(["walk", "stand", "wave"]))
         k = len(people)
-        people.append(_make_person(rng, scene, k + 1, k, action, gy, x_mid, hue0 + 0.618 * k))
+        distractor = _make_person(rng, scene, k + 1, k if variant is None else -1, action, gy, x_mid,
+                                  hue0 + 0.618 * k)
+        distractor.annotated = variant is None
+        people.append(distractor)
     for person in people:
         if person.action == "wave" and has_blur:
-            person.wave_period = float(rng.uniform(5.0, 7.0))  # a fast wave blurs the forearm
+            # a fast wave blurs the forearm (version 1 drew this from its one stream, after the distractor)
+            rng = layout if options.version == 1 else streams("person", 100 + person.entity_id)
+            person.wave_period = float(rng.uniform(5.0, 7.0))
 
+    camera = streams("camera")
     if has_blur:
-        scene.exposure = float(rng.uniform(0.35, 0.7))  # shutter 1/70 to 1/35 s at 25 fps
+        scene.exposure = float(camera.uniform(0.35, 0.7))  # shutter 1/70 to 1/35 s at 25 fps
     elif has_shake:
-        scene.exposure = float(rng.uniform(0.15, 0.35))  # only the jerks blur
+        scene.exposure = float(camera.uniform(0.15, 0.35))  # only the jerks blur
     if has_shake:
-        amplitude = rng.uniform(1.5, 5.0)
+        amplitude = camera.uniform(1.5, 5.0)
         shake = np.zeros((len(grid), 2))
         for axis in range(2):
             for _ in range(3):
-                freq, ph = rng.uniform(0.2, 1.2), rng.uniform(0, 2 * math.pi)
+                freq, ph = camera.uniform(0.2, 1.2), camera.uniform(0, 2 * math.pi)
                 shake[:, axis] += amplitude / 2 * np.sin(freq * grid + ph)
         for _ in range(max(1, frames // 10)):  # jerks: a fast step of several pixels and back
-            t0 = rng.uniform(0, frames)
-            step = rng.uniform(-1, 1, size=2) * rng.uniform(5, 10)
+            t0 = camera.uniform(0, frames)
+            step = camera.uniform(-1, 1, size=2) * camera.uniform(5, 10)
             bump = np.exp(-0.5 * ((grid - t0) / 0.8) ** 2)
             shake += bump[:, None] * step[None, :]
         scene.shake = np.clip(shake, -m, m)
 
     next_id = len(people) + 1
     if has_occluder:
+        rng = streams("occluder")
         for _ in range(int(rng.integers(1, 3))):
             target = people[int(rng.integers(len(people)))]
             t_at = rng.uniform(0.25, 0.75) * frames
@@ -356,6 +421,7 @@ def _build_scene(seed: int, sequence_index: int, frames: int, size: tuple[int, i
             next_id += 1
     crowd: list[_Person] = []
     if has_crowd:
+        rng = streams("crowd")
         centre = rng.uniform(0.2, 0.8) * width
         spread = rng.uniform(0.08, 0.18) * width
         for _ in range(int(rng.integers(6, 13))):
@@ -367,17 +433,27 @@ def _build_scene(seed: int, sequence_index: int, frames: int, size: tuple[int, i
                 person.root_x = centre + (person.root_x - centre) * 0.3
             crowd.append(person)
             next_id += 1
+    if variant == "background":
+        rng = streams("background_motion")
+        scene.background_motion = _BackgroundMotion(
+            pan_px_per_frame=float(rng.choice([-1, 1]) * rng.uniform(0.5, 1.0)),
+            texture=_value_noise(rng, height + 2 * m, width + 2 * m, rng.uniform(8, 20), 3),
+            texture_velocity=(float(rng.uniform(-2.0, 2.0)), float(rng.uniform(0.5, 1.5))),
+            strength=float(rng.uniform(0.3, 0.5)))
     scene.people = people + crowd
     scene.summary = {
-        "version": SYNTHTRACK_VERSION,
+        "version": options.version,
         "seed": seed,
         "sequence_index": sequence_index,
-        "people": [{"track_id": p.track_id, "action": p.action} for p in people],
+        "people": [{"track_id": p.track_id, "action": p.action} for p in people if p.annotated],
         "occluders": [o.kind for o in scene.occluders],
         "crowd": len(crowd),
         "exposure": round(scene.exposure, 3),
         "shake_px": round(float(np.abs(scene.shake).max()), 2),
     }
+    if variant is not None:
+        scene.summary["variant"] = variant
+        scene.summary["distractors"] = sum(1 for p in people if not p.annotated)
     return scene
 
 

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 
 from tdmi.data.fileio import atomic_write_bytes
-from tdmi.data.synthetic.frames import _FrameResult, _iter_frames, _validate
-from tdmi.data.synthetic.options import (_SCORED, DEFAULT_SIZE, SYNTHTRACK_VERSION, SynthOptions, SynthSummary,
+from tdmi.data.synthetic.frames import _FrameResult, _iter_frames, _num_annotatable, _validate
+from tdmi.data.synthetic.options import (_SCORED, DEFAULT_SIZE, SynthOptions, SynthSummary,
                                          categories, image_id, labeled_frame_mask, pt18_bbox, sequence_name)
 from tdmi.errors import CommandError
 
@@ -104,10 +104,43 @@ def _sequence_json(name: str, split: str, sequence_index: int, frames: int, size
                 "id": img_id * 100 + index,
                 "iscrowd": False,
                 "num_keypoints": int((kps[:, 2] > 0).sum()),
-                "synthtrack": {"visible": [int(v) for v in row.visible[i]], "action": actions[i]},
+                "synthtrack": {"visible": [int(v) for v in row.visible[i]], "action": actions[i],
+                               **row.person_fields[i]},
             })
             index += 1
     return {"categories": categories(), "images": images, "annotations": annotations, "synthtrack": scene_summary}
+
+
+def _write_sequence(out: Path, split: str, s: int, name: str, scene, results, size: tuple[int, int],
+                    labeled: np.ndarray, options: SynthOptions, seed: int, summary: SynthSummary,
+                    detections: list[dict], labels: Optional[list[_FrameResult]] = None) -> list[_FrameResult]:
+    """Write one sequence's frames, masks and annotation file; add its boxes to ``detections`` and its counts to
+    ``summary``. ``labels``: frames whose keypoint labels replace the rendered ones (a counterfactual variant is
+    labelled as its clean scene). Returns the frame results (images dropped)."""
+    det_rng = np.random.default_rng([seed, s, 2])
+    rows: list[_FrameResult] = []
+    for f, row in enumerate(results):
+        atomic_write_bytes(summary.image_dir / name / f"{f:06d}.jpg", _encode_jpeg(row.image, options.jpeg_quality))
+        mask = np.zeros((size[1], size[0]), np.uint8)
+        for poly in row.ignore_regions:
+            cv2.fillPoly(mask, [poly.astype(np.int32)], 255)
+        atomic_write_bytes(out / "mask" / split / name / f"{f:06d}.jpg", _encode_jpeg(mask, 90))
+        if labels is not None:
+            row.keypoints, row.head_boxes = labels[f].keypoints, labels[f].head_boxes
+        detections.extend(_detections(row, image_id(s, f), size, det_rng, options))
+        row.image = np.empty(0, np.uint8)  # keep only the labels in memory
+        rows.append(row)
+    annotated = scene.people[:_num_annotatable(scene)]
+    track_ids = [p.track_id for p in annotated]
+    actions = [p.action for p in annotated]
+    doc = _sequence_json(name, split, s, len(rows), size, rows, labeled, track_ids, actions, scene.summary)
+    atomic_write_bytes(summary.annotation_dir / f"{name}.json", json.dumps(doc).encode())
+    summary.frames += len(rows)
+    summary.labeled_frames += int(labeled.sum())
+    summary.annotations += len(doc["annotations"])
+    summary.blurred_frames += sum(r.tags["motion_blur"] for r in rows)
+    summary.occluded_frames += sum(r.tags["occluded"] for r in rows)
+    return rows
 
 
 def generate_synthtrack(out_dir: str | os.PathLike, sequences: int = 10, frames: int = 30, seed: int = 0,
@@ -118,9 +151,39 @@ def generate_synthtrack(out_dir: str | os.PathLike, sequences: int = 10, frames:
     Every file is written atomically (temporary file, then rename). Refuses to write into an annotation folder
     that holds other sequence files, so readers never mix two generations.
     """
+    return _generate(out_dir, sequences, frames, seed, split, size, options or SynthOptions(), progress)[0]
+
+
+def generate_counterfactual(out_dir: str | os.PathLike, sequences: int = 30, frames: int = 20, seed: int = 0,
+                            split: str = "cf", size: tuple[int, int] = DEFAULT_SIZE,
+                            progress: bool = True) -> list[SynthSummary]:
+    """Write the paired counterfactual sets ``<split>clean``, ``<split>distractor`` and ``<split>background``.
+
+    Sequence ``i`` of each is the same scene (:data:`~tdmi.data.synthetic.scene.VARIANTS`): one key person before a
+    still background; the same plus an unannotated person walking through its crop; the same with a panning,
+    moving background. Every entity draws from its own random stream, so the variants differ only in the toggled
+    element, and the key person's annotations are the clean scene's in all three (a distractor that hides a joint
+    does not change its label). Returns the three summaries.
+    """
+    from tdmi.data.synthetic.scene import VARIANTS
+
+    options = SynthOptions()
+    summaries, clean_rows = [], None
+    for variant in VARIANTS:  # "clean" first: its labels are every variant's
+        summary, rows = _generate(out_dir, sequences, frames, seed, f"{split}{variant}", size, options, progress,
+                                  variant=variant, labels=clean_rows)
+        clean_rows = clean_rows or rows
+        summaries.append(summary)
+    return summaries
+
+
+def _generate(out_dir, sequences: int, frames: int, seed: int, split: str, size: tuple[int, int],
+              options: SynthOptions, progress: bool, variant: Optional[str] = None,
+              labels: Optional[list[list[_FrameResult]]] = None) -> tuple[SynthSummary, list[list[_FrameResult]]]:
+    """:func:`generate_synthtrack`, for one counterfactual ``variant`` too; ``labels[s]``: the frames whose keypoint
+    labels sequence ``s`` takes. Returns the summary and every sequence's frame results (without images)."""
     from tqdm import tqdm
 
-    options = options or SynthOptions()
     size = (int(size[0]), int(size[1]))
     _validate(frames, size, seed, split, sequences)
     start = time.perf_counter()
@@ -136,45 +199,34 @@ def generate_synthtrack(out_dir: str | os.PathLike, sequences: int = 10, frames:
                            image_dir=out / "images" / split, detections_file=out / "detections" / f"{split}_boxes.json")
     labeled = labeled_frame_mask(frames, options.dense_labeled_frames, options.labeled_every)
     detections: list[dict] = []
+    written: list[list[_FrameResult]] = []
     for s in tqdm(range(sequences), desc=f"synth {split}", unit="seq", disable=not progress):
-        name = names[s]
-        scene, results = _iter_frames(seed, s, frames, size, options)
-        det_rng = np.random.default_rng([seed, s, 2])
-        rows: list[_FrameResult] = []
-        for f, row in enumerate(results):
-            atomic_write_bytes(summary.image_dir / name / f"{f:06d}.jpg", _encode_jpeg(row.image, options.jpeg_quality))
-            mask = np.zeros((size[1], size[0]), np.uint8)
-            for poly in row.ignore_regions:
-                cv2.fillPoly(mask, [poly.astype(np.int32)], 255)
-            atomic_write_bytes(out / "mask" / split / name / f"{f:06d}.jpg", _encode_jpeg(mask, 90))
-            detections.extend(_detections(row, image_id(s, f), size, det_rng, options))
-            row.image = np.empty(0, np.uint8)  # keep only the labels in memory
-            rows.append(row)
-        track_ids = [p.track_id for p in scene.people if not p.is_crowd]
-        actions = [p.action for p in scene.people if not p.is_crowd]
-        doc = _sequence_json(name, split, s, frames, size, rows, labeled, track_ids, actions, scene.summary)
-        atomic_write_bytes(annotation_dir / f"{name}.json", json.dumps(doc).encode())
-        summary.frames += frames
-        summary.labeled_frames += int(labeled.sum())
-        summary.annotations += len(doc["annotations"])
-        summary.blurred_frames += sum(r.tags["motion_blur"] for r in rows)
-        summary.occluded_frames += sum(r.tags["occluded"] for r in rows)
+        scene, results = _iter_frames(seed, s, frames, size, options, variant)
+        written.append(_write_sequence(out, split, s, names[s], scene, results, size, labeled, options, seed, summary,
+                                       detections, labels[s] if labels is not None else None))
     atomic_write_bytes(summary.detections_file, json.dumps(detections).encode())
     summary.detections = len(detections)
-    record = {"version": SYNTHTRACK_VERSION, "seed": seed, "split": split, "sequences": sequences, "frames": frames,
-              "size": list(size), "options": asdict(options), "sequence_names": names,
+    record = {"version": options.version, "seed": seed, "split": split, "variant": variant, "sequences": sequences,
+              "frames": frames, "size": list(size), "options": asdict(options), "sequence_names": names,
               "counts": {"frames": summary.frames, "labeled_frames": summary.labeled_frames,
                          "annotations": summary.annotations, "detections": summary.detections,
                          "blurred_frames": summary.blurred_frames, "occluded_frames": summary.occluded_frames}}
     atomic_write_bytes(out / f"synthtrack_{split}.json", json.dumps(record, indent=1).encode())
     summary.seconds = time.perf_counter() - start
-    return summary
+    return summary, written
 
 
 def synth_command(args) -> int:
-    """``tdmi synth``: generate a set and print a one-line summary."""
+    """``tdmi synth``: generate a set (or, with ``--counterfactual``, the three paired variant sets) and print a
+    one-line summary of each."""
     size = tuple(args.size) if args.size else DEFAULT_SIZE
+    if getattr(args, "counterfactual", False):
+        split = args.split if args.split is not None else "cf"
+        for summary in generate_counterfactual(args.out, sequences=args.sequences, frames=args.frames,
+                                               seed=args.seed, split=split, size=size):
+            print(summary.line())
+        return 0
     summary = generate_synthtrack(args.out, sequences=args.sequences, frames=args.frames, seed=args.seed,
-                                  split=args.split, size=size)
+                                  split=args.split if args.split is not None else "val", size=size)
     print(summary.line())
     return 0
