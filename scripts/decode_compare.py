@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     import tdmi
     from tdmi.atomic import atomic_write_json
     from tdmi.config import load_config
-    from tdmi.data.synthetic import generate_synthtrack
+    from tdmi.data.synthetic import SynthOptions, generate_synthtrack
     from tdmi.engine.test import load_model_for_test, run_test, test_protocol
 
     torch.set_num_threads(args.threads)
@@ -56,10 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         split = metadata["validation"]["synthtrack"]
         sequences = args.sequences or split["sequences"]
         frames = args.frames or split["frames"]
-        data = args.work_dir / f"synthtrack_val_{sequences}x{frames}_seed{split['seed']}"
-        if not (data / "synthtrack_val.json").is_file():
+        version = split.get("generator_version", 1)
+        data = args.work_dir / f"synthtrack_v{version}_val_{sequences}x{frames}_seed{split['seed']}"
+        if not (data / "synthtrack_val.json").is_file():  # the generator version the models were scored on
             generate_synthtrack(data, sequences=sequences, frames=frames, seed=split["seed"], split="val",
-                                progress=False)
+                                options=SynthOptions(version=version), progress=False)
         for label, flip, decode in PROTOCOLS:
             overrides = [f"data.root={data}", "data.workers=0", f"test.flip_test={str(flip).lower()}",
                          f"test.decode={decode}"]

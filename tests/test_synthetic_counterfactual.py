@@ -151,3 +151,20 @@ def test_a_variant_needs_version_2():
         _build_scene(0, 0, FRAMES, SIZE, SynthOptions(version=1), "clean")
     with pytest.raises(ValueError, match="variant 'blurred'"):
         _build_scene(0, 0, FRAMES, SIZE, SynthOptions(), "blurred")
+
+
+def test_cli_writes_the_counterfactual_sets_and_the_older_generator(tmp_path, capsys):
+    from tdmi.cli import main
+
+    assert main(["synth", "--out", str(tmp_path / "cf"), "--counterfactual", "--sequences", "1", "--frames", "6",
+                 "--size", "160", "128"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("synth: wrote 1 sequences") for line in lines)
+    assert {p.name for p in (tmp_path / "cf" / "annotations").iterdir()} == {"cfclean", "cfdistractor",
+                                                                           "cfbackground"}
+    assert main(["synth", "--out", str(tmp_path / "v1"), "--sequences", "1", "--frames", "3", "--size", "160", "128",
+                 "--generator-version", "1"]) == 0
+    record = json.loads((tmp_path / "v1" / "synthtrack_val.json").read_text())
+    assert record["version"] == 1 and record["options"]["version"] == 1
+    assert main(["synth", "--out", str(tmp_path / "x"), "--counterfactual", "--generator-version", "1"]) == 2
+    assert "--counterfactual needs SynthTrack version 2" in capsys.readouterr().err

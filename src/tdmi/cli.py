@@ -107,6 +107,9 @@ def _add_synth(sub) -> None:
                    help="split name used in paths and file names (default val; with --counterfactual the prefix of "
                         "the three split names, default cf)")
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("W", "H"), help="frame size in pixels")
+    p.add_argument("--generator-version", type=int, default=None, choices=[1, 2],
+                   help="SynthTrack generator version (default 2, the current one); 1 renders the sets the shipped "
+                        "demo models were scored on (docs/results.md)")
     p.add_argument("--counterfactual", action="store_true",
                    help="write three paired sets, <split>clean, <split>distractor and <split>background: the same "
                         "scenes with one key person, then with a person walking through its crop, then with a moving "

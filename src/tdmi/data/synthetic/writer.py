@@ -221,12 +221,17 @@ def synth_command(args) -> int:
     one-line summary of each."""
     size = tuple(args.size) if args.size else DEFAULT_SIZE
     if getattr(args, "counterfactual", False):
+        if getattr(args, "generator_version", None) == 1:
+            raise CommandError("--counterfactual needs SynthTrack version 2 (per-entity random streams); drop "
+                               "--generator-version 1")
         split = args.split if args.split is not None else "cf"
         for summary in generate_counterfactual(args.out, sequences=args.sequences, frames=args.frames,
                                                seed=args.seed, split=split, size=size):
             print(summary.line())
         return 0
+    version = getattr(args, "generator_version", None)
+    options = SynthOptions(version=version) if version is not None else None
     summary = generate_synthtrack(args.out, sequences=args.sequences, frames=args.frames, seed=args.seed,
-                                  split=args.split if args.split is not None else "val", size=size)
+                                  split=args.split if args.split is not None else "val", size=size, options=options)
     print(summary.line())
     return 0
