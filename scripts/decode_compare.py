@@ -8,6 +8,7 @@ the flip test (a second, mirrored forward pass) and the decoding differ.
 
     PYTHONPATH=src python scripts/decode_compare.py                      # -> docs/results/decode_compare.json
     PYTHONPATH=src python scripts/decode_compare.py --sequences 2 --frames 8 --json-out /tmp/d.json   # quick
+    PYTHONPATH=src python scripts/decode_compare.py --models tdmi_demo --sequences 10   # the first 10 val sequences
 
 Prints one row per (model, protocol) with the 8 paper columns; ``--json-out`` holds the same tables.
 """
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=REPO / "bench-results" / "decode_compare")
     parser.add_argument("--json-out", type=Path, default=REPO / "docs" / "results" / "decode_compare.json")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--models", nargs="+", default=["tdmi_demo", "hrnet_demo"], choices=["tdmi_demo", "hrnet_demo"],
+                        help="shipped checkpoints to score (default both)")
     args = parser.parse_args(argv)
     for name in ("sequences", "frames"):
         value = getattr(args, name)
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     weights = Path(tdmi.__file__).parent / "weights"
     rows: list[dict] = []
-    for checkpoint in (weights / "tdmi_demo.safetensors", weights / "hrnet_demo.safetensors"):
+    for checkpoint in (weights / f"{name}.safetensors" for name in args.models):
         metadata = json.loads(checkpoint.with_suffix(".json").read_text())
         split = metadata["validation"]["synthtrack"]
         sequences = args.sequences or split["sequences"]
@@ -75,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                    **{k: round(result.table[k], 2) for k in COLUMNS}}
             rows.append(row)
             print(f"{row['model']:<16}{label:<23}" + "".join(f"{row[k]:>9.1f}" for k in COLUMNS), flush=True)
+            # after every row, so an interrupted comparison keeps what it measured
+            atomic_write_json(args.json_out, {"rows": rows, "boxes": "GT", "metric": "poseval mAP"}, indent=1)
     print(f"{'model':<16}{'protocol':<23}" + "".join(f"{k:>9}" for k in COLUMNS))
     for row in rows:
         print(f"{row['model']:<16}{row['protocol']:<23}" + "".join(f"{row[k]:>9.1f}" for k in COLUMNS))

@@ -13,7 +13,7 @@
 #   stage 2  8 epochs each: TDMI, TDMI without MI, TDE only, the baseline continued (3 seeds each); TDMI with
 #            alpha 0.1 and 10 and with the earlier "vsd" MI formulation (1 seed each)
 #   test     every run on the held-out val with GT boxes (`tdmi test`), the hard-frame subset (`tdmi evaluate`)
-#   report   docs/results/synthtrack_proof.json, the plots and the tables (scripts/synthtrack_report.py)
+#   report   docs/results/synthtrack_proof_2026_12_02.json, the plots and the tables (scripts/synthtrack_report.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=runs/synthtrack_proof

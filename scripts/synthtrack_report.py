@@ -1,4 +1,5 @@
-"""Collect the SynthTrack proof's runs into docs/results/synthtrack_proof.json, plots and the tables of docs/results.md.
+"""Collect the SynthTrack proof's runs (2026-12-02) into docs/results/synthtrack_proof_2026_12_02.json, the plots and
+the tables of docs/results.md.
 
     python scripts/synthtrack_report.py [--work runs/synthtrack_proof] [--resamples 2000]
 
@@ -228,7 +229,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=REPO / "runs/synthtrack_proof")
     parser.add_argument("--resamples", type=int, default=2000)
-    parser.add_argument("--json-out", type=Path, default=REPO / "docs/results/synthtrack_proof.json")
+    parser.add_argument("--json-out", type=Path, default=REPO / "docs/results/synthtrack_proof_2026_12_02.json")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/results.md")
     parser.add_argument("--mi-dev", type=Path, default=REPO / "runs/mi_dev",
                         help="the MI formulation diagnosis (scripts/mi_dev_diagnosis.sh), recorded when present")

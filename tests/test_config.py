@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tdmi.config import ConfigError, ExperimentConfig, config_from_dict, dump_config, load_config, to_dict
 
@@ -79,3 +81,75 @@ def test_errors_blame_the_set_argument_and_name_the_yaml_file(tmp_path):
     wrong.write_text("train:\n  lr: fast\n")
     with pytest.raises(ConfigError, match=rf"^{wrong}: train\.lr must be a number"):
         load_config(wrong)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Numeric ranges (issue 25): any out-of-range value is a one-line error naming the key, never a traceback
+
+
+def _numeric_fields(cls=None, prefix=""):
+    import dataclasses
+    import typing
+
+    from tdmi.config_schema import ExperimentConfig
+
+    cls = cls or ExperimentConfig
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _numeric_fields(tp, f"{prefix}{f.name}.")
+        elif any(t in (int, float) for t in (tp, *typing.get_args(tp))):
+            yield f"{prefix}{f.name}", tp
+
+
+def test_every_numeric_field_has_a_range():
+    from tdmi.config_schema import NUMERIC_RANGES
+
+    fields = dict(_numeric_fields())
+    assert set(fields) == set(NUMERIC_RANGES), set(fields) ^ set(NUMERIC_RANGES)
+
+
+def _out_of_range(data, key):
+    import math
+    import typing
+
+    from tdmi.config_schema import NUMERIC_RANGES
+
+    low, high, low_open = NUMERIC_RANGES[key]
+    tp = dict(_numeric_fields())[key]
+    is_int = int in (tp, *typing.get_args(tp), *(typing.get_args(a) for a in typing.get_args(tp)))
+    choices = []
+    if low is not None:
+        choices.append(low - data.draw(st.integers(1, 10**6)) if is_int else
+                       low - data.draw(st.floats(0 if low_open else 1e-6, 1e6)))
+    if high is not None:
+        choices.append(high + data.draw(st.integers(1, 10**6)) if is_int else
+                       high + data.draw(st.floats(1e-6, 1e6)))
+    if not is_int:
+        choices += [math.nan, math.inf]
+    value = data.draw(st.sampled_from(choices))
+    return f"[{value}, 384]" if key.endswith("_size") else (f"[{value}]" if key.endswith(("_stage", "_steps"))
+                                                             else str(value).replace("nan", ".nan")
+                                                             .replace("inf", ".inf"))
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_an_out_of_range_value_is_a_one_line_error_naming_its_key(data):
+    from tdmi.config_schema import NUMERIC_RANGES
+
+    key = data.draw(st.sampled_from(sorted(NUMERIC_RANGES)))
+    text = _out_of_range(data, key)
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, [f"{key}={text}"])
+    message = str(caught.value)
+    assert key in message and "\n" not in message and message.startswith(f"--set {key}=")
+
+
+def test_tdmi_info_with_a_negative_width_says_so_in_one_line(capsys):
+    from tdmi.cli import main
+
+    assert main(["info", "--config", "tdmi_w48_pt17", "--set", "model.backbone.width=-8"]) == 2
+    err = capsys.readouterr().err
+    assert "model.backbone.width=-8 is out of range" in err and "Traceback" not in err and err.count("\n") == 1

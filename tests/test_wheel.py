@@ -20,6 +20,12 @@ def test_built_wheel_ships_configs_and_accepts_a_config_by_name(tmp_path):
         pytest.skip(f"cannot build a wheel here: {build.stderr.strip().splitlines()[-1]}")
     assert build.returncode == 0, build.stderr
     wheel = next(wheels.glob("tdmi-*.whl"))
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as archive:  # the SPDX licence expression and the licence text ship (issue 25)
+        metadata = next(archive.read(n).decode() for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        assert "License-Expression: Apache-2.0" in metadata
+        assert any(n.endswith("licenses/LICENSE") for n in archive.namelist())
     site = tmp_path / "site"  # a fresh install location; dependencies come from this interpreter
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
                               str(wheel)], capture_output=True, text=True, timeout=300)

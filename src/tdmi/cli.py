@@ -374,6 +374,17 @@ def one_line(err: BaseException) -> str:
     return message if sep and "." in kind and " " not in kind else last
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: ``--out`` (a folder, every command) and ``--json-out`` (a file) must be writable or creatable
+    (:mod:`tdmi.outputs`); otherwise one line naming the option, exit 2, nothing written."""
+    from tdmi.outputs import check_output_dir, check_output_file
+
+    if getattr(args, "out", None):
+        check_output_dir(args.out, "--out")
+    if getattr(args, "json_out", None):
+        check_output_file(args.json_out, "--json-out")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -383,6 +394,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from tdmi.config import ConfigError
 
     try:
+        check_outputs(args)
         if hasattr(args, "threads"):
             from tdmi.threads import apply_threads, choose_threads
 

@@ -24,8 +24,9 @@ from typing import Any, Literal
 import yaml
 
 # The schema (dataclasses and ConfigError) is re-exported: ``from tdmi.config import ModelConfig`` keeps working.
-from tdmi.config_schema import (AugmentConfig, BackboneConfig, ConfigError, DataConfig, ExperimentConfig,  # noqa: F401
-                                MIConfig, ModelConfig, RDMConfig, TDEConfig, TestConfig, TrainConfig)
+from tdmi.config_schema import (NUMERIC_RANGES, AugmentConfig, BackboneConfig, ConfigError,  # noqa: F401
+                                DataConfig, ExperimentConfig, MIConfig, ModelConfig, RDMConfig, TDEConfig, TestConfig,
+                                TrainConfig)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -78,7 +79,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         overridden[item.partition("=")[0].strip()] = item
     where = str(path) if path is not None else "<defaults>"
     try:
-        return from_dict(ExperimentConfig, raw, where=where)
+        return check_ranges(from_dict(ExperimentConfig, raw, where=where), where)
     except ConfigError as err:
         # A value that came from --set is blamed on the --set argument, not on the file.
         detail = str(err)[len(where) + 2:]
@@ -203,7 +204,30 @@ def config_from_dict(raw: dict[str, Any], where: str = "<dict>") -> ExperimentCo
     A stored config that predates a field in :data:`LEGACY_DEFAULTS` gets the value the model was built with then.
     """
     raw = with_legacy_defaults(raw)
-    return from_dict(ExperimentConfig, raw, where=where)
+    return check_ranges(from_dict(ExperimentConfig, raw, where=where), where)
+
+
+def check_ranges(cfg: ExperimentConfig, where: str = "<config>") -> ExperimentConfig:
+    """``cfg``, after checking every numeric field against :data:`~tdmi.config_schema.NUMERIC_RANGES` (and that
+    floats are finite); the first value out of range is a :class:`ConfigError` naming the key."""
+    import math
+
+    flat = flatten_dict(to_dict(cfg))
+    for key, (low, high, low_open) in NUMERIC_RANGES.items():
+        value = flat[key]
+        for i, item in enumerate(value if isinstance(value, list) else [value]):
+            if item is None:
+                continue
+            name = f"{key}[{i}]" if isinstance(value, list) else key
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(f"{where}: {name}={item!r} must be a finite number")
+            too_low = low is not None and (item <= low if low_open else item < low)
+            if too_low or (high is not None and item > high):
+                bounds = [f"{'>' if low_open else '>='} {low:g}" if low is not None else "",
+                          f"<= {high:g}" if high is not None else ""]
+                raise ConfigError(f"{where}: {name}={item!r} is out of range: it must be "
+                                  f"{' and '.join(b for b in bounds if b)}")
+    return cfg
 
 
 def with_legacy_defaults(raw: dict[str, Any]) -> dict[str, Any]:

@@ -313,3 +313,38 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     test: TestConfig = field(default_factory=TestConfig)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Ranges of the numeric fields, checked at load (tdmi.config.check_ranges): ``key: (low, high, low_open)``, where a
+# None bound is open-ended and ``low_open`` makes the lower bound strict. A list field's range holds for each
+# element; None (where a field allows it) is always accepted. Every int and float field must be listed here (a test
+# checks), so a new field cannot slip through unchecked.
+
+POSITIVE = (0, None, True)
+AT_LEAST_1 = (1, None, False)
+NON_NEGATIVE = (0, None, False)
+FRACTION = (0, 1, False)
+NUMERIC_RANGES: dict[str, tuple] = {
+    "model.num_joints": AT_LEAST_1, "model.input_size": (32, None, False), "model.heatmap_size": AT_LEAST_1,
+    "model.delta": (0, 50, False), "model.fusion_blocks": AT_LEAST_1, "model.st_blocks": AT_LEAST_1,
+    "model.backbone.width": AT_LEAST_1, "model.tde.channels": AT_LEAST_1, "model.tde.blocks_per_stage": AT_LEAST_1,
+    "model.tde.deform_groups": AT_LEAST_1, "model.tde.deform_dilation": AT_LEAST_1,
+    "model.tde.accumulation_blocks": AT_LEAST_1, "model.rdm.hidden": AT_LEAST_1, "model.rdm.reduction": AT_LEAST_1,
+    "model.rdm.init_std": POSITIVE, "model.mi.alpha": NON_NEGATIVE, "model.mi.temperature": POSITIVE,
+    "model.mi.epsilon": (0, 1, True), "model.mi.motion_head_kernel": AT_LEAST_1,
+    "data.box_score_threshold": FRACTION, "data.sigma": POSITIVE, "data.bbox_enlarge": POSITIVE,
+    "data.workers": NON_NEGATIVE, "data.augment.scale_factor": (0, 0.99, False),
+    "data.augment.rotation_factor": (0, 180, False), "data.augment.rotation_prob": FRACTION,
+    "data.augment.half_body_prob": FRACTION, "data.augment.half_body_min_joints": NON_NEGATIVE,
+    "train.epochs": AT_LEAST_1, "train.lr": POSITIVE, "train.lr_steps": NON_NEGATIVE, "train.lr_factor": POSITIVE,
+    "train.warmup_epochs": NON_NEGATIVE, "train.min_lr_factor": FRACTION, "train.weight_decay": NON_NEGATIVE,
+    "train.batch_size": AT_LEAST_1, "train.grad_accum": AT_LEAST_1, "train.heatmap_loss_factor": POSITIVE,
+    "train.seed": NON_NEGATIVE, "train.val_every": NON_NEGATIVE, "train.plateau_window": NON_NEGATIVE,
+    "train.plateau_tolerance": NON_NEGATIVE, "train.plateau_min_epochs": NON_NEGATIVE,
+    "train.dist_timeout_minutes": POSITIVE, "train.feature_cache_draws": AT_LEAST_1,
+    "train.feature_cache_seed": NON_NEGATIVE, "train.mi_diagnostics_every": NON_NEGATIVE,
+    "train.max_steps": NON_NEGATIVE, "test.batch_size": AT_LEAST_1, "test.track_joint_threshold": FRACTION,
+    "test.track_person_threshold": FRACTION,
+}
+

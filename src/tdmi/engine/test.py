@@ -47,6 +47,7 @@ from tdmi.evaluation.posetrack_ap import APResult, evaluate_dirs, write_json_ato
 from tdmi.evaluation.writers import PersonPrediction, write_posetrack18_predictions
 from tdmi.keypoints import POSETRACK17
 from tdmi.models.checkpoints import layout_hint, load_checkpoint
+from tdmi.outputs import check_output_dir
 
 MI_OBJECTIVE_PREFIX = "mi_objective."
 """State-dict keys of the MI objective's own modules in training checkpoints; not part of the model."""
@@ -476,7 +477,7 @@ def test_command(args) -> int:
     else:
         cfg = load_config(args.config, overrides) if args.config else None
         model, cfg, _ = load_model_for_test(args.checkpoint, cfg, device=device, overrides=overrides)
-    out_dir = Path(args.out) if args.out else Path(cfg.test.out_dir)
+    out_dir = Path(args.out) if args.out else check_output_dir(cfg.test.out_dir, "test.out_dir")
     print(f"test: {cfg.model.arch} from {args.checkpoint} on {device}, split test ({cfg.data.val_annotations} "
           f"under {cfg.data.root}); protocol: {test_protocol(cfg, args.boxes)}", file=sys.stderr)
     result = run_test(model, cfg, split="test", boxes=args.boxes, out_dir=out_dir, device=device,

@@ -105,60 +105,64 @@ def paired_bootstrap(a: Sequence[Sequence[SequenceStats]], b: Sequence[Sequence[
             "resamples": int(resamples), "sequences": n}
 
 
-def two_level_bootstrap(a: dict[int, Sequence[SequenceStats]], b: dict[int, Sequence[SequenceStats]],
-                        paired: bool = True, resamples: int = 10000, seed: int = 0) -> dict:
-    """Mean mAP difference ``a - b`` over seeds, with a 95% interval that resamples seeds, then sequences.
+def two_level_contrast(terms: Sequence[tuple[float, dict[int, Sequence[SequenceStats]]]], paired: bool = True,
+                       resamples: int = 10000, seed: int = 0) -> dict:
+    """A weighted sum of seed-averaged mAPs, ``sum_i w_i * mean_seeds mAP(arm_i)``, with a 95% interval that resamples
+    seeds, then sequences (the same sequence resample for every term).
 
-    Args:
-        a, b: per training seed, the :func:`sequence_stats` of one arm (all on the same sequences).
-        paired: the arms share seeds (same initialisation and data order per seed): resample the common seeds once
-            for both sides. Otherwise each side's seeds are resampled on their own.
-        resamples: bootstrap resamples.
-        seed: the resampling generator's seed.
+    ``terms``: ``(weight, {seed: sequence_stats})`` pairs, all on the same sequences. ``a - b`` is
+    ``[(1, a), (-1, b)]``; a difference of counterfactual drops is
+    ``[(1, a_clean), (-1, a_distractor), (-1, b_clean), (1, b_distractor)]``. ``paired``: the terms share training
+    seeds (same initialisation and data order), so one seed resample serves them all and ``per_seed`` reports the
+    contrast of each common seed; otherwise each term resamples its own seeds.
 
-    Returns:
-        ``difference`` (seed-averaged, full val set), ``ci95``, ``p_not_positive``, ``per_seed`` (paired only: the
-        full-set difference of each common seed), ``seeds_a``, ``seeds_b``, ``resamples``, ``sequences``.
+    Returns ``value`` (full val set), ``ci95``, ``p_not_positive``, ``seeds`` (per term), ``resamples``, ``sequences``
+    and, when paired, ``per_seed``.
     """
-    seeds_a, seeds_b = sorted(a), sorted(b)
-    if not seeds_a or not seeds_b:
-        raise ValueError("two_level_bootstrap: each arm needs at least one seed")
+    if not terms or any(not arm for _, arm in terms):
+        raise ValueError("two_level_contrast: every term needs at least one seed")
+    seeds = [sorted(arm) for _, arm in terms]
     if paired:
-        common = sorted(set(seeds_a) & set(seeds_b))
+        common = sorted(set.intersection(*(set(s) for s in seeds)))
         if not common:
-            raise ValueError(f"two_level_bootstrap: paired arms share no seed ({seeds_a} vs {seeds_b})")
-        seeds_a = seeds_b = common
-    names = [s.name for s in a[seeds_a[0]]]
-    for group in (*(a[k] for k in seeds_a), *(b[k] for k in seeds_b)):
-        if [s.name for s in group] != names:
-            raise ValueError("two_level_bootstrap: every seed of both arms must cover the same sequences")
+            raise ValueError(f"two_level_contrast: paired terms share no seed ({seeds})")
+        seeds = [common] * len(terms)
+    names = [s.name for s in terms[0][1][seeds[0][0]]]
+    for (_, arm), keys in zip(terms, seeds):
+        if any([s.name for s in arm[k]] != names for k in keys):
+            raise ValueError("two_level_contrast: every seed of every term must cover the same sequences")
     n = len(names)
     rng = np.random.default_rng(seed)
-    cache: dict = {}
 
-    def value(arm: dict, key: int, indices: tuple) -> float:
-        token = (id(arm), key, indices)
-        if token not in cache:
-            cache[token] = mean_ap(arm[key], None if indices == () else list(indices))
-        return cache[token]
+    def contrast(picks: list, chosen) -> float:
+        return float(sum(w * np.mean([mean_ap(arm[k], chosen) for k in keys])
+                         for (w, arm), keys in zip(terms, picks)))
 
-    full_a = {k: value(a, k, ()) for k in seeds_a}
-    full_b = {k: value(b, k, ()) for k in seeds_b}
-    difference = float(np.mean(list(full_a.values())) - np.mean(list(full_b.values())))
-    diffs = np.empty(resamples)
+    value = contrast(seeds, None)
+    draws = np.empty(resamples)
     for r in range(resamples):
-        sequences = rng.integers(0, n, size=n)
-        pick_a = rng.choice(seeds_a, size=len(seeds_a))
-        pick_b = pick_a if paired else rng.choice(seeds_b, size=len(seeds_b))
-        chosen = list(sequences)
-        diffs[r] = (np.mean([mean_ap(a[k], chosen) for k in pick_a])
-                    - np.mean([mean_ap(b[k], chosen) for k in pick_b]))
-    low, high = np.percentile(diffs, [2.5, 97.5])
-    out = {"difference": difference, "ci95": [float(low), float(high)],
-           "p_not_positive": float((diffs <= 0).mean()), "seeds_a": list(map(int, seeds_a)),
-           "seeds_b": list(map(int, seeds_b)), "resamples": int(resamples), "sequences": n}
+        chosen = list(rng.integers(0, n, size=n))
+        if paired:
+            pick = list(rng.choice(seeds[0], size=len(seeds[0])))
+            picks = [pick] * len(terms)
+        else:
+            picks = [list(rng.choice(keys, size=len(keys))) for keys in seeds]
+        draws[r] = contrast(picks, chosen)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    out = {"value": value, "ci95": [float(low), float(high)], "p_not_positive": float((draws <= 0).mean()),
+           "seeds": [list(map(int, keys)) for keys in seeds], "resamples": int(resamples), "sequences": n}
     if paired:
-        out["per_seed"] = {int(k): float(full_a[k] - full_b[k]) for k in seeds_a}
+        out["per_seed"] = {int(k): contrast([[k]] * len(terms), None) for k in seeds[0]}
+    return out
+
+
+def two_level_bootstrap(a: dict[int, Sequence[SequenceStats]], b: dict[int, Sequence[SequenceStats]],
+                        paired: bool = True, resamples: int = 10000, seed: int = 0) -> dict:
+    """The mAP difference ``a - b`` (seed-averaged) by :func:`two_level_contrast`; keys ``difference``, ``ci95``,
+    ``p_not_positive``, ``seeds_a``, ``seeds_b``, ``resamples``, ``sequences`` and, paired, ``per_seed``."""
+    out = two_level_contrast([(1.0, a), (-1.0, b)], paired=paired, resamples=resamples, seed=seed)
+    out["difference"] = out.pop("value")
+    out["seeds_a"], out["seeds_b"] = out.pop("seeds")
     return out
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from tdmi.data.fileio import atomic_write_json, read_json
 from tdmi.errors import CommandError
 from tdmi.inference.infer_command import InferOutcome, infer_source
-from tdmi.inference.model_loading import RANDOM_INIT_BANNER, load_inference_model, resolve_device
+from tdmi.inference.model_loading import RANDOM_INIT_BANNER, SHIPPED_MODEL_NOTE, load_inference_model, resolve_device
 from tdmi.inference.records import PipelineOptions
 
 #: Frames and frame size of the synthetic demo clip (small: the whole demo runs in seconds on a laptop CPU).
@@ -82,6 +82,9 @@ def demo_command(args) -> int:
     from tdmi.inference.detectors import BoxFileDetector, make_detector
 
     start = time.perf_counter()
+    frames = DEMO_FRAMES if getattr(args, "frames", None) is None else int(args.frames)
+    if frames < 1 and not getattr(args, "video", None):
+        raise CommandError(f"--frames must be >= 1, got {frames}")
     device = resolve_device(getattr(args, "device", None))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,6 +95,8 @@ def demo_command(args) -> int:
     options = PipelineOptions(mode="tube", tracker="pose")  # what `tdmi infer` writes by default
 
     if getattr(args, "video", None):
+        if not loaded.random_init:
+            print(SHIPPED_MODEL_NOTE)  # the demo's model knows only synthetic people
         detector, detector_description = make_detector(None, None, device=str(device))
         print(f"detector: {detector_description}")
         outcome = infer_source(args.video, out, loaded, detector, detector_description, options, device,
@@ -102,9 +107,6 @@ def demo_command(args) -> int:
               f"{time.perf_counter() - start:.1f} s")
         return 0
 
-    frames = int(getattr(args, "frames", None) or DEMO_FRAMES)
-    if frames < 1:
-        raise CommandError(f"--frames must be >= 1, got {frames}")
     summary = generate_synthtrack(out / "synthtrack", sequences=1, frames=frames, seed=DEMO_SEED, split="val",
                                   size=DEMO_SIZE, progress=False)
     sequence = summary.sequences[0]

@@ -260,6 +260,7 @@ def infer_command(args) -> int:
           f"{f', amp {options.amp}' if options.amp != 'none' else ''}, decoding "
           f"{options.decode or loaded.config.test.decode}")
     out_dir = Path(args.out)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
     outcomes: list[InferOutcome] = []
@@ -287,12 +288,15 @@ def infer_command(args) -> int:
     rate = person_frames / pose_seconds if pose_seconds > 0 else 0.0
     per = encodes / person_frames if person_frames else 0.0
     failed = f", {len(failures)} failed" if failures else ""
+    if failures and not outcomes:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # nothing was written: leave no empty folder behind
+        print(f"infer: none of {len(args.inputs)} inputs done; nothing written", file=sys.stderr)
+        return 2  # every failure has been printed once already
     print(f"infer: {len(outcomes)} of {len(args.inputs)} inputs done{failed}, {frames} frames, {person_frames} "
           f"person-frames, {rate:.1f} person-frames/s, {per:.2f} encodes/person-frame ({options.mode}"
           f"{', online' if options.online else ''}){' [RANDOM WEIGHTS]' if loaded.random_init else ''}; "
           f"wrote {out_dir}")
-    if failures and not outcomes:
-        return 2  # every failure has been printed once already
     return 1 if failures else 0
 
 

@@ -1,0 +1,155 @@
+"""The SynthTrack benchmark's report, from the committed per-run files alone (``docs/results/runs/<arm>/seed<k>.json``).
+
+Protocol: docs/results.md ("The SynthTrack benchmark", 2026-12-06). Prints markdown tables (per arm: seeds, val mAP
+mean +- std, subsets, counterfactual drops, costs; per comparison: per-seed paired differences and the two-level
+bootstrap interval) and writes them as JSON (default ``docs/results/synthtrack_proof.json``). Arms or seeds not yet
+run are reported as missing, never guessed.
+
+    PYTHONPATH=src python scripts/synthtrack_benchmark_report.py [--resamples 10000] [--runs DIR] [--json-out F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+ARMS = ("tdmi", "tdmi_no_mi", "tdmi_lineage_mi", "static", "keyframe", "concat", "tde_only", "baseline")
+SUBSETS = ("blurred", "occluded", "fast", "distractor_in_crop", "none")
+#: (label, arm a, arm b): the protocol's comparisons, a - b, paired by seed
+COMPARISONS = (
+    ("temporal vs same modules without time", "tdmi", "static"),
+    ("temporal vs the extra depth on the key frame", "tdmi", "keyframe"),
+    ("differences vs raw frames", "tdmi", "concat"),
+    ("MI (F*) vs no MI", "tdmi", "tdmi_no_mi"),
+    ("MI as the authors computed it vs no MI", "tdmi_lineage_mi", "tdmi_no_mi"),
+    ("TDMI vs the single-frame baseline", "tdmi", "baseline"),
+    ("RDM without MI vs TDE only", "tdmi_no_mi", "tde_only"),
+)
+#: counterfactual drop comparisons: drop(a) - drop(b) for the clean -> distractor drop
+DROP_COMPARISONS = (("tdmi", "tdmi_no_mi"), ("tdmi", "concat"), ("tdmi", "static"))
+
+
+def load_runs(folder: Path) -> dict[str, dict[int, dict]]:
+    runs: dict[str, dict[int, dict]] = {}
+    for path in sorted(folder.glob("*/seed*.json")):
+        record = json.loads(path.read_text())
+        runs.setdefault(record["arm"], {})[int(record["seed"])] = record
+    return runs
+
+
+def stats_of(arm_runs: dict[int, dict], where: tuple[str, ...]) -> dict[int, list]:
+    from tdmi.evaluation.bootstrap import decode_stats
+
+    out = {}
+    for seed, record in arm_runs.items():
+        node = record
+        for key in where:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if "stats" in node:
+            out[seed] = decode_stats(node["stats"])
+    return out
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{np.mean(values):.1f} +- {np.std(values, ddof=1):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+
+
+def interval(result: dict, key: str = "value") -> str:
+    low, high = result["ci95"]
+    return f"{result[key]:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=Path, default=REPO / "docs" / "results" / "runs")
+    parser.add_argument("--resamples", type=int, default=10000)
+    parser.add_argument("--json-out", type=Path, default=REPO / "docs" / "results" / "synthtrack_proof.json")
+    args = parser.parse_args(argv)
+    if args.resamples < 100:
+        parser.error(f"--resamples must be at least 100, got {args.resamples}")
+    if not args.runs.is_dir():
+        parser.error(f"{args.runs}: no per-run result folder (scripts/synthtrack_benchmark.sh writes it)")
+    from tdmi.atomic import atomic_write_json
+    from tdmi.evaluation.bootstrap import two_level_contrast
+
+    runs = load_runs(args.runs)
+    report: dict = {"protocol": "docs/results.md, The SynthTrack benchmark (2026-12-06)", "arms": {},
+                    "comparisons": {}, "drop_comparisons": {}, "resamples": args.resamples}
+    choice = args.runs / "mi_choice.json"
+    if choice.is_file():
+        report["mi_choice"] = json.loads(choice.read_text())
+
+    print("| arm | seeds | val mAP | " + " | ".join(SUBSETS) + " | clean -> distractor | clean -> background "
+          "| trainable params | GMAC/person | train CPU h |")
+    print("| --- " * (9 + len(SUBSETS)) + "|")
+    for arm in ARMS:
+        arm_runs = runs.get(arm, {})
+        if not arm_runs:
+            print(f"| {arm} | (not run yet) |" + " |" * (8 + len(SUBSETS)))
+            continue
+        seeds = sorted(arm_runs)
+        val = [arm_runs[k]["val"]["table"]["Mean"] for k in seeds]
+        subsets = {name: [arm_runs[k]["val"]["subsets"][name]["Mean"] for k in seeds
+                          if name in arm_runs[k]["val"].get("subsets", {})] for name in SUBSETS}
+        drops = {}
+        for variant in ("distractor", "background"):
+            values = [arm_runs[k]["counterfactual"]["clean"]["table"]["Mean"]
+                      - arm_runs[k]["counterfactual"][variant]["table"]["Mean"]
+                      for k in seeds if variant in arm_runs[k].get("counterfactual", {})]
+            drops[variant] = values
+        cpu = [arm_runs[k]["train_cpu_seconds"] / 3600 for k in seeds if arm_runs[k].get("train_cpu_seconds")]
+        first = arm_runs[seeds[0]]
+        report["arms"][arm] = {
+            "seeds": seeds, "val_mean_ap": dict(zip(map(str, seeds), val)),
+            "subsets": {n: dict(zip(map(str, seeds), v)) for n, v in subsets.items()},
+            "drops": {v: dict(zip(map(str, seeds), d)) for v, d in drops.items()},
+            "trainable_parameters": first.get("trainable_parameters"), "macs_per_person": first.get("macs_per_person"),
+            "train_cpu_hours": cpu, "epochs_from_steps": [arm_runs[k].get("epochs_from_steps") for k in seeds]}
+        print(f"| {arm} | {','.join(map(str, seeds))} | {mean_std(val)} | "
+              + " | ".join(mean_std([float(x) for x in subsets[n]]) for n in SUBSETS)
+              + f" | {mean_std(drops['distractor'])} | {mean_std(drops['background'])} | "
+              f"{first.get('trainable_parameters', 0):,} | {first.get('macs_per_person', 0) / 1e9:.2f} | "
+              f"{mean_std(cpu)} |")
+
+    print("\n| comparison | a - b | per-seed differences | two-level 95% interval | P(<= 0) |")
+    print("| --- | --- | --- | --- | --- |")
+    for label, a, b in COMPARISONS:
+        sa, sb = stats_of(runs.get(a, {}), ("val",)), stats_of(runs.get(b, {}), ("val",))
+        if not sa or not sb or not set(sa) & set(sb):
+            print(f"| {label} | {a} - {b} | (waiting for runs) | | |")
+            continue
+        result = two_level_contrast([(1.0, sa), (-1.0, sb)], resamples=args.resamples)
+        report["comparisons"][f"{a} - {b}"] = {"label": label, **result}
+        per_seed = ", ".join(f"{v:+.2f}" for _, v in sorted(result["per_seed"].items()))
+        print(f"| {label} | {a} - {b} | {per_seed} | {interval(result)} | {result['p_not_positive']:.3f} |")
+
+    print("\n| robustness to a distractor | drop(a) - drop(b) | per-seed | two-level 95% interval |")
+    print("| --- | --- | --- | --- |")
+    for a, b in DROP_COMPARISONS:
+        terms = []
+        for arm, sign in ((a, 1.0), (b, -1.0)):
+            clean = stats_of(runs.get(arm, {}), ("counterfactual", "clean"))
+            distracted = stats_of(runs.get(arm, {}), ("counterfactual", "distractor"))
+            terms += [(sign, clean), (-sign, distracted)]
+        if any(not t for _, t in terms) or not set.intersection(*(set(t) for _, t in terms)):
+            print(f"| {a} vs {b} | (waiting for runs) | | |")
+            continue
+        result = two_level_contrast(terms, resamples=args.resamples)
+        report["drop_comparisons"][f"{a} - {b}"] = result
+        per_seed = ", ".join(f"{v:+.2f}" for _, v in sorted(result["per_seed"].items()))
+        print(f"| {a} vs {b} | drop({a}) - drop({b}) | {per_seed} | {interval(result)} |")
+
+    atomic_write_json(args.json_out, report, indent=1)
+    print(f"\nsynthtrack_benchmark_report: {sum(len(v) for v in runs.values())} runs; wrote {args.json_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""scripts/synthtrack_benchmark_report.py: the benchmark's report is computed from committed per-run files alone."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from posetrack_gen import make_gt_sequence, make_predictions, sequence_name, write_sequences
+from tdmi.evaluation.bootstrap import encode_stats, mean_ap, sequence_stats
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "synthtrack_benchmark_report.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("synthtrack_benchmark_report", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Fake result files: tdmi predicts better than static on val and loses nothing to a distractor."""
+    root = tmp_path_factory.mktemp("bench")
+    rng = np.random.default_rng(0)
+    gt = {sequence_name(i): make_gt_sequence(rng, i, num_frames=5) for i in range(6)}
+    gt_dir = write_sequences(root / "gt", gt)
+
+    def stats(miss: float, name: str):
+        pred = {n: make_predictions(rng, d, miss_prob=miss) for n, d in gt.items()}
+        return sequence_stats(gt_dir, write_sequences(root / name, pred))
+
+    folder = root / "runs"
+    for arm, val_miss, distracted_miss in (("tdmi", 0.05, None), ("static", 0.4, 0.8)):
+        for seed in (0, 1):
+            val, clean = stats(val_miss, f"{arm}{seed}v"), stats(val_miss, f"{arm}{seed}c")
+            # tdmi ignores the distractor (the same predictions), static loses most of its joints to it
+            distracted = clean if distracted_miss is None else stats(distracted_miss, f"{arm}{seed}d")
+            record = {"arm": arm, "seed": seed, "trainable_parameters": 1000, "macs_per_person": 2e9,
+                      "train_cpu_seconds": 3600.0, "epochs_from_steps": 8.0,
+                      "val": {"table": {"Mean": mean_ap(val)}, "stats": encode_stats(val),
+                              "subsets": {"blurred": {"Mean": 50.0}, "none": {"Mean": 70.0}}},
+                      "counterfactual": {v: {"table": {"Mean": mean_ap(s)}, "stats": encode_stats(s)}
+                                         for v, s in (("clean", clean), ("distractor", distracted))}}
+            out = folder / arm / f"seed{seed}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(record))
+    return folder
+
+
+def test_report_compares_paired_arms_and_waits_for_missing_ones(runs, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    assert _script().main(["--runs", str(runs), "--resamples", "200", "--json-out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| concat | (not run yet) |" in printed and "differences vs raw frames | tdmi - concat | (waiting" in printed
+    report = json.loads(out.read_text())
+    temporal = report["comparisons"]["tdmi - static"]
+    assert temporal["value"] > 0 and temporal["ci95"][0] < temporal["value"] < temporal["ci95"][1]
+    assert set(temporal["per_seed"]) == {"0", "1"} and all(v > 0 for v in temporal["per_seed"].values())
+    assert report["arms"]["tdmi"]["seeds"] == [0, 1] and report["arms"]["static"]["train_cpu_hours"] == [1.0, 1.0]
+    drop = report["drop_comparisons"]["tdmi - static"]
+    assert drop["value"] < 0  # tdmi's drop is the smaller one
+
+
+def test_report_refuses_a_missing_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _script().main(["--runs", str(tmp_path / "nothing")])
+    assert "no per-run result folder" in capsys.readouterr().err

@@ -1,0 +1,102 @@
+"""Output locations are checked before any work (issue 25): one line naming the option, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tdmi.cli import main
+from tdmi.errors import CommandError
+from tdmi.outputs import check_output_dir, check_output_file
+
+
+def test_a_folder_that_can_be_made_passes_and_is_not_left_behind(tmp_path):
+    target = tmp_path / "a" / "b" / "c"
+    assert check_output_dir(target) == target
+    assert not (tmp_path / "a").exists()
+    existing = tmp_path / "there"
+    existing.mkdir()
+    check_output_dir(existing)
+    assert list(existing.iterdir()) == []  # the write probe is gone too
+
+
+def test_a_file_where_a_folder_is_needed_and_the_reverse(tmp_path):
+    file = tmp_path / "f.txt"
+    file.write_text("x")
+    with pytest.raises(CommandError, match=r"^--out .*f\.txt: exists and is not a folder"):
+        check_output_dir(file)
+    with pytest.raises(CommandError, match=r"f\.txt is a file, so the folder cannot be created"):
+        check_output_dir(file / "sub")
+    with pytest.raises(CommandError, match=r"^--json-out .*: is a folder; give a file name"):
+        check_output_file(tmp_path)
+    assert check_output_file(tmp_path / "new" / "r.json") == tmp_path / "new" / "r.json"
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc")
+def test_a_location_the_system_refuses(tmp_path):
+    with pytest.raises(CommandError, match=r"^--out /proc/tdmi-x: the folder cannot be created"):
+        check_output_dir("/proc/tdmi-x")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_a_read_only_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(CommandError, match="permission denied"):
+            check_output_dir(folder / "out")
+    finally:
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("argv", [
+    ["demo", "--out", "{file}"],
+    ["synth", "--out", "{file}", "--sequences", "1", "--frames", "2"],
+    ["test", "--checkpoint", "{missing}", "--out", "{file}"],
+    ["info", "--config", "tdmi_w48_pt17", "--json-out", "{dir}"],
+    ["evaluate", "--gt", "{dir}", "--pred", "{dir}", "--json-out", "{dir}"],
+])
+def test_every_command_refuses_a_bad_output_before_any_work(tmp_path, capsys, argv):
+    file = tmp_path / "taken.txt"
+    file.write_text("x")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    filled = [a.format(file=file, dir=tmp_path, missing=tmp_path / "none.safetensors") for a in argv]
+    assert main(filled) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ("--out" in err or "--json-out" in err) and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_demo_refuses_zero_frames_before_any_work(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--frames", "0", "--out", str(out)]) == 2
+    assert "--frames must be >= 1, got 0" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_infer_with_every_input_failing_leaves_no_empty_folder(tmp_path, capsys, monkeypatch):
+    import cv2
+    import numpy as np
+
+    from tdmi.errors import DataFormatError
+    from tdmi.inference import infer_command
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 64))
+    for _ in range(3):
+        writer.write(np.zeros((64, 64, 3), np.uint8))
+    writer.release()
+
+    def failing(spec, *args, **kwargs):  # a failure found while reading the input, after the checks
+        raise DataFormatError(f"{spec}: frame 2 cannot be decoded")
+
+    monkeypatch.setattr(infer_command, "infer_source", failing)
+    out = tmp_path / "out"
+    assert main(["infer", str(video), "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "frame 2 cannot be decoded" in err and "nothing written" in err
+    assert not out.exists()
