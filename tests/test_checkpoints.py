@@ -181,6 +181,7 @@ def test_unsafe_pickle_is_refused_without_fallback(tmp_path):
     message = str(err.value)
     assert str(path) in message and "argparse.Namespace" in message
     assert "weights_only=True" in message and "never falls back" in message
+    assert "weights_only=False" not in message  # and never suggests unsafe loading either (issue 25)
 
 
 def test_numpy_scalars_in_metadata_are_accepted(tmp_path):

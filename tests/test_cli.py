@@ -70,3 +70,23 @@ def test_an_error_raised_in_a_dataloader_worker_is_shown_as_its_one_line_message
     assert "Original Traceback" in str(caught.value)  # what torch re-raises: the worker's whole traceback
     assert one_line(caught.value) == f"{tmp_path}/frame_0.jpg: not an image"
     assert one_line(ValueError("plain")) == "plain"
+
+
+def test_info_list_shortens_descriptions_at_word_boundaries(capsys):
+    from tdmi.config import packaged_configs
+
+    assert main(["info", "--list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(packaged_configs())
+    for line in lines:
+        name, _, description = line.partition(" ")
+        description = description.strip()
+        assert description and len(description) <= 100, line
+        # shortened text ends in a whole word and says so; full text ends where its comment ends
+        assert description.endswith(" ...") or description[-1] in ".):'\"`" or description[-1].isalnum(), line
+        if description.endswith(" ..."):
+            words = description[:-4].split()
+            config_text = " ".join(line.lstrip("#").strip() for line in
+                                   (next(p for p in packaged_configs() if p.stem == name)).read_text().splitlines()
+                                   if line.startswith("#"))
+            assert " ".join(words) in config_text  # every shown word is whole

@@ -100,3 +100,33 @@ def test_infer_with_every_input_failing_leaves_no_empty_folder(tmp_path, capsys,
     err = capsys.readouterr().err
     assert "frame 2 cannot be decoded" in err and "nothing written" in err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs that are not what the option takes (issue 25)
+
+
+@pytest.mark.parametrize("name, content, says", [
+    ("model.onnx", b"\x08\x07\x12\x07pytorch", "an ONNX model, not a checkpoint"),
+    ("config.yaml", b"model:\n  delta: 2\n", "a YAML file, not a checkpoint"),
+    ("clip.mp4", b"\x00\x00\x00\x18ftypmp42" + bytes(40), "an MP4/MOV video, not a checkpoint"),
+    ("frame.png", b"\x89PNG\r\n\x1a\n" + bytes(40), "a PNG image, not a checkpoint"),
+])
+def test_a_file_that_is_not_a_checkpoint_is_named_for_what_it_is(tmp_path, capsys, name, content, says):
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert main(["info", "--checkpoint", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "weights_only=False" not in err and "Traceback" not in err
+
+
+def test_a_folder_as_checkpoint_or_boxes_is_called_a_folder(tmp_path, capsys):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    assert main(["info", "--checkpoint", str(folder)]) == 2
+    assert "a folder, not a checkpoint file" in capsys.readouterr().err
+    from tdmi.data.box_files import read_box_file
+    from tdmi.errors import DataFormatError
+
+    with pytest.raises(DataFormatError, match="is a folder; --boxes takes one JSON box file"):
+        read_box_file(folder)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Callable, Optional
 
 from tdmi import __version__
@@ -60,13 +61,24 @@ def _add_info(sub) -> None:
     p.set_defaults(run=_run_info)
 
 
+def config_description(path, width: int = 100) -> str:
+    """A shipped config's leading comment as one line, shortened at a word boundary (``tdmi info --list``)."""
+    import textwrap
+
+    lines = []
+    for line in Path(path).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    return textwrap.shorten(" ".join(lines), width=width, placeholder=" ...")
+
+
 def _run_info(args) -> int:
     if args.list:
         from tdmi.config import packaged_configs
 
         for path in packaged_configs():
-            first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.strip()), "")
-            print(f"{path.stem:<40} {first[:100]}")
+            print(f"{path.stem:<40} {config_description(path)}")
         return 0
     from tdmi.models.summary import print_model_summary
 

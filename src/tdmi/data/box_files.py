@@ -169,6 +169,9 @@ def read_box_file(path: Union[str, Path]) -> list[BoxRecord]:
             file and the record).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataFormatError(f"{path}: is a folder; --boxes takes one JSON box file (COCO detection results, "
+                              "a DCPose/PoseWarper list or a PoseTrack-style file)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such box file")
     src = str(path)

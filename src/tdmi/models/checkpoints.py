@@ -30,7 +30,7 @@ import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -142,9 +142,49 @@ def _numpy_scalar_globals() -> list[Any]:
     return allowed
 
 
+_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"\x1aE\xdf\xa3", "a Matroska/WebM video"),
+          (b"GIF8", "a GIF image"), (b"%PDF", "a PDF document"), (b"\x1f\x8b", "a gzip archive"))
+_SUFFIX_KINDS = {".onnx": "an ONNX model", ".yaml": "a YAML file", ".yml": "a YAML file", ".json": "a JSON file",
+                 ".mp4": "a video", ".avi": "a video", ".mov": "a video", ".mkv": "a video", ".txt": "a text file"}
+
+
+def not_a_checkpoint(path: str | Path) -> Optional[str]:
+    """What ``path`` is, when it is clearly not a checkpoint (a folder, an image, a video, an ONNX model, a config
+    or other text); None when it may be one (a zip or pickle ``.pth``, a ``.safetensors`` file, or unknown)."""
+    path = Path(path)
+    if path.is_dir():
+        return "a folder, not a checkpoint file (give the .safetensors or .pth file inside it)"
+    if not path.is_file():
+        return None
+    with path.open("rb") as stream:
+        head = stream.read(64)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch's zip format, or a legacy pickle
+        return None
+    if path.suffix == ".safetensors":
+        return None
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if head[4:8] == b"ftyp":
+        return "an MP4/MOV video"
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "an AVI video"
+    if path.suffix.lower() in _SUFFIX_KINDS:
+        return _SUFFIX_KINDS[path.suffix.lower()]
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return None
+
+
 def read_torch_file(path: str | Path) -> Any:
     """``torch.load(path, map_location='cpu', weights_only=True)`` with tdmi's error messages."""
     path = Path(path)
+    kind = not_a_checkpoint(path)
+    if kind is not None:
+        raise CheckpointError(f"{path}: {kind if kind.startswith('a folder') else kind + ', not a checkpoint'}; "
+                              "a checkpoint is a tdmi .safetensors file (with its .json) or a PyTorch .pth")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found. {WHERE_OFFICIAL_WEIGHTS_COME_FROM}; "
                               "download one yourself and pass its path")
@@ -157,9 +197,8 @@ def read_torch_file(path: str | Path) -> Any:
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path}: refused to unpickle: {_refusal_reason(path, err)}. Such objects could run arbitrary code, so "
-            "tdmi reads .pth files only with torch.load(weights_only=True) and never falls back to unsafe loading. "
-            "If you trust the file, re-save just its tensors, e.g. "
-            "torch.save(torch.load(f, weights_only=False)['state_dict'], 'clean.pth')") from None
+            "tdmi reads .pth files only with torch.load(weights_only=True) and never falls back to unsafe loading; "
+            "ask whoever made the file for its plain state_dict (tensors only) or a .safetensors copy") from None
     except Exception as err:  # torch raises KeyError/RuntimeError/EOFError... for damaged or foreign files
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
 
@@ -352,6 +391,10 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> tuple[dict[str,
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    kind = not_a_checkpoint(path)
+    if kind is not None and Path(path).suffix != ".json":  # x.json names x.safetensors' sidecar
+        raise CheckpointError(f"{path}: {kind if kind.startswith('a folder') else kind + ', not a checkpoint'}; "
+                              "a tdmi checkpoint is a .safetensors file with its .json sidecar")
     weights_path, sidecar_path = checkpoint_paths(path)
     if not weights_path.is_file():
         if Path(path).is_file():
