@@ -1,6 +1,7 @@
 """DCNv2 speed: pure-PyTorch ``deform_conv2d`` against a plain 3x3 conv of the same shape, forward and forward+backward.
 
-The TDMI DCN shape (model-facts.md (c), FAMI-Pose Alignment_V15): 48 -> 48 channels, 3x3, dilation 3, padding 3,
+The TDMI DCN shape (docs/facts/model-facts.md (c), FAMI-Pose Alignment_V15): 48 -> 48 channels, 3x3, dilation 3,
+padding 3,
 12 offset groups, at the 96x72 heatmap resolution, batch 8; offsets ~ 2 px, masks in [0, 1]. Both ops are measured
 in the same run, so the ratios mean something on any machine; the goal is a forward+backward ratio <= 3 for the
 pure-PyTorch path.

@@ -1,7 +1,8 @@
 """Random PoseTrack18-style ground truth and predictions for evaluator tests, parity checks and benchmarks.
 
 Sequence names follow PoseTrack's ``<6 digits>_mpii_test`` pattern so that the official poseval converter accepts
-them. The generator deliberately produces the awkward cases of posetrack-facts.md section 8: unlabelled frames,
+them. The generator deliberately produces the awkward cases of docs/facts/posetrack-facts.md section 8: unlabelled
+frames,
 labelled frames without people, people without keypoints, ignore regions (some self-intersecting), joints the GT
 does not label, predictions without scores, score ties, (0, 0, 0) points, extra people and shuffled person order.
 """

@@ -1,4 +1,5 @@
-"""Checkpoint loading under every HRNet naming (model-facts.md (b)) and tdmi's safetensors + sidecar format."""
+"""Checkpoint loading under every HRNet naming (docs/facts/model-facts.md (b)) and tdmi's safetensors + sidecar
+format."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Supporting-frame selection (tdmi.data.clips): posetrack-facts.md section 3 and its appendix examples."""
+"""Supporting-frame selection (tdmi.data.clips): docs/facts/posetrack-facts.md section 3 and its appendix examples."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PoseTrackClipDataset and collation (tdmi.data.dataset): design.md "Contracts" (clip sample)."""
+"""PoseTrackClipDataset and collation (tdmi.data.dataset): docs/architecture.md "Contracts" (clip sample)."""
 
 from __future__ import annotations
 

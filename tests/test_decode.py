@@ -1,4 +1,4 @@
-"""Heatmap decoding: the reference rules of posetrack-facts.md section 6 and the appendix numeric check."""
+"""Heatmap decoding: the reference rules of docs/facts/posetrack-facts.md section 6 and the appendix numeric check."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Tests for the DCNv2 op (tdmi.models.deform_conv) against an independent, direct implementation of the rule in
-model-facts.md (c), F.conv2d, gradcheck and (when it works) torchvision."""
+docs/facts/model-facts.md (c), F.conv2d, gradcheck and (when it works) torchvision."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HRNet backbone: official key layout and sizes (model-facts.md (a)/(b)), stage features, init, freezing."""
+"""HRNet backbone: official key layout and sizes (docs/facts/model-facts.md (a)/(b)), stage features, init, freezing."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_state_dict_equals_official_manifest(reference_dir, width, expected_para
 
 
 def test_parameter_count_without_reference():
-    # Independent of the shared manifest: W32 totals from model-facts.md (a).
+    # Independent of the shared manifest: W32 totals from docs/facts/model-facts.md (a).
     with torch.device("meta"):
         model = HRNet(width=32)
     assert sum(p.numel() for p in model.parameters()) == 28_536_113
@@ -90,7 +90,7 @@ def test_stage_features_are_the_returned_branch0_outputs(stage1_feature):
         stage2_inputs = [model.transition1[0](s1), model.transition1[1](s1)]
         saved_inputs = list(stage2_inputs)
         stage2 = model.stage2(stage2_inputs)
-        # The list given to a stage is not mutated (model-facts.md (a) pitfall).
+        # The list given to a stage is not mutated (docs/facts/model-facts.md (a) pitfall).
         assert all(a is b for a, b in zip(stage2_inputs, saved_inputs))
         stage3 = model.stage3([stage2[0], stage2[1], model.transition2[2](stage2[1])])
         stage4 = model.stage4([*stage3, model.transition3[3](stage3[2])])

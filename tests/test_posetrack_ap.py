@@ -1,4 +1,5 @@
-"""poseval's AP rules (posetrack-facts.md section 8) and the PoseTrack21 protocol (section 10), on hand-built cases."""
+"""poseval's AP rules (docs/facts/posetrack-facts.md section 8) and the PoseTrack21 protocol (section 10), on
+hand-built cases."""
 
 from __future__ import annotations
 

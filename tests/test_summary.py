@@ -1,4 +1,5 @@
-"""Model summary (`tdmi info`): parameter counts and conv/linear MACs (model-facts.md (a) reference totals)."""
+"""Model summary (`tdmi info`): parameter counts and conv/linear MACs (docs/facts/model-facts.md (a) reference
+totals)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ SIZE = (192, 144)
 SEQUENCES = 6
 FRAMES = 12
 
-# Keys every PoseTrack18 per-sequence file has (posetrack-facts.md 2.1; mmpose's copies add width/height/mask_file).
+# Keys every PoseTrack18 per-sequence file has (docs/facts/posetrack-facts.md 2.1; mmpose's copies add
+# width/height/mask_file).
 REQUIRED_TOP = {"images", "annotations", "categories"}
 REQUIRED_IMAGE = {"has_no_densepose", "is_labeled", "file_name", "nframes", "frame_id", "vid_id", "ignore_regions_y",
                   "ignore_regions_x", "id", "width", "height", "mask_file"}

@@ -1,4 +1,4 @@
-"""Gaussian heatmap targets (tdmi.data.targets): posetrack-facts.md 5.4."""
+"""Gaussian heatmap targets (tdmi.data.targets): docs/facts/posetrack-facts.md 5.4."""
 
 from __future__ import annotations
 

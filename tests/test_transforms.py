@@ -1,4 +1,5 @@
-"""Box, affine, augmentation and normalisation math (tdmi.data.transforms): posetrack-facts.md 4.1, 5.1-5.3."""
+"""Box, affine, augmentation and normalisation math (tdmi.data.transforms): docs/facts/posetrack-facts.md 4.1,
+5.1-5.3."""
 
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ class RDMConfig:
 
 @dataclass
 class MIConfig:
-    """Mutual-information objective (paper section 3.4, eq. 7-13; model-facts.md (d))."""
+    """Mutual-information objective (paper section 3.4, eq. 7-13; docs/facts/model-facts.md (d))."""
 
     enabled: bool = True
     """False = table 7's "RDM without MI" row (heatmap loss only)."""
@@ -113,7 +113,7 @@ class MIConfig:
     epsilon: float = 1e-4
     """Floor mixed into student distributions so every KL is at most log(N / epsilon)."""
     gate_distillation: bool = True
-    """Distil the conditional terms only where the teacher beats the fused prediction (model-facts.md (d));
+    """Distil the conditional terms only where the teacher beats the fused prediction (docs/facts/model-facts.md (d));
     false = the paper-literal VSD use on every joint."""
     motion_head_kernel: int = 1
     """Kernel of the auxiliary motion head h_m that estimates p(y | M) for the VSD terms (1 or 3; ours: 1)."""
@@ -155,7 +155,7 @@ class ModelConfig:
 
 @dataclass
 class AugmentConfig:
-    """Training augmentation with the reference distributions (posetrack-facts.md 5.3)."""
+    """Training augmentation with the reference distributions (docs/facts/posetrack-facts.md 5.3)."""
 
     enabled: bool = True
     scale_factor: float = 0.35
@@ -195,7 +195,7 @@ class DataConfig:
     """Box enlargement before cropping (paper: 25%)."""
     joint_weights: bool = False
     """Multiply the target weights by DCPose's per-joint weights (elbows/knees 1.2, wrists/ankles 1.5;
-    ``USE_DIFFERENT_JOINTS_WEIGHT``, off in DCPose/FAMI; posetrack-facts.md 1.1)."""
+    ``USE_DIFFERENT_JOINTS_WEIGHT``, off in DCPose/FAMI; docs/facts/posetrack-facts.md 1.1)."""
     workers: Optional[int] = None
     """DataLoader worker processes. None (default): the cores each training process may use (the node's cores
     shared among torchrun's local processes) less one, at most 16; 4 workers give about 80 clips/s, less than a

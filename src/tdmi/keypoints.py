@@ -1,6 +1,6 @@
 """Joint sets: PoseTrack's 17-slot order, poseval's 15-joint order, HiEve's 14 joints, and the maps between them.
 
-Facts and sources: ``shared/docs/posetrack-facts.md`` section 1 and ``user-needs.md`` section 2.
+Facts and sources: ``docs/facts/posetrack-facts.md`` section 1 and ``user-needs.md`` section 2.
 
 - The model always predicts the 17-slot "PoseTrack-COCO" order (``POSETRACK17``): COCO's layout with
   head_bottom / head_top in COCO's eye slots (1, 2). The ear slots (3, 4) are never annotated in PoseTrack

@@ -1,7 +1,8 @@
 """The one reader of person-box files, used by ``tdmi test --boxes`` and ``tdmi infer --boxes`` alike.
 
-A box file says where people are; the pose model does the rest (top-down, ``model-facts.md`` (e)). Four layouts
-are read, decided by the top level of the JSON (``posetrack-facts.md`` 4.2 and 10 for the first two):
+A box file says where people are; the pose model does the rest (top-down, ``docs/facts/model-facts.md`` (e)). Four
+layouts
+are read, decided by the top level of the JSON (``docs/facts/posetrack-facts.md`` 4.2 and 10 for the first two):
 
 - a list of COCO detection results, ``{image_id, bbox [x, y, w, h], score, category_id}`` (mmpose's
   ``test_posetrack18_human_detections.json``);

@@ -1,6 +1,7 @@
 """Supporting-frame selection: which frame files form the clip around a key frame (paper section 3.1).
 
-Facts: ``posetrack-facts.md`` sections 2.2 (frame numbering) and 3 (neighbour rules of DCPose, FAMI-Pose, mmpose).
+Facts: ``docs/facts/posetrack-facts.md`` sections 2.2 (frame numbering) and 3 (neighbour rules of DCPose, FAMI-Pose,
+mmpose).
 
 A clip for key frame ``t`` holds the frames ``t - delta .. t + delta`` (T = 2 delta + 1, key frame at position
 ``delta``). For online inference the *causal* window ``t - 2 delta .. t`` has the same length and puts the key frame

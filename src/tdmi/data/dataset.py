@@ -1,8 +1,9 @@
-"""The clip dataset: records -> clip tensors, heatmap targets and meta (design.md "Contracts", clip sample).
+"""The clip dataset: records -> clip tensors, heatmap targets and meta (docs/architecture.md "Contracts", clip sample).
 
 Composes ``clips`` (which frame files), ``images`` (decoding), ``transforms`` (box -> center/scale, one affine crop
 for all frames, augmentation, normalisation) and ``targets`` (heatmaps of the key frame). Facts:
-``posetrack-facts.md`` sections 3, 4 and 5; the paper's section 4.1 (clip t-2..t+2, key frame's box for all frames).
+``docs/facts/posetrack-facts.md`` sections 3, 4 and 5; the paper's section 4.1 (clip t-2..t+2, key frame's box for all
+frames).
 
 One sample is one person box in one key frame:
 

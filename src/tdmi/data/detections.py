@@ -1,7 +1,7 @@
 """Person boxes for validation/test and inference: detection files and the ground-truth-box mode.
 
 Box files are read by :mod:`tdmi.data.box_files` (its docstring lists the layouts and the rules shared with
-``tdmi infer``); this module matches them to dataset frames (``shared/docs/posetrack-facts.md`` 4.2 and 10):
+``tdmi infer``); this module matches them to dataset frames (``docs/facts/posetrack-facts.md`` 4.2 and 10):
 
 - COCO detection results and PoseTrack-style files are matched to frames by image id;
 - DCPose / PoseWarper box lists (``val_boxes.json``) and ``tdmi-boxes`` files by image path, exactly or by the

@@ -1,7 +1,7 @@
 """HiEve (humaninevents.org, ACM MM 2020 challenge) annotations -> the PoseTrack-order records, and a submission
 zip writer.
 
-What is public and implemented (``shared/docs/user-needs.md`` section 2, humaninevents.org/format.html):
+What is public and implemented (``docs/facts/user-needs.md`` section 2, humaninevents.org/format.html):
 
 - All-track ground truth: one VOC-style XML per frame (``000000.xml`` for frame 0) with ``folder``, ``filename``
   (``0.jpg``), ``size/{width,height}`` and one ``object`` per person: ``name`` ``P-<id>``, ``action``, and a

@@ -1,6 +1,7 @@
 """Frame files: decoding with OpenCV and reading an image's size from its header.
 
-Facts: ``posetrack-facts.md`` 5.1 (frames are read with cv2 as BGR uint8; HRNet adds IGNORE_ORIENTATION so that EXIF
+Facts: ``docs/facts/posetrack-facts.md`` 5.1 (frames are read with cv2 as BGR uint8; HRNet adds IGNORE_ORIENTATION so
+that EXIF
 rotation never changes the pixel grid the annotations refer to) and 4.1 (GT boxes are clipped to the image, which
 needs the image size; official PoseTrack18 per-sequence files do not state it).
 """

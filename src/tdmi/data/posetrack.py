@@ -1,7 +1,7 @@
 """PoseTrack17 / 18 / 21 annotation readers (and a PoseTrack18-schema writer) producing the plain records of
 :mod:`tdmi.data.records`.
 
-Facts implemented (``shared/docs/posetrack-facts.md``):
+Facts implemented (``docs/facts/posetrack-facts.md``):
 
 - 2.1 The PoseTrack18/21 per-sequence schema (``images`` / ``annotations`` / ``categories``), 17-slot keypoints.
 - 2.2 PoseTrack17's old ``annolist`` schema (JSON from poseval's ``mat2json``, or the official ``.mat`` files read

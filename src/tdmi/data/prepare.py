@@ -4,7 +4,8 @@ converting, and say whether it is usable. It never downloads anything (user-need
 What it checks (layouts in ``docs/data.md``):
 
 - the expected annotation folders per split and that every annotation file parses (errors name file and field);
-- sequence counts against the known ones (posetrack-facts.md 10, user-needs.md 6): PoseTrack17 250 train / 50 val /
+- sequence counts against the known ones (docs/facts/posetrack-facts.md 10, user-needs.md 6): PoseTrack17 250 train /
+50 val /
   214 test; PoseTrack18 593 / 170 / 375 with label v0.45, while v0.2 had 74 val sequences (the report says which
   version the val count matches); PoseTrack21 reuses the PoseTrack18 videos (no count is asserted);
 - per sequence: frame files on disk against ``nframes`` and against the frames the annotation lists, listing

@@ -1,6 +1,6 @@
 """Gaussian heatmap targets and joint weights for the key frame (paper section 3.4, L_H).
 
-Facts: ``posetrack-facts.md`` 5.4 (the HRNet/DCPose target generator) and 1.1 (optional joint weights).
+Facts: ``docs/facts/posetrack-facts.md`` 5.4 (the HRNet/DCPose target generator) and 1.1 (optional joint weights).
 
 For joint j at crop position (x, y) with flag v_j (already 0 for joints outside the crop):
 - stride = input size / heatmap size per axis (4 for 288x384 -> 72x96);

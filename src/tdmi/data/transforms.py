@@ -1,6 +1,7 @@
 """Box -> (center, scale), the affine crop shared by every frame of a clip, augmentation, normalisation.
 
-Facts: ``posetrack-facts.md`` 4.1 (box -> center/scale, GT-box sanitising), 5.1 (RGB, ImageNet normalisation),
+Facts: ``docs/facts/posetrack-facts.md`` 4.1 (box -> center/scale, GT-box sanitising), 5.1 (RGB, ImageNet
+normalisation),
 5.2 (the 3-point affine construction, INTER_LINEAR, black border, out-of-crop joint rule) and 5.3 (augmentation
 distributions and order). The paper (section 4.1) crops every frame of the clip with the key frame's box; a clip's
 frames therefore share ONE affine matrix, including flip, rotation and scale augmentation.

@@ -1,8 +1,9 @@
 """Model over a split -> prediction files -> PoseTrack mAP table (``tdmi test`` and the trainer's validation).
 
-Flow (design.md "Layout", ``engine/test.py``): the clip dataset of the val/test split with GT boxes or a detection
+Flow (docs/architecture.md "Layout", ``engine/test.py``): the clip dataset of the val/test split with GT boxes or a
+detection
 file (``tdmi.data.dataset.build_dataset``) -> batched inference under ``torch.inference_mode`` -> heatmaps decoded
-exactly as DCPose/FAMI decode them (``tdmi.evaluation.decode``, posetrack-facts.md section 6) -> one official
+exactly as DCPose/FAMI decode them (``tdmi.evaluation.decode``, docs/facts/posetrack-facts.md section 6) -> one official
 PoseTrack18 JSON per sequence (``tdmi.evaluation.writers``; joint score = heatmap maximum x box score, the writer
 multiplies) -> poseval-identical AP (``tdmi.evaluation.posetrack_ap``). The table is always printed with the boxes it
 was computed from, since GT-box and detection-box numbers are not comparable (user-needs.md).
@@ -11,7 +12,8 @@ Optional HRNet flip test (``test.flip_test``, off by default as in DCPose/FAMI):
 (``frames.flip(-1)``: all T frames flipped along the width), and the decoder fuses the two outputs
 (``decode_heatmaps(flipped_heatmaps=...)``: flip back, swap left/right channels, shift one pixel, average).
 
-Checkpoints (design.md "Checkpoints"): a tdmi checkpoint's sidecar carries the training config, so ``tdmi test``
+Checkpoints (docs/architecture.md "Checkpoints"): a tdmi checkpoint's sidecar carries the training config, so ``tdmi
+test``
 needs no ``--config``; a given config must describe the same model (the architecture keys of ``model``), otherwise
 the error names the keys that differ. Keys under ``mi_objective.`` belong to the training objective, not the model.
 

@@ -1,6 +1,6 @@
 """Heatmaps -> image keypoints, exactly as the reference decoders (DCPose / FAMI-Pose / HRNet ``get_final_preds``).
 
-Facts: ``shared/docs/posetrack-facts.md`` section 6 (decoding) and section 10 ("Decoding must keep ..."). The published
+Facts: ``docs/facts/posetrack-facts.md`` section 6 (decoding) and section 10 ("Decoding must keep ..."). The published
 numbers of DCPose and FAMI-Pose (and so, presumably, TDMI) were produced with this decoder, so the default path keeps
 every detail:
 

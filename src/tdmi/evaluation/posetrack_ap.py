@@ -1,6 +1,6 @@
 """PoseTrack multi-person pose AP: our own implementation of poseval's rules, plus the PoseTrack21 kit's rules.
 
-Facts: ``shared/docs/posetrack-facts.md`` sections 7 (what poseval reads), 8 (poseval's AP algorithm), 10 (the
+Facts: ``docs/facts/posetrack-facts.md`` sections 7 (what poseval reads), 8 (poseval's AP algorithm), 10 (the
 PoseTrack21 protocol) and 1 (joint orders). Written from those facts; no poseval code is used or imported.
 
 ``protocol="poseval"`` (PoseTrack17/18, the default) reproduces the official ``poseval`` numbers:

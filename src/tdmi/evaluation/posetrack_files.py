@@ -1,6 +1,6 @@
 """Reading PoseTrack files the way poseval reads them: per-person arrays for the AP and MOTA evaluators.
 
-Facts: ``shared/docs/posetrack-facts.md`` sections 7 (what poseval reads) and 8 (steps 1-4: conversion, evaluated
+Facts: ``docs/facts/posetrack-facts.md`` sections 7 (what poseval reads) and 8 (steps 1-4: conversion, evaluated
 frames, rects without points, ignore regions). :func:`_prepare_poseval` gives one sequence's GT and predicted
 people after every cleaning step, which is where the AP (:mod:`tdmi.evaluation.posetrack_ap`) and the tracking
 metrics (:mod:`tdmi.evaluation.posetrack_mota`) start; PoseTrack21's reading is in

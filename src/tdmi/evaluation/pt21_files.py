@@ -1,6 +1,6 @@
 """Reading PoseTrack21 files the way the PoseTrack21 kit (``eval_type='pose_estim'``) reads them.
 
-Facts: ``shared/docs/posetrack-facts.md`` section 10 and ``tracking-eval-facts.md``. Frames are the GT
+Facts: ``docs/facts/posetrack-facts.md`` section 10 and ``docs/facts/tracking-eval-facts.md``. Frames are the GT
 ``is_labeled`` frames, a joint is present iff ``x > 0 and y > 0``, ignore regions zero points.
 """
 

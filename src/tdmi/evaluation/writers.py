@@ -1,6 +1,6 @@
 """Prediction files in the official per-sequence PoseTrack18 layout (read by poseval and by the PoseTrack21 kit).
 
-Facts: ``shared/docs/posetrack-facts.md`` sections 7.1 (what poseval accepts), 7.2 (how DCPose writes), 9 (mmpose)
+Facts: ``docs/facts/posetrack-facts.md`` sections 7.1 (what poseval accepts), 7.2 (how DCPose writes), 9 (mmpose)
 and 10 (PT21: equal image ids per position, ``scores`` per joint).
 
 One file per GT sequence, named like the GT file, holding:
@@ -13,7 +13,8 @@ One file per GT sequence, named like the GT file, holding:
   ``category_id`` 1 and ``id``;
 - ``categories``: the GT's (or the standard 17-name person category).
 
-Joint score = heatmap maximum x box score (DCPose/FAMI, design.md "Predictions"). :class:`PersonPrediction` takes
+Joint score = heatmap maximum x box score (DCPose/FAMI, docs/architecture.md "Predictions"). :class:`PersonPrediction`
+takes
 the two factors separately (``heatmap_scores`` and ``box_score``) and the writer multiplies them, so that no caller
 can multiply twice or forget to. Frames without predictions get no annotations: DCPose's dummy person (one point
 at (0, 0) with score -100) is an unmatched lowest-ranked detection that leaves AP unchanged, so it is left out.

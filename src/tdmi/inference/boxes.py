@@ -1,7 +1,7 @@
 """Vectorised person-box utilities shared by the detectors and the tracker.
 
 Boxes are float32 ``[N, 4]`` arrays of ``[x, y, w, h]`` in pixels of the frame they belong to (x to the right,
-y down), the convention of PoseTrack and COCO result files (``posetrack-facts.md`` section 4). Every function
+y down), the convention of PoseTrack and COCO result files (``docs/facts/posetrack-facts.md`` section 4). Every function
 here is vectorised with NumPy so that thousands of boxes per frame stay cheap (no Python loop over pairs).
 """
 

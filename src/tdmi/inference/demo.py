@@ -1,6 +1,7 @@
 """``tdmi demo``: the embedded default. No arguments, no downloads: synthesise, infer, render, score.
 
-Implements ``design.md`` "Commands users expect" (``tdmi demo``, embedded default) and ``user-needs.md`` section 3
+Implements ``docs/architecture.md`` "Commands users expect" (``tdmi demo``, embedded default) and ``user-needs.md``
+section 3
 ("CPU fallback for the demo"). Steps, all into ``--out`` (default ``tdmi-demo/``):
 
 1. a short SynthTrack clip (``tdmi.data.synthetic``; 1 sequence x 24 frames at 320x240 by default) with its

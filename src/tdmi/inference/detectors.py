@@ -1,8 +1,8 @@
 """Person detectors for ``tdmi infer``: box files, a built-in HOG people detector, torchvision models if present.
 
-TDMI is top-down (``model-facts.md`` (e): boxes enlarged 25% crop the clip), so video inference needs person
+TDMI is top-down (``docs/facts/model-facts.md`` (e): boxes enlarged 25% crop the clip), so video inference needs person
 boxes. Users ask for a built-in detector and for using precomputed boxes (``user-needs.md`` sections 7 and 9);
-the published numbers use PoseWarper's precomputed boxes (``posetrack-facts.md`` section 4.2), so a box file
+the published numbers use PoseWarper's precomputed boxes (``docs/facts/posetrack-facts.md`` section 4.2), so a box file
 is the right choice whenever one exists. Every detector has one method::
 
     detect(frame_bgr [H, W, 3] uint8, frame_index=None, frame_name=None) -> Detections(boxes [N, 4], scores [N])
@@ -73,7 +73,8 @@ def _record_key(name: str) -> tuple[str, str]:
 
 
 def _posetrack_image_name(image_id: int) -> Optional[str]:
-    """``<sequence>/<frame>`` of a PoseTrack18 image id (T*10^10 + S*10^4 + F, ``posetrack-facts.md`` section 2),
+    """``<sequence>/<frame>`` of a PoseTrack18 image id (T*10^10 + S*10^4 + F, ``docs/facts/posetrack-facts.md``
+    section 2),
     e.g. 10128340012 -> ``012834/000012``; None for ids too small to be one (then the id is the frame index)."""
     if image_id < 10**8:
         return None

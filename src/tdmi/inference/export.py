@@ -1,6 +1,7 @@
 """``tdmi export --format onnx``: the per-frame encoder and the clip decoder as two ONNX graphs.
 
-The split follows ``design.md`` (``encode`` / ``decode``) and is what makes a deployed pipeline cache-friendly
+The split follows ``docs/architecture.md`` (``encode`` / ``decode``) and is what makes a deployed pipeline
+cache-friendly
 (``tdmi.inference.pipeline``): run ``encoder.onnx`` once per (person crop, frame) and ``decoder.onnx`` once per key
 frame on T cached feature sets.
 

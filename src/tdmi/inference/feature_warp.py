@@ -124,7 +124,7 @@ def resample_slots(slot_features: list[list[tuple[torch.Tensor, ...]]],
     first = slot_features[next(iter(moved))[0]][next(iter(moved))[1]]
     height, width = first[0].shape[-2:]
     if any(stage.shape[-2:] != (height, width) for stage in first):
-        # HRNet's stage features share one resolution (design.md); one grid per slot relies on it
+        # HRNet's stage features share one resolution (docs/architecture.md); one grid per slot relies on it
         raise ValueError("warp mode needs every stage feature at one resolution, got "
                          f"{[tuple(stage.shape[-2:]) for stage in first]}; use --mode tube or exact")
     grids = sampling_grids(list(moved.values()), (int(width), int(height)), first[0].device)

@@ -1,10 +1,11 @@
 """Streaming video inference: detect, track, crop clips, run TDMI with a per-frame feature cache, write poses.
 
 Implements ``tdmi infer`` (``user-needs.md`` sections 9-11: "``video.mp4 -> poses.json + overlay.mp4``", boundary
-padding, an online option, batching, an FPS report) on top of ``design.md``'s split of the model into
+padding, an online option, batching, an FPS report) on top of ``docs/architecture.md``'s split of the model into
 ``encode(frames [N, 3, H, W]) -> StageFeatures`` and ``decode(StageFeatures of [B, T, C, h, w]) -> TDMIOutput``.
 
-Clips and crops (paper section 4.1, ``model-facts.md`` (e)): the clip of key frame t is frames t-delta .. t+delta,
+Clips and crops (paper section 4.1, ``docs/facts/model-facts.md`` (e)): the clip of key frame t is frames t-delta ..
+t+delta,
 all cropped with ONE box (the person box enlarged 25% after the aspect fix, ``tdmi.data.transforms``). Four ways
 to feed it, chosen by ``mode``:
 

@@ -6,7 +6,7 @@ joints linked to the shoulders, never the unannotated ears). A joint is drawn on
 ``joint_threshold`` and a limb only when both ends are drawn. Every person keeps one colour per track id
 across the video.
 
-Writes are atomic (``design.md``, house standards): the video goes to a hidden temporary file in the target
+Writes are atomic (``docs/architecture.md``, house standards): the video goes to a hidden temporary file in the target
 folder and is renamed when complete; an exception while writing removes the temporary file, so no partial
 video is ever left under the final name. MP4 uses OpenCV's ``mp4v`` (MPEG-4 part 2) codec; when this OpenCV
 build cannot write it, the writer falls back to Motion-JPEG in an ``.avi`` and says so in :attr:`VideoWriter.note`.

@@ -1,7 +1,7 @@
 """Frame sources for ``tdmi infer``: video files, folders of frames, single images and webcams.
 
 Implements the input side of the video-inference path (``user-needs.md`` section 9: "one command
-``video.mp4 -> poses.json + overlay.mp4``"; ``design.md``, ``inference/sources.py``). Every source yields
+``video.mp4 -> poses.json + overlay.mp4``"; ``docs/architecture.md``, ``inference/sources.py``). Every source yields
 :class:`SourceFrame` records ``(index, image, timestamp, name)`` where ``image`` is a uint8 BGR array
 ``[H, W, 3]`` and carries a :class:`SourceInfo` (fps, frame count when known, size of the first frame).
 

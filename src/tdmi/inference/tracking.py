@@ -9,13 +9,13 @@ per frame (``scipy.optimize.linear_sum_assignment``) on ``1 - IoU`` between each
 - a track that finds no detection survives ``max_missed`` frames (gap tolerance) and is then closed;
 - an unmatched detection starts a new track;
 - ids are ``0 <= id < 10000`` because poseval adds ``sequence_index * 10000`` to track ids
-  (``posetrack-facts.md`` section 8), and are unique among live tracks (hence per frame). After id 9999 the
+  (``docs/facts/posetrack-facts.md`` section 8), and are unique among live tracks (hence per frame). After id 9999 the
   counter wraps to the smallest id no live track holds, so ids of long-closed tracks may come back.
 
 Boxes are cleaned first (:func:`tdmi.inference.boxes.sanitize_boxes`): clipped to the frame, degenerate and
 tiny ones dropped, at most ``max_boxes`` kept (a warning says so). All IoUs are vectorised.
 
-Crop boxes of a clip (``model-facts.md`` (e): "boxes are enlarged by 25%, and the same box crops every frame
+Crop boxes of a clip (``docs/facts/model-facts.md`` (e): "boxes are enlarged by 25%, and the same box crops every frame
 of the clip I_{t-delta..t+delta}"):
 
 - :func:`key_frame_crop_box` (exact mode): the key frame's own box enlarged 25%, used for all 2 delta + 1

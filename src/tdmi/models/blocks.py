@@ -3,9 +3,11 @@
 - :class:`BasicBlock`: HRNet's residual block (3x3 conv, BN, ReLU, 3x3 conv, BN, add the shortcut, ReLU). The
   layer names (``conv1, bn1, conv2, bn2, downsample``) are HRNet's, so the same class can hold official weights.
 - :class:`BlockChain`: ``num_blocks`` BasicBlocks where only the first changes the width, through a 1x1 conv + BN
-  projection on its shortcut (the "chain of basic blocks" pattern of DCPose/FAMI; model-facts.md (e), "intra-stage
+  projection on its shortcut (the "chain of basic blocks" pattern of DCPose/FAMI; docs/facts/model-facts.md (e),
+  "intra-stage
   blocks").
-- :func:`init_normal_`: the initialisation every new TDMI layer gets (model-facts.md (a) "BatchNorm momentum and
+- :func:`init_normal_`: the initialisation every new TDMI layer gets (docs/facts/model-facts.md (a) "BatchNorm momentum
+and
   init": conv weight ~ N(0, 0.001), bias 0; BN gamma 1, beta 0). Modules initialise their own layers in
   ``__init__``, so a parent never has to re-initialise (and undo) a child's special init such as the zero-initialised
   offset/mask predictors of the TDE.

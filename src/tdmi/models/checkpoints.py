@@ -1,6 +1,6 @@
 """Checkpoints: safe loading of foreign HRNet ``.pth`` files, and tdmi's own safetensors + JSON sidecar format.
 
-Foreign HRNet weights (model-facts.md (b), "Recommended loader"). One loader reads every naming in use:
+Foreign HRNet weights (docs/facts/model-facts.md (b), "Recommended loader"). One loader reads every naming in use:
 
 | source | file layout | key names |
 | --- | --- | --- |
@@ -17,7 +17,8 @@ never retried unsafely. Names are mapped by the explicit rules of :func:`hrnet_k
 model's shape (a mismatch is an error naming the key and both shapes); absent ``num_batches_tracked`` buffers are
 filled with 0; everything else is reported in a :class:`LoadReport`. Nothing is ever downloaded.
 
-tdmi's own checkpoints (design.md "Checkpoints"): ``<name>.safetensors`` holds the tensors and ``<name>.json``
+tdmi's own checkpoints (docs/architecture.md "Checkpoints"): ``<name>.safetensors`` holds the tensors and
+``<name>.json``
 (the sidecar) holds what is needed to use them: the config, joint set, input/heatmap size, normalisation, delta,
 tdmi and format version, the weights' sha256, and free-form training info. Both are written atomically.
 """
@@ -48,7 +49,7 @@ WHERE_OFFICIAL_WEIGHTS_COME_FROM = (
 )
 
 WRAPPER_PREFIXES = ("backbone.", "rough_pose_estimation_net.", "hrnet.")
-"""Prefixes under which a bigger model stores its HRNet: mmpose, DCPose, FAMI-Pose (model-facts.md (b))."""
+"""Prefixes under which a bigger model stores its HRNet: mmpose, DCPose, FAMI-Pose (docs/facts/model-facts.md (b))."""
 
 HEAD_PREFIXES = ("keypoint_head.final_layer.", "head.final_layer.")
 """mmpose 0.x and 1.x names of the 1x1 heatmap conv, which is HRNet's ``final_layer``."""

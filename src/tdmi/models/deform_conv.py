@@ -1,6 +1,7 @@
 """Modulated deformable convolution (DCNv2, paper eq. 3-4) in pure PyTorch, with torchvision's offset/mask layout.
 
-Semantics (model-facts.md (c)), for input ``[B, Cin, H, W]``, weight ``[Cout, Cin/groups, kh, kw]``, K = kh*kw:
+Semantics (docs/facts/model-facts.md (c)), for input ``[B, Cin, H, W]``, weight ``[Cout, Cin/groups, kh, kw]``, K =
+kh*kw:
 
 - ``offset [B, 2*G*K, Ho, Wo]``: G offset groups, inferred as ``offset.shape[1] // (2K)``; input channels are
   split into G contiguous blocks. For group g and tap k = i*kw + j, channel ``g*2K + 2k`` is dy and ``g*2K + 2k + 1``

@@ -1,7 +1,7 @@
 """HRNet pose network (Sun et al., CVPR 2019) returning the four stage features TDMI differences.
 
 TDMI (Feng et al., CVPR 2023, section 3.1) forms F^j, j = 1..4, from "four convolutional stages" of a
-COCO-pretrained HRNet-W48. Which tensors those are, and the architecture itself, follow model-facts.md (a):
+COCO-pretrained HRNet-W48. Which tensors those are, and the architecture itself, follow docs/facts/model-facts.md (a):
 
 - stem: two 3x3 stride-2 convs (3->64->64), each with BN and ReLU; output at 1/4 resolution.
 - stage 1 (``layer1``): 4 Bottlenecks (planes 64, expansion 4), the first with a 1x1 projection shortcut.
@@ -16,10 +16,10 @@ the layer1 output [N, 256, H/4, W/4] (``"layer1"``, tdmi's earlier choice); ``s2
 the lists that stage 2, 3, 4 *return* [N, C, H/4, W/4]. ``s4`` is exactly ``final_layer``'s input. The choice only
 changes what is returned: the network and its weights are the same.
 
-Module names and parameter shapes equal the official COCO checkpoints key for key (model-facts.md (b);
+Module names and parameter shapes equal the official COCO checkpoints key for key (docs/facts/model-facts.md (b);
 ``shared/reference/hrnet_w{32,48}_coco_keys.json``), so ``pose_hrnet_w48_384x288.pth`` loads without renaming.
 Blocks never mutate the list they receive (the official module rebinds its input list in place, which makes a
-caller's saved list hold pre-fusion tensors; model-facts.md (a) "Pitfall").
+caller's saved list hold pre-fusion tensors; docs/facts/model-facts.md (a) "Pitfall").
 
 Freezing (``freeze``): DCPose/FAMI only set ``requires_grad=False``; ``bn_eval=True`` additionally keeps every
 BatchNorm in eval mode, and :meth:`HRNet.train` re-applies that, so a parent's ``model.train()`` (which calls
@@ -33,7 +33,7 @@ from typing import NamedTuple
 from torch import Tensor, nn
 
 BN_MOMENTUM = 0.1
-"""BatchNorm momentum of every BN in HRNet (model-facts.md (a): 0.1 everywhere, eps 1e-5, affine)."""
+"""BatchNorm momentum of every BN in HRNet (docs/facts/model-facts.md (a): 0.1 everywhere, eps 1e-5, affine)."""
 
 STEM_CHANNELS = 64
 BOTTLENECK_EXPANSION = 4
@@ -257,7 +257,7 @@ class HRNet(nn.Module):
         ))
 
     def init_weights(self) -> None:
-        """HRNet's init (model-facts.md (a)): every conv N(0, 0.001) with zero bias; BN gamma 1, beta 0."""
+        """HRNet's init (docs/facts/model-facts.md (a)): every conv N(0, 0.001) with zero bias; BN gamma 1, beta 0."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.normal_(module.weight, std=0.001)

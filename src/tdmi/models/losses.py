@@ -1,6 +1,6 @@
 """Heatmap regression loss L_H (paper eq. 14) with per-joint target weights.
 
-posetrack-facts.md 5.5: DCPose and FAMI-Pose compute, for each joint j, the mean over (batch, h*w) of
+docs/facts/posetrack-facts.md 5.5: DCPose and FAMI-Pose compute, for each joint j, the mean over (batch, h*w) of
 ``((pred - gt) * weight_j)^2`` and average over joints; HRNet's loss is the same times 0.5. The factor matters for
 TDMI because L = L_H + alpha * L_MI: halving L_H doubles alpha's effective weight. Our default is 1.0
 (DCPose/FAMI, whose numbers TDMI compares against); ``factor=0.5`` reproduces HRNet.

@@ -259,7 +259,7 @@ class MIObjective(nn.Module):
         self.epsilon = float(epsilon)
         self.gate_distillation = bool(gate_distillation)
         self.motion_head = nn.Conv2d(channels, num_joints, motion_head_kernel, padding=motion_head_kernel // 2)
-        # HRNet/FAMI init for new convs (model-facts.md (a)): small weights, so h_m starts near-uniform
+        # HRNet/FAMI init for new convs (docs/facts/model-facts.md (a)): small weights, so h_m starts near-uniform
         nn.init.normal_(self.motion_head.weight, std=0.001)
         nn.init.zeros_(self.motion_head.bias)
         self.heatmap_loss = JointsMSELoss(factor=1.0)

@@ -1,6 +1,7 @@
 """``tdmi info``: parameters, multiply-adds per person, input/heatmap sizes, clip length and joint set of a model.
 
-Multiply-adds follow HRNet's own convention (model-facts.md (a), "Parameter counts and FLOPs"): conv and linear
+Multiply-adds follow HRNet's own convention (docs/facts/model-facts.md (a), "Parameter counts and FLOPs"): conv and
+linear
 (matrix-product) MACs only, i.e. ``FlopCounterMode`` FLOPs / 2; BN, activations, additions and resampling are left
 out. HRNet's README "GFLOPs" are these MACs / 1024^3. Reference values: HRNet-W32 at 256x192 = 7,645,003,776 MACs,
 W48 at 384x288 = 35,306,606,592 (final_layer included).

@@ -7,7 +7,7 @@ Data flow of one clip of T = 2*delta + 1 frames (key frame at index delta):
       fusion: BlockChain([Mu, V]) -> F~ [B, C, h, w] --3x3 conv--> heatmaps [B, J, h, w]
 
 V is the key frame's stage-4 feature F_t^4 (TDMI) or, for TDMI-ST, a block chain over the concatenated stage-4
-features of all T frames (model-facts.md (e): "TDMI-ST spatiotemporal feature"). Without the RDM (table 5's
+features of all T frames (docs/facts/model-facts.md (e): "TDMI-ST spatiotemporal feature"). Without the RDM (table 5's
 "TDE only") M itself is fused and ``useful``/``noisy`` are None. ``encode`` / ``decode`` are split so that
 per-frame backbone features can be cached (a video frame is a supporting frame of up to 2*delta other key
 frames); ``forward`` is ``decode(encode(...))``.
@@ -166,7 +166,8 @@ class TDMI(_ClipModel):
         self.head = nn.Conv2d(channels, num_joints, kernel_size=3, padding=1)
         init_normal_(self.head)
         # TDMI never trains HRNet's own head: it only gives the MI objective its static teacher p(y | F)
-        # (model-facts.md (d), h_hr), which is detached there. Fixing it also when the backbone is fine-tuned keeps
+        # (docs/facts/model-facts.md (d), h_hr), which is detached there. Fixing it also when the backbone is
+        # fine-tuned keeps
         # every trainable parameter on the loss path (DDP refuses parameters that never get a gradient).
         backbone.final_layer.requires_grad_(False)
 

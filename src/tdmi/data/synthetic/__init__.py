@@ -17,8 +17,8 @@ temporal modelling beats a single-frame HRNet all run on it. Every sequence is r
   crowd that is not annotated and lies under an ignore polygon, as in PoseTrack.
 - Backgrounds: value noise, stripes, tiles and bricks, gradients, static props (trees, windows, lamp posts).
 
-Files (``posetrack-facts.md`` sections 1-2; every key of the real PoseTrack18 files is written, including the
-mmpose copies' ``width``, ``height`` and ``mask_file``)::
+Files (``docs/facts/posetrack-facts.md`` sections 1-2; every key of the real PoseTrack18 files is written, including
+the mmpose copies' ``width``, ``height`` and ``mask_file``)::
 
     <out>/images/<split>/<seq>/%06d.jpg           every frame
     <out>/mask/<split>/<seq>/%06d.jpg             ignore-region masks (255 inside an ignore polygon)
@@ -52,10 +52,19 @@ Extra keys (readers ignore unknown keys; poseval does too):
   "person_occlusion": bool}``. ``blur_px`` is the largest image displacement of an annotated joint (or of the
   camera) during the exposure; ``motion_blur`` is ``blur_px >= 3``. ``hidden_joints`` counts in-image joints of
   annotated people covered by an object or another person.
-- ``annotations[k]["synthtrack"]``: ``{"visible": [17 x 0/1], "action": str}`` (visible = inside the image and
-  not covered by anything else).
+- ``annotations[k]["synthtrack"]``: ``{"visible": [17 x 0/1], "action": str, "blur_px": float,
+  "hidden_joints": int, "speed": float, "distractor_in_crop": bool}``: visible = inside the image and not covered by
+  anything else; the rest is the person's own difficulty on that frame (its joints' largest displacement during
+  the exposure, its covered in-image joints, its mean joint speed in % of its height per frame without camera
+  motion, and whether another person has at least 3 joints inside its crop).
 - top level ``"synthtrack"``: the sequence's scene summary (seed, people and their actions, occluders, crowd,
   exposure, shake amplitude).
+
+Versions (``SynthOptions.version``): 2 (the default) draws every entity from its own random stream, so one element
+can be toggled without changing the others; :func:`generate_counterfactual` (``tdmi synth --counterfactual``) writes
+paired sets of the same scenes: one key person alone before a still background, the same plus an unannotated person
+walking through its crop, and the same with a panning, moving background, labelled alike. Version 1 (one stream)
+still renders the frames of the sets made before (``tdmi synth --generator-version 1``).
 
 Python API: :func:`generate_synthtrack` writes a set and returns a :class:`SynthSummary`; :func:`render_clip`
 renders one sequence in memory (``images [T, H, W, 3]`` uint8 BGR, ``keypoints [T, P, 17, 3]``) without
@@ -74,5 +83,5 @@ from tdmi.data.synthetic.options import (DEFAULT_SIZE, SEQUENCE_TOKEN, SEQUENCE_
 from tdmi.data.synthetic.writer import generate_counterfactual, generate_synthtrack, synth_command
 
 __all__ = ["DEFAULT_SIZE", "SEQUENCE_TOKEN", "SEQUENCE_TOKEN_ID", "SYNTHTRACK_VERSION", "SynthClip", "SynthOptions",
-           "SynthSummary", "categories", "generate_counterfactual", "generate_synthtrack", "image_id", "labeled_frame_mask", "pt18_bbox",
-           "render_clip", "sequence_name", "synth_command"]
+           "SynthSummary", "categories", "generate_counterfactual", "generate_synthtrack", "image_id",
+           "labeled_frame_mask", "pt18_bbox", "render_clip", "sequence_name", "synth_command"]
