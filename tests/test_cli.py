@@ -90,3 +90,20 @@ def test_info_list_shortens_descriptions_at_word_boundaries(capsys):
                                    (next(p for p in packaged_configs() if p.stem == name)).read_text().splitlines()
                                    if line.startswith("#"))
             assert " ".join(words) in config_text  # every shown word is whole
+
+
+def test_help_examples_name_shipped_configs_not_repository_paths():
+    """A wheel install has no configs/ folder: every --help example names a shipped config (issue 25)."""
+    import re
+
+    from tdmi.config import packaged_configs
+
+    names = {p.stem for p in packaged_configs()}
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    seen = 0
+    for command, sub in subparsers.choices.items():
+        for value in re.findall(r"--config (\S+)", sub.epilog or ""):
+            assert value in names, f"tdmi {command} --help example: --config {value}"
+            seen += 1
+    assert seen >= 2

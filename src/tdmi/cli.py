@@ -237,8 +237,8 @@ def _run_test(args) -> int:
 
 def _add_train(sub) -> None:
     p = _parser(sub, "train", "train a model (single process, or one process per GPU under torchrun)",
-                "tdmi train --config configs/tdmi_w48_pt17.yaml --set train.batch_size=8\n"
-                "  torchrun --nproc_per_node 2 -m tdmi train --config configs/tdmi_w48_pt17.yaml\n"
+                "tdmi train --config tdmi_w48_pt17 --set train.batch_size=8\n"
+                "  torchrun --nproc_per_node 2 -m tdmi train --config tdmi_w48_pt17\n"
                 "  tdmi train --resume runs/tdmi_w48_pt17")
     _add_config_options(p)
     p.add_argument("--resume", help="run folder (or checkpoint) to continue from; without --config the run's own "
