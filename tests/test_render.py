@@ -68,9 +68,31 @@ def test_video_is_playable_and_written_atomically(tmp_path):
         for i in range(12):
             writer.write(_frame(i))
         assert not target.exists()  # nothing under the final name until the file is complete
-    assert writer.path == target and writer.codec == "mp4v" and writer.note == ""
+    assert writer.path == target and writer.codec == "h264" and writer.note == ""
     assert _count_frames(target) == (12, (96, 64))
     assert sorted(p.name for p in target.parent.iterdir()) == ["overlay.mp4"]
+    # what a browser needs: H.264 in yuv420p (issue 25), as ffmpeg itself reads the file back
+    import subprocess
+
+    import imageio_ffmpeg
+
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(target)],
+                           capture_output=True, text=True).stderr
+    assert "Video: h264" in probe and "yuv420p" in probe
+
+
+def test_odd_frame_sizes_are_padded_for_h264(tmp_path):
+    with VideoWriter(tmp_path / "odd.mp4", fps=10, size=(95, 63)) as writer:
+        for i in range(3):
+            writer.write(_frame(i)[:63, :95])
+    assert writer.codec == "h264" and _count_frames(writer.path) == (3, (96, 64))
+
+
+def test_without_imageio_ffmpeg_mp4v_is_written_with_a_note(tmp_path, monkeypatch):
+    monkeypatch.setattr(VideoWriter, "_open_h264", lambda self, final, fps: False)
+    with VideoWriter(tmp_path / "v.mp4", fps=10, size=(96, 64)) as writer:
+        writer.write(_frame(0))
+    assert writer.codec == "mp4v" and "tdmi[video]" in writer.note and "browsers" in writer.note
 
 
 def test_exception_mid_write_leaves_no_file(tmp_path):
@@ -100,6 +122,7 @@ def test_falls_back_to_mjpg_avi_when_mp4v_is_unavailable(tmp_path, monkeypatch):
         return real_writer(path, fourcc, fps, size)
 
     monkeypatch.setattr(render.cv2, "VideoWriter", without_mp4v)
+    monkeypatch.setattr(VideoWriter, "_open_h264", lambda self, final, fps: False)
     with VideoWriter(tmp_path / "overlay.mp4", fps=10, size=(96, 64)) as writer:
         for i in range(4):
             writer.write(_frame(i))
@@ -145,3 +168,28 @@ def test_real_ground_truth_poses_render_on_their_frame(posetrack18_sample, tmp_p
             assert changed[y, x]  # every labelled joint is drawn
     write_contact_sheet(tmp_path / "gt.png", [out], tile_width=960)
     assert cv2.imread(str(tmp_path / "gt.png")) is not None
+
+
+def test_labels_scale_with_the_frame_and_scores_can_be_drawn():
+    """Track labels are at least 12 px tall on a 320x240 frame (they were 7) and grow with the frame; --render-scores
+    writes each joint's score beside it."""
+    def label_height(height):
+        image = np.zeros((height, int(height * 4 / 3), 3), np.uint8)
+        drawn = draw_people(image, np.array([[10.0, height * 0.3, 60.0, 100.0]]), [7])
+        colour = np.array(render.track_colour(7))
+        rows = np.flatnonzero((np.abs(drawn.astype(int) - colour).max(axis=-1) < 10).any(axis=1))
+        # the filled label box sits above the box's top edge
+        return int((rows < int(height * 0.3)).sum())
+
+    assert label_height(240) >= 12 and label_height(1080) > 2 * label_height(240)
+    image = np.zeros((240, 320, 3), np.uint8)
+    keypoints = np.full((1, 17, 2), np.nan)
+    keypoints[0, 0] = (100, 120)
+    scores = np.zeros((1, 17))
+    scores[0, 0] = 0.87
+    plain = draw_people(image, None, [0], keypoints, scores)
+    with_scores = draw_people(image, None, [0], keypoints, scores, show_scores=True)
+    changed = np.abs(with_scores.astype(int) - plain).max(axis=-1) > 0
+    ys, xs = np.nonzero(changed)
+    assert changed.sum() > 20 and xs.min() > 100  # the number, to the right of the joint
+

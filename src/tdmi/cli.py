@@ -282,7 +282,11 @@ def _add_infer(sub) -> None:
     p.add_argument("--detector-layout", default="auto", choices=["auto", "yolox", "rtmdet", "yolov8"],
                    help="output layout and preprocessing of an .onnx detector (default: read from the file)")
     p.add_argument("--out", default="tdmi-out", help="output folder (default tdmi-out)")
-    p.add_argument("--render", action="store_true", help="also write an MP4 with skeletons coloured per track")
+    p.add_argument("--render", action="store_true",
+                   help="also write an MP4 with skeletons coloured per track (H.264, which browsers play, with "
+                        "pip install 'tdmi[video]'; otherwise OpenCV's mp4v, with a note)")
+    p.add_argument("--render-scores", action="store_true",
+                   help="like --render, and write each drawn joint's score beside it")
     p.add_argument("--tracker", choices=["pose", "iou"], default="pose",
                    help="track ids written: pose (IoU + OKS on the estimated poses, re-identifies people across "
                         "10-frame gaps; the default) or iou (boxes only); docs/tracking-metrics.md")

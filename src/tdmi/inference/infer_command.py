@@ -91,7 +91,7 @@ def _output_stem(spec: str, taken: set[str]) -> str:
 def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detector_description: str,
                  options: PipelineOptions, device: torch.device, *, render: bool = False,
                  output_stem: Optional[str] = None, progress: bool = True,
-                 reuse_detections: bool = True) -> InferOutcome:
+                 reuse_detections: bool = True, render_scores: bool = False) -> InferOutcome:
     """Run one video / frame folder / image and write ``<out>/<stem>.json`` (and ``<stem>.mp4`` with ``render``).
 
     Files are written atomically when the input is finished; an error leaves earlier files as they were and no
@@ -147,7 +147,7 @@ def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detect
             writer.write(draw_people(
                 image, np.stack([p.box for p in people]) if people else None, [p.track_id for p in people],
                 np.stack([p.keypoints for p in people]) if people else None,
-                np.stack([p.heatmap_scores for p in people]) if people else None))
+                np.stack([p.heatmap_scores for p in people]) if people else None, show_scores=render_scores))
 
     try:
         with source, warnings.catch_warnings(record=True) as caught:
@@ -267,8 +267,10 @@ def infer_command(args) -> int:
     for spec in inputs:
         try:
             outcome = infer_source(spec, out_dir, loaded, detector, detector_description, options, device,
-                                   render=args.render, output_stem=_output_stem(spec, taken),
-                                   reuse_detections=not getattr(args, "redetect", False))
+                                   render=args.render or getattr(args, "render_scores", False),
+                                   output_stem=_output_stem(spec, taken),
+                                   reuse_detections=not getattr(args, "redetect", False),
+                                   render_scores=getattr(args, "render_scores", False))
         except (TdmiError, FileNotFoundError) as err:
             failures.append(_input_error(spec, err))
             print(f"tdmi infer: error: {failures[-1]}", file=sys.stderr)

@@ -8,8 +8,10 @@ across the video.
 
 Writes are atomic (``docs/architecture.md``, house standards): the video goes to a hidden temporary file in the target
 folder and is renamed when complete; an exception while writing removes the temporary file, so no partial
-video is ever left under the final name. MP4 uses OpenCV's ``mp4v`` (MPEG-4 part 2) codec; when this OpenCV
-build cannot write it, the writer falls back to Motion-JPEG in an ``.avi`` and says so in :attr:`VideoWriter.note`.
+video is ever left under the final name. MP4 is H.264 (yuv420p, ``+faststart``), which browsers play, written by
+the ffmpeg that the ``imageio-ffmpeg`` package ships (``pip install 'tdmi[video]'``; the dev extras include it).
+Without it the writer falls back to OpenCV's ``mp4v`` (MPEG-4 part 2, which browsers refuse) and, where this
+OpenCV build cannot write that either, to Motion-JPEG in an ``.avi``, and says so in :attr:`VideoWriter.note`.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def track_colour(track_id: int) -> tuple[int, int, int]:
 def draw_people(image_bgr: np.ndarray, boxes: Optional[np.ndarray] = None, track_ids: Optional[Sequence[int]] = None,
                 keypoints: Optional[np.ndarray] = None, joint_scores: Optional[np.ndarray] = None, *,
                 joint_threshold: float = JOINT_SCORE_THRESHOLD,
-                skeleton: Sequence[tuple[int, int]] = POSETRACK17_DRAW_SKELETON) -> np.ndarray:
+                skeleton: Sequence[tuple[int, int]] = POSETRACK17_DRAW_SKELETON,
+                show_scores: bool = False) -> np.ndarray:
     """Draw people on a copy of a frame.
 
     Args:
@@ -52,6 +55,7 @@ def draw_people(image_bgr: np.ndarray, boxes: Optional[np.ndarray] = None, track
         joint_scores: float ``[N, J]``; None draws every joint.
         joint_threshold: joints scoring below this are skipped.
         skeleton: limbs as (joint, joint) pairs.
+        show_scores: write each drawn joint's score beside it (``tdmi infer --render-scores``).
 
     Returns:
         uint8 ``[H, W, 3]``, a new array.
@@ -64,6 +68,9 @@ def draw_people(image_bgr: np.ndarray, boxes: Optional[np.ndarray] = None, track
     scale = max(canvas.shape[:2]) / 1000.0  # line widths follow the frame size, so 4K frames stay legible
     thickness = max(1, int(round(2 * scale)))
     radius = max(2, int(round(4 * scale)))
+    # labels: about 3.5% of the frame height, never under 12 px (Hershey simplex is ~22 px tall at scale 1)
+    label_px = max(12.0, 0.035 * canvas.shape[0])
+    font_scale, font_thickness = label_px / 22.0, max(1, int(round(label_px / 18.0)))
     for n in range(count):
         colour = track_colour(ids[n])
         if keypoints is not None:
@@ -79,6 +86,14 @@ def draw_people(image_bgr: np.ndarray, boxes: Optional[np.ndarray] = None, track
             for j in np.flatnonzero(visible):
                 cv2.circle(canvas, tuple(map(int, pixels[j])), radius, colour, -1, cv2.LINE_AA)
                 cv2.circle(canvas, tuple(map(int, pixels[j])), radius, (0, 0, 0), 1, cv2.LINE_AA)
+                if show_scores and joint_scores is not None:
+                    at = (int(pixels[j][0]) + radius + 1, int(pixels[j][1]) - radius)
+                    text = f"{float(joint_scores[n][j]):.2f}"
+                    small = font_scale * 0.7
+                    cv2.putText(canvas, text, at, cv2.FONT_HERSHEY_SIMPLEX, small, (0, 0, 0), font_thickness + 2,
+                                cv2.LINE_AA)  # a dark outline keeps the number readable on any background
+                    cv2.putText(canvas, text, at, cv2.FONT_HERSHEY_SIMPLEX, small, colour, font_thickness,
+                                cv2.LINE_AA)
         if boxes is not None:
             x, y, w, h = (float(v) for v in boxes[n])
             if not all(np.isfinite([x, y, w, h])):
@@ -86,12 +101,11 @@ def draw_people(image_bgr: np.ndarray, boxes: Optional[np.ndarray] = None, track
             top_left, bottom_right = (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h)))
             cv2.rectangle(canvas, top_left, bottom_right, colour, thickness)
             label = str(ids[n])
-            font_scale = 0.5 * max(scale, 0.6)
-            (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+            (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_thickness)
             ty = max(top_left[1], th + base + 2)
             cv2.rectangle(canvas, (top_left[0], ty - th - base - 2), (top_left[0] + tw + 4, ty), colour, -1)
             cv2.putText(canvas, label, (top_left[0] + 2, ty - base - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
-                        (0, 0, 0), 1, cv2.LINE_AA)
+                        (0, 0, 0), font_thickness, cv2.LINE_AA)
     return canvas
 
 
@@ -108,7 +122,7 @@ class VideoWriter:
 
     Attributes:
         path: the final file written (suffix may differ from the argument, see above).
-        codec: ``mp4v`` or ``MJPG``.
+        codec: ``h264``, ``mp4v`` or ``MJPG``.
         note: a sentence for the user when the fallback was taken, else "".
         frames_written: count.
     """
@@ -125,6 +139,9 @@ class VideoWriter:
         self.frames_written = 0
         self.note = ""
         self._writer = None
+        self._ffmpeg = None
+        if wanted.suffix == ".mp4" and self._open_h264(wanted, fps):
+            return
         for codec, suffix in (("mp4v", ".mp4"), ("MJPG", ".avi")):
             final = wanted if codec == "mp4v" else wanted.with_suffix(suffix)
             # The temporary name keeps the real suffix: OpenCV picks the container from it.
@@ -140,22 +157,62 @@ class VideoWriter:
                          f"instead")
         if self._writer is None:
             raise CommandError(f"{wanted}: this OpenCV build can write neither MP4 (mp4v) nor MJPG AVI video")
+        if self.codec == "mp4v":
+            self.note = (f"{self.path.name} is MPEG-4 part 2 (mp4v), which browsers do not play; "
+                         "pip install 'tdmi[video]' for H.264")
+
+    def _open_h264(self, final: Path, fps: float) -> bool:
+        """Start ffmpeg (imageio-ffmpeg's) writing H.264 into a temporary file; False where it is unavailable."""
+        try:
+            import imageio_ffmpeg
+        except ImportError:
+            return False
+        # yuv420p needs even sides: frames are padded by one pixel where a side is odd
+        self._even = (self.size[0] + self.size[0] % 2, self.size[1] + self.size[1] % 2)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=".partial.mp4", dir=final.parent)
+        os.close(fd)
+        try:
+            writer = imageio_ffmpeg.write_frames(
+                tmp, self._even, fps=float(fps), codec="libx264", pix_fmt_in="bgr24", pix_fmt_out="yuv420p",
+                quality=None, bitrate=None, macro_block_size=1, ffmpeg_log_level="error",
+                output_params=["-crf", "20", "-preset", "veryfast", "-movflags", "+faststart"])
+            writer.send(None)  # start the ffmpeg process
+        except Exception:  # no ffmpeg binary for this platform, or no libx264 in it: use OpenCV's codecs
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            return False
+        self._ffmpeg, self._tmp, self.path, self.codec = writer, tmp, final, "h264"
+        return True
 
     def write(self, frame_bgr: np.ndarray) -> None:
-        if self._writer is None:
+        if self._writer is None and self._ffmpeg is None:
             raise CommandError(f"{self.path}: the video writer is already closed")
         if frame_bgr.ndim == 2:
             frame_bgr = cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2BGR)
         if (frame_bgr.shape[1], frame_bgr.shape[0]) != self.size:
             frame_bgr = cv2.resize(frame_bgr, self.size, interpolation=cv2.INTER_AREA)
-        self._writer.write(np.ascontiguousarray(frame_bgr, dtype=np.uint8))
+        frame = np.ascontiguousarray(frame_bgr, dtype=np.uint8)
+        if self._ffmpeg is not None:
+            if self._even != self.size:
+                frame = cv2.copyMakeBorder(frame, 0, self._even[1] - self.size[1], 0, self._even[0] - self.size[0],
+                                           cv2.BORDER_REPLICATE)
+            self._ffmpeg.send(frame.tobytes())
+        else:
+            self._writer.write(frame)
         self.frames_written += 1
 
-    def close(self) -> Path:
-        """Finish the file and move it to :attr:`path`; returns that path."""
+    def _release(self) -> None:
+        if self._ffmpeg is not None:
+            self._ffmpeg.close()  # flushes and waits for ffmpeg to finish the file
+            self._ffmpeg = None
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+
+    def close(self) -> Path:
+        """Finish the file and move it to :attr:`path`; returns that path."""
+        if self._writer is not None or self._ffmpeg is not None:
+            self._release()
             if self.frames_written == 0:
                 os.unlink(self._tmp)
                 raise CommandError(f"{self.path}: no frames were written; no video was created")
@@ -167,9 +224,11 @@ class VideoWriter:
 
     def abort(self) -> None:
         """Drop the temporary file; nothing appears under :attr:`path`."""
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        if self._writer is not None or self._ffmpeg is not None:
+            try:
+                self._release()
+            except Exception:  # an ffmpeg that already failed: the file goes anyway
+                pass
             if os.path.exists(self._tmp):
                 os.unlink(self._tmp)
 
