@@ -121,9 +121,10 @@ class MIConfig:
 
 @dataclass
 class ModelConfig:
-    arch: Literal["tdmi", "tdmi_st", "hrnet"] = "tdmi"
+    arch: Literal["tdmi", "tdmi_st", "hrnet", "dcpose"] = "tdmi"
     """``tdmi``: fuse Mu with the key frame's stage-4 feature. ``tdmi_st``: fuse with a spatio-temporal feature
-    of the whole clip (TDMI-ST). ``hrnet``: the single-frame baseline (key frame only)."""
+    of the whole clip (TDMI-ST). ``hrnet``: the single-frame baseline (key frame only). ``dcpose``: DCPose over the
+    frozen HRNet (``models/rivals/dcpose.py``; delta 1)."""
     num_joints: int = 17
     """Heatmap channels, in PoseTrack's 17-slot order (keypoints.POSETRACK17)."""
     input_size: list[int] = field(default_factory=lambda: [288, 384])

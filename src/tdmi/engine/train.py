@@ -116,7 +116,7 @@ def build_train_step(cfg: ExperimentConfig) -> TrainStep:
         report = load_hrnet_weights(model.backbone, cfg.model.backbone.pretrained)
         print(f"backbone: {report}")
     mi_objective = None
-    if cfg.model.arch != "hrnet" and cfg.model.mi.enabled:
+    if cfg.model.arch in ("tdmi", "tdmi_st") and cfg.model.mi.enabled:  # the rivals have their own losses
         mi_objective = MIObjective.from_config(cfg.model, label_probe=model.backbone.final_layer)
     step = TrainStep(model, JointsMSELoss(factor=cfg.train.heatmap_loss_factor), mi_objective,
                      amp=cfg.train.amp)

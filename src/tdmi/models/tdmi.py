@@ -248,7 +248,7 @@ def rdm_hidden_width(cfg: ModelConfig) -> int:
 
 
 def build_model(cfg: ModelConfig, backbone: nn.Module | None = None) -> nn.Module:
-    """Build the model that ``cfg`` describes (``cfg.arch``: tdmi, tdmi_st or hrnet).
+    """Build the model that ``cfg`` describes (``cfg.arch``: tdmi, tdmi_st, hrnet or dcpose).
 
     Args:
         cfg: the ``model`` section of an experiment config.
@@ -275,6 +275,14 @@ def build_model(cfg: ModelConfig, backbone: nn.Module | None = None) -> nn.Modul
     if backbone is None:
         backbone = HRNet(width=cfg.backbone.width, num_joints=cfg.num_joints, stage1_feature=cfg.tde.stage1_feature)
 
+    if cfg.arch == "dcpose":
+        if cfg.delta != 1:
+            raise ConfigError(f"model.delta={cfg.delta}: DCPose reads the previous, key and next frame (delta 1, as "
+                              "its code's DISTANCE: 2)")
+        from tdmi.models.rivals.dcpose import DCPose  # the rivals build on this module's contract
+
+        return DCPose(backbone, num_joints=cfg.num_joints, freeze_backbone=cfg.backbone.freeze,
+                      backbone_bn_eval=cfg.backbone.bn_eval)
     if cfg.arch == "hrnet":
         return SingleFrameHRNet(backbone, delta=cfg.delta, freeze_backbone=cfg.backbone.freeze,
                                 backbone_bn_eval=cfg.backbone.bn_eval)
