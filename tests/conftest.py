@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-# Hypothesis profiles (README, "Development"). A plain local run keeps exploring: each run draws new examples and
+# Hypothesis profiles (README, "Tests and CI"). A plain local run keeps exploring: each run draws new examples and
 # replays earlier failures from .hypothesis/. CI starts from a clean clone, so a random draw there would make a
 # submission pass or fail by chance; with CI set, the examples are derandomised (a fixed sequence per test, no
 # database) and the same commit always gets the same answer. ``fresh`` draws new examples with no database, for
