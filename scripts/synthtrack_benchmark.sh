@@ -15,7 +15,8 @@
 #   cache    the frozen stage-1 backbone's features of 4 augmented draws of every training clip
 #   choice   the MI formulation F*: tdmi with vsd, balanced and lineage (seed 100) scored on dev, the protocol's
 #            rule applied -> docs/results/runs/mi_choice.json
-#   arms     every arm and seed of the protocol, in the order of its questions; each finished run is scored by
+#   arms     every arm and seed of the protocol, in the order of its questions, then the rival methods FAMI-Pose and
+#            DCPose (issue 24, same protocol and budget); each finished run is scored by
 #            scripts/benchmark_result.py into docs/results/runs/<arm>/seed<k>.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -137,7 +138,7 @@ export -f run_arm
 # The job list, in the order of the protocol's questions: one seed of every arm first, then the remaining seeds.
 {
   for seed in 0 1 2; do
-    for arm in tdmi tdmi_no_mi static keyframe concat tdmi_lineage_mi tde_only baseline; do
+    for arm in tdmi tdmi_no_mi static keyframe concat tdmi_lineage_mi tde_only baseline fami_pose dcpose; do
       echo "$arm $seed"
     done
   done

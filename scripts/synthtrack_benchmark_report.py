@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-ARMS = ("tdmi", "tdmi_no_mi", "tdmi_lineage_mi", "static", "keyframe", "concat", "tde_only", "baseline")
+ARMS = ("tdmi", "tdmi_no_mi", "tdmi_lineage_mi", "static", "keyframe", "concat", "tde_only", "baseline", "fami_pose",
+        "dcpose")
 SUBSETS = ("blurred", "occluded", "fast", "distractor_in_crop", "none")
 #: (label, arm a, arm b): the protocol's comparisons, a - b, paired by seed
 COMPARISONS = (
@@ -29,9 +30,12 @@ COMPARISONS = (
     ("MI as the authors computed it vs no MI", "tdmi_lineage_mi", "tdmi_no_mi"),
     ("TDMI vs the single-frame baseline", "tdmi", "baseline"),
     ("RDM without MI vs TDE only", "tdmi_no_mi", "tde_only"),
+    ("TDMI vs FAMI-Pose", "tdmi", "fami_pose"),
+    ("TDMI vs DCPose", "tdmi", "dcpose"),
 )
 #: counterfactual drop comparisons: drop(a) - drop(b) for the clean -> distractor drop
-DROP_COMPARISONS = (("tdmi", "tdmi_no_mi"), ("tdmi", "concat"), ("tdmi", "static"))
+DROP_COMPARISONS = (("tdmi", "tdmi_no_mi"), ("tdmi", "concat"), ("tdmi", "static"), ("tdmi", "fami_pose"),
+                    ("tdmi", "dcpose"))
 
 
 def load_runs(folder: Path) -> dict[str, dict[int, dict]]:

@@ -33,6 +33,8 @@ def test_the_expected_experiments_exist():
     for dataset in ("pt17", "pt18", "pt21"):
         assert f"tdmi_w48_{dataset}.yaml" in names and f"tdmist_w48_{dataset}.yaml" in names
     assert set(ABLATIONS) <= names
+    for rival in ("dcpose", "fami_pose"):  # the comparison methods (issue 24): PoseTrack W48 and the benchmark's W8
+        assert {f"{rival}_w48_pt17.yaml", f"{rival}_w48_pt18.yaml", f"bench_{rival}_w8.yaml"} <= names
     assert {"hrnet_w48_pt17.yaml", "tdmi_w8_synth_128x96.yaml", "hrnet_w8_synth_128x96.yaml",
             "tdmi_w18_synth_256x192.yaml"} <= names
 

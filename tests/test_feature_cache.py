@@ -105,3 +105,30 @@ def test_training_on_the_cache_learns_and_needs_a_frozen_backbone(setup, tmp_pat
                     f"train.out_dir={tmp_path / 'run2'}")
     with pytest.raises(CommandError, match="frozen backbone"):
         train(unfrozen, device="cpu")
+
+
+def test_a_narrower_clip_reads_the_middle_frames_of_a_wider_cache(setup):
+    """DCPose (delta 1) trains from the benchmark's delta-2 cache: its clips are the middle three frames of the cached
+    five, with the same key frames and draws, and equal the live delta-1 clips."""
+    root, weights = setup
+    wide = _cfg(root, weights, "model.delta=2")
+    build_feature_cache(wide, root / "c5", draws=1, seed=3, progress=False)
+    narrow = _cfg(root, weights, "model.delta=1", "model.arch=dcpose")
+    assert build_feature_cache(narrow, root / "c5", draws=1, seed=3, progress=False)["key"]["delta"] == 2
+    five, three = CachedFeatureDataset(root / "c5"), CachedFeatureDataset(root / "c5", delta=1)
+    assert len(five) == len(three) > 0
+    for index in (0, len(five) - 1):
+        for a, b in zip(five[index]["stage_features"], three[index]["stage_features"]):
+            assert b.shape[0] == 3 and torch.equal(a[1:4], b)
+        assert torch.equal(five[index]["heatmaps"], three[index]["heatmaps"])
+    live = build_dataset(narrow, "train")
+    live.seed = 3
+    model = build_train_step(narrow).model.eval()
+    with torch.no_grad():
+        features = model.encode(live[0]["frames"])
+    for got, want in zip(three[0]["stage_features"], features):
+        torch.testing.assert_close(got, want.float(), atol=2e-3 * float(want.abs().max()) + 1e-3, rtol=1e-3)
+    with pytest.raises(CommandError, match="needs 7"):
+        CachedFeatureDataset(root / "c5", delta=3)
+    with pytest.raises(CommandError, match="finish it with its own config"):
+        build_feature_cache(narrow, root / "c5", draws=2, seed=3, progress=False)

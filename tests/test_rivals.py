@@ -1,4 +1,4 @@
-"""The comparison methods (tdmi.models.rivals, issue 24): DCPose so far."""
+"""The comparison methods (tdmi.models.rivals, issue 24): DCPose and FAMI-Pose as first-class models."""
 
 from __future__ import annotations
 
@@ -8,15 +8,27 @@ import torch
 from tdmi.config import ConfigError, load_config
 from tdmi.models.blocks import count_parameters
 from tdmi.models.rivals.dcpose import DILATIONS, DCPose, PoseCorrection, ResidualStepsBlock, rsb_chain
+from tdmi.models.rivals.fami_pose import FAMI_TERMS, FAMIObjective, FAMIPose, GlobalTranslation, translate
 from tdmi.models.tdmi import build_model
 
-TINY = ["model.arch=dcpose", "model.delta=1", "model.backbone.width=4", "model.input_size=[64,64]",
-        "model.heatmap_size=[16,16]"]
+SMALL = ["model.backbone.width=4", "model.input_size=[64,64]", "model.heatmap_size=[16,16]"]
+TINY = ["model.arch=dcpose", "model.delta=1", *SMALL]
+TINY_FAMI = ["model.arch=fami_pose", "model.delta=2", *SMALL]
+FRAMES = {"dcpose": 3, "fami_pose": 5}
 
 
 def tiny_dcpose(seed: int = 0) -> DCPose:
     torch.manual_seed(seed)
     return build_model(load_config(None, TINY).model)
+
+
+def tiny_fami(seed: int = 0) -> FAMIPose:
+    torch.manual_seed(seed)
+    return build_model(load_config(None, TINY_FAMI).model)
+
+
+def tiny_rival(arch: str, seed: int = 0):
+    return tiny_dcpose(seed) if arch == "dcpose" else tiny_fami(seed)
 
 
 def test_shapes_gradients_and_the_frozen_backbone():
@@ -93,50 +105,184 @@ def test_the_frame_weights_and_interleaving_follow_the_code():
     torch.testing.assert_close(seen["ptm"][0, 3 * j + 2], 0.5 * following[j])
 
 
-def test_dcpose_overfits_a_tiny_batch():
-    """Every trainable part can learn. DCPose's own init (N(0, 0.001) everywhere, raw masks) starts at a saddle where
-    the output and its gradients are ~0 until the rough heatmaps carry signal, so the masks start larger here."""
+@pytest.mark.parametrize("arch", ["dcpose", "fami_pose"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_each_rival_overfits_a_tiny_batch(arch, seed):
+    """Every trainable part can learn, whatever the seed. DCPose's own init (N(0, 0.001) everywhere, raw masks)
+    starts at a saddle where the output and its gradients are ~0 until the rough heatmaps carry signal, so its masks
+    start larger here."""
     from tdmi.models.losses import JointsMSELoss
 
-    model = tiny_dcpose().train()
-    for conv in model.correction.masks:
-        torch.nn.init.normal_(conv.weight, std=0.05)
-    frames = torch.randn(2, 3, 3, 64, 64)
+    model = tiny_rival(arch, seed).train()
+    if arch == "dcpose":
+        for conv in model.correction.masks:
+            torch.nn.init.normal_(conv.weight, std=0.05)
+    frames_per_clip = FRAMES[arch]
+    frames = torch.randn(2, frames_per_clip, 3, 64, 64)
     ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
     target = torch.exp(-((xs - 8) ** 2 + (ys - 8) ** 2) / 8).expand(2, 17, 16, 16).clone()  # a sigma-2 peak
     weight = torch.ones(2, 17)
     loss_fn = JointsMSELoss(factor=1.0)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-4)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     with torch.no_grad():
         features = model.encode(frames.flatten(0, 1))
-    clip = type(features)(*(f.unflatten(0, (2, 3)) for f in features))
+    clip = type(features)(*(f.unflatten(0, (2, frames_per_clip)) for f in features))
     losses = []
-    for _ in range(12):
+    for _ in range(20):
         optimizer.zero_grad()
         loss = loss_fn(model.decode(clip).heatmaps, target, weight)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.3 * losses[0], losses  # measured: 0.049 -> 0.004 in 12 steps
+    # measured over seeds 0-3: DCPose 0.03-0.05 of the first loss after 20 steps, FAMI-Pose 0.07-0.14
+    assert losses[-1] < 0.3 * losses[0], losses
 
 
-def test_checkpoint_round_trip(tmp_path):
+def save_tiny_rival(arch: str, folder, seed: int = 3):
+    """A tiny rival whose new layers are perturbed off their init (so a wrong load shows), saved as a checkpoint."""
     from tdmi.config import to_dict
-    from tdmi.engine.test import load_model_for_test
     from tdmi.models.checkpoints import checkpoint_metadata, save_checkpoint
 
-    cfg = load_config(None, TINY)
-    model = tiny_dcpose(seed=3)
+    cfg = load_config(None, TINY if arch == "dcpose" else TINY_FAMI)
+    model = tiny_rival(arch, seed)
     with torch.no_grad():
-        for p in model.correction.parameters():
-            p.add_(0.01 * torch.randn_like(p))
+        for name, p in model.named_parameters():
+            if not name.startswith("backbone."):
+                p.add_(0.05 * torch.randn_like(p))
     meta = checkpoint_metadata(to_dict(cfg), joint_set="posetrack17", input_size=cfg.model.input_size,
                                heatmap_size=cfg.model.heatmap_size, delta=cfg.model.delta)
-    path = save_checkpoint(tmp_path / "dcpose", model.state_dict(), meta)
+    return model.eval(), save_checkpoint(folder / arch, model.state_dict(), meta)
+
+
+@pytest.mark.parametrize("arch, cls", [("dcpose", DCPose), ("fami_pose", FAMIPose)])
+def test_checkpoint_round_trip(tmp_path, arch, cls):
+    from tdmi.engine.test import load_model_for_test
+    from tdmi.models.checkpoints import load_checkpoint
+
+    model, path = save_tiny_rival(arch, tmp_path)
     loaded = load_model_for_test(path, device="cpu")
-    assert isinstance(loaded.model, DCPose)
-    frames = torch.randn(1, 3, 3, 64, 64)
+    assert isinstance(loaded.model, cls)
+    assert load_checkpoint(path)[1]["config"]["model"]["arch"] == arch  # the checkpoint carries its arch
+    frames = torch.randn(1, FRAMES[arch], 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.model.eval()(frames).heatmaps, model.eval()(frames).heatmaps)
+        torch.testing.assert_close(loaded.model.eval()(frames).heatmaps, model(frames).heatmaps)
     assert count_parameters(loaded.model, trainable_only=True) == count_parameters(model, trainable_only=True)
-    assert len(DILATIONS) == len(loaded.model.correction.warps) == 5
+    if arch == "dcpose":
+        assert len(DILATIONS) == len(loaded.model.correction.warps) == 5
+
+
+@pytest.mark.parametrize("arch", ["dcpose", "fami_pose"])
+def test_onnx_export_matches_pytorch(tmp_path, arch):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from tdmi.inference.export import export_onnx
+
+    model, _ = save_tiny_rival(arch, tmp_path)
+    report = export_onnx(model, (64, 64), FRAMES[arch], tmp_path / "onnx")
+    assert report["verified_with_onnxruntime"]
+    assert report["relative_errors"]["decoder.heatmaps"] <= report["tolerance"]
+    assert list(report["decoder"]["inputs"]) == ["s4"]  # the rivals read the last stage only
+
+
+@pytest.mark.parametrize("arch", ["dcpose", "fami_pose"])
+@pytest.mark.parametrize("mode", ["tube", "exact"])
+def test_infer_runs_a_rival_checkpoint(tmp_path, arch, mode, capsys):
+    import json
+
+    import cv2
+    import numpy as np
+
+    from tdmi.cli import main
+
+    _, path = save_tiny_rival(arch, tmp_path)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    boxes = []
+    for t in range(6):
+        cv2.imwrite(str(frames / f"{t:06d}.jpg"), rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
+        boxes.append({"image_id": t, "bbox": [30 + 2 * t, 10, 40, 70], "score": 0.9})
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes))
+    out = tmp_path / f"out_{mode}"
+    assert main(["infer", str(frames), "--checkpoint", str(path), "--boxes", str(tmp_path / "boxes.json"),
+                 "--out", str(out), "--mode", mode, "--device", "cpu"]) == 0
+    assert arch in capsys.readouterr().out
+    written = json.loads(next(out.glob("*.json")).read_text())
+    assert len(written["annotations"]) == 6
+    assert all(len(a["keypoints"]) == 17 * 3 for a in written["annotations"])
+
+
+def test_fami_shapes_gradients_and_its_loss_terms():
+    model = tiny_fami().train()
+    out = model(torch.randn(2, 5, 3, 64, 64))
+    assert out.heatmaps.shape == out.static_heatmaps.shape == (2, 17, 16, 16)
+    assert out.motion.shape == out.visual.shape == out.fused.shape == (2, 4, 16, 16)
+    objective = FAMIObjective(label_probe=model.backbone.final_layer)
+    terms = objective(out, torch.rand(2, 17, 16, 16), torch.ones(2, 17))
+    assert [name for name, *_ in FAMI_TERMS] == [k for k in terms if k != "total"]
+    # kl6 repeats kl2's estimate (the code's I(z_t; z~) twice, with weights +0.1 and -1)
+    torch.testing.assert_close(terms["kl2_key_fused"], terms["kl6_key_fused"])
+    expected = 0.5 * sum(c * terms[name] for name, _, _, _, c in FAMI_TERMS)
+    torch.testing.assert_close(terms["total"], expected)
+    (out.heatmaps.pow(2).mean() + terms["total"]).backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(not n.startswith("backbone.") for n, _ in trainable)
+    assert all(p.grad is not None for _, p in trainable)
+    with pytest.raises(ValueError, match="T = 2\\*delta \\+ 1 = 5"):
+        model(torch.randn(1, 3, 3, 64, 64))
+
+
+def test_fami_terms_reach_only_their_student_side():
+    """The teacher side of every term is detached, as the code's ``.detach()``: the label terms move the heatmaps
+    only, the feature terms z~ only (checked on independent leaf tensors, so no path runs through the model)."""
+    from tdmi.models.tdmi import TDMIOutput
+
+    model = tiny_fami()
+    leaves = {name: torch.randn(2, 4, 16, 16, requires_grad=True) for name in ("visual", "motion", "fused")}
+    leaves["heatmaps"] = torch.randn(2, 17, 16, 16, requires_grad=True)
+    output = TDMIOutput(useful=None, noisy=None, static_heatmaps=leaves["heatmaps"].detach(), **leaves)
+    terms = FAMIObjective(label_probe=model.backbone.final_layer)(output, torch.rand(2, 17, 16, 16),
+                                                                  torch.ones(2, 17))
+    for name, teacher, student, kind, _ in FAMI_TERMS:
+        grads = dict(zip(leaves, torch.autograd.grad(terms[name], list(leaves.values()), allow_unused=True,
+                                                     retain_graph=True)))
+        assert grads[student] is not None and grads[student].abs().sum() > 0, name
+        assert all(g is None for key, g in grads.items() if key != student), name
+
+
+def test_fami_global_alignment_with_zero_translation_is_the_identity():
+    features = torch.randn(3, 8, 12, 10)
+    torch.testing.assert_close(translate(features, torch.zeros(3, 2)), features, rtol=0, atol=1e-5)
+    shifted = translate(features, torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, -1.0]]))
+    torch.testing.assert_close(shifted[0, :, :, 1:], features[0, :, :, :-1], rtol=0, atol=1e-5)  # right by 1
+    torch.testing.assert_close(shifted[1, :, 2:], features[1, :, :-2], rtol=0, atol=1e-5)  # down by 2
+    torch.testing.assert_close(shifted[2, :, :-1, :-1], features[2, :, 1:, 1:], rtol=0, atol=1e-5)
+    assert shifted[0, :, :, 0].abs().max() < 1e-6  # zeros come in from outside (to float rounding)
+    half = translate(features, torch.tensor([[0.5, 0.0]] * 3))
+    torch.testing.assert_close(half[:, :, :, 1:], 0.5 * (features[:, :, :, 1:] + features[:, :, :, :-1]),
+                               rtol=0, atol=1e-5)
+    # a model whose translation network outputs zero aligns nothing: the aggregated feature is the supports' own
+    model = tiny_fami().eval()
+    for layer in model.global_alignment.regress:
+        torch.nn.init.zeros_(layer.weight)
+    s4 = torch.randn(1, 5, 4, 16, 16)
+    with torch.no_grad():
+        _, aggregated = model.align_supports(s4)
+        unshifted = model.support_aggregation(torch.cat([s4[:, i] for i in (0, 1, 3, 4)], dim=1))
+    torch.testing.assert_close(aggregated, unshifted, rtol=0, atol=1e-5)
+
+
+def test_fami_translation_network_sizes_follow_the_feature():
+    assert GlobalTranslation(48, (96, 72)).regress[0].in_features == 16 * 3 * 3  # the code's 144 at W48
+    assert GlobalTranslation(8, (32, 24)).regress[0].in_features == 16
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        build_model(load_config(None, TINY_FAMI + ["model.backbone.width=6"]).model)
+
+
+def test_fami_objective_is_what_training_uses_and_switches_off():
+    from tdmi.engine.train import build_train_step
+
+    on = build_train_step(load_config(None, TINY_FAMI))
+    assert isinstance(on.mi_objective, FAMIObjective)
+    assert build_train_step(load_config(None, TINY_FAMI + ["model.mi.enabled=false"])).mi_objective is None
+    assert build_train_step(load_config(None, TINY)).mi_objective is None  # DCPose: the heatmap loss only

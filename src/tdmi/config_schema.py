@@ -121,10 +121,12 @@ class MIConfig:
 
 @dataclass
 class ModelConfig:
-    arch: Literal["tdmi", "tdmi_st", "hrnet", "dcpose"] = "tdmi"
+    arch: Literal["tdmi", "tdmi_st", "hrnet", "dcpose", "fami_pose"] = "tdmi"
     """``tdmi``: fuse Mu with the key frame's stage-4 feature. ``tdmi_st``: fuse with a spatio-temporal feature
     of the whole clip (TDMI-ST). ``hrnet``: the single-frame baseline (key frame only). ``dcpose``: DCPose over the
-    frozen HRNet (``models/rivals/dcpose.py``; delta 1)."""
+    frozen HRNet (``models/rivals/dcpose.py``; delta 1). ``fami_pose``: FAMI-Pose over the frozen HRNet
+    (``models/rivals/fami_pose.py``; its KL-proxy terms follow ``model.mi.enabled``, the other ``mi`` keys are
+    TDMI's)."""
     num_joints: int = 17
     """Heatmap channels, in PoseTrack's 17-slot order (keypoints.POSETRACK17)."""
     input_size: list[int] = field(default_factory=lambda: [288, 384])

@@ -157,12 +157,19 @@ def _build(cfg: ExperimentConfig, folder: Path, draws: int, seed: int, device: O
     key = cache_key(cfg, seed)
     manifest = _read_manifest(folder)
     if manifest is not None:
+        cached_delta = manifest["key"].get("delta")
+        narrower = isinstance(cached_delta, int) and cfg.model.delta < cached_delta
+        if narrower:  # a clip of delta d is the middle 2d + 1 frames of the cached clip (CachedFeatureDataset)
+            key = dict(key, delta=cached_delta)
         differ = _differences(key, manifest["key"])
         if differ:
             raise CommandError(f"{folder}: this feature cache was built for other settings ({'; '.join(differ[:3])}); "
                                "delete it or point train.feature_cache at another folder")
         if len(manifest["draws_done"]) >= draws:
             return manifest
+        if narrower:
+            raise CommandError(f"{folder}: the cache (model.delta={cached_delta}) has {len(manifest['draws_done'])} "
+                               f"of train.feature_cache_draws={draws} draws; finish it with its own config first")
     device = device or torch.device("cpu")
     if cfg.model.arch == "hrnet":
         raise CommandError("train.feature_cache is for training new modules over a frozen backbone; "
@@ -239,9 +246,13 @@ def _build(cfg: ExperimentConfig, folder: Path, draws: int, seed: int, device: O
 
 class CachedFeatureDataset(Dataset):
     """Training samples read from a feature cache: ``{"stage_features": (s1, s2, s3, s4) each [T, C_j, h, w],
-    "heatmaps": [J, h, w], "target_weight": [J]}`` as float32 tensors. Epoch e reads draw ``e % draws``."""
+    "heatmaps": [J, h, w], "target_weight": [J]}`` as float32 tensors. Epoch e reads draw ``e % draws``.
 
-    def __init__(self, folder: str | Path, draws: Optional[int] = None):
+    ``delta`` smaller than the cache's gives the middle ``2 delta + 1`` frames of each cached clip (the same key
+    frames, augmentation draws and sequence-end padding; e.g. DCPose's delta 1 from the benchmark's delta-2 cache).
+    """
+
+    def __init__(self, folder: str | Path, draws: Optional[int] = None, delta: Optional[int] = None):
         self.folder = Path(folder)
         manifest = _read_manifest(self.folder)
         if manifest is None:
@@ -252,6 +263,13 @@ class CachedFeatureDataset(Dataset):
             raise CommandError(f"{self.folder}: the cache's finished draws are {done}; build it first")
         self.manifest = manifest
         self.draws = len(usable)
+        cached_frames = int(manifest["num_frames"])
+        frames = cached_frames if delta is None else 2 * delta + 1
+        if frames > cached_frames or frames < 1:
+            raise CommandError(f"{self.folder}: the cache holds clips of {cached_frames} frames; model.delta={delta} "
+                               f"needs {frames}")
+        start = (cached_frames - frames) // 2
+        self.frames = slice(start, start + frames)
         self.epoch = 0
         self._arrays: dict[int, dict[str, np.ndarray]] = {}
 
@@ -271,7 +289,7 @@ class CachedFeatureDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         arrays = self._draw(self.epoch % self.draws)
         return {
-            "stage_features": tuple(torch.from_numpy(np.asarray(arrays[name][index], dtype=np.float32))
+            "stage_features": tuple(torch.from_numpy(np.asarray(arrays[name][index][self.frames], dtype=np.float32))
                                     for name in STAGES),
             "heatmaps": torch.from_numpy(np.asarray(arrays["heatmaps"][index], dtype=np.float32)),
             "target_weight": torch.from_numpy(np.array(arrays["target_weight"][index])),

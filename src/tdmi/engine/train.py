@@ -116,8 +116,12 @@ def build_train_step(cfg: ExperimentConfig) -> TrainStep:
         report = load_hrnet_weights(model.backbone, cfg.model.backbone.pretrained)
         print(f"backbone: {report}")
     mi_objective = None
-    if cfg.model.arch in ("tdmi", "tdmi_st") and cfg.model.mi.enabled:  # the rivals have their own losses
+    if cfg.model.arch in ("tdmi", "tdmi_st") and cfg.model.mi.enabled:
         mi_objective = MIObjective.from_config(cfg.model, label_probe=model.backbone.final_layer)
+    elif cfg.model.arch == "fami_pose" and cfg.model.mi.enabled:  # DCPose: the heatmap loss only, as its code
+        from tdmi.models.rivals.fami_pose import FAMIObjective
+
+        mi_objective = FAMIObjective(label_probe=model.backbone.final_layer, temperature=cfg.model.mi.temperature)
     step = TrainStep(model, JointsMSELoss(factor=cfg.train.heatmap_loss_factor), mi_objective,
                      amp=cfg.train.amp)
     if cfg.train.channels_last:
@@ -300,7 +304,7 @@ def _cached_dataset(cfg: ExperimentConfig, info: DistInfo, dev: torch.device):
                             seed=cfg.train.feature_cache_seed, device=dev)
     if info.enabled:
         dist.barrier()
-    return CachedFeatureDataset(cfg.train.feature_cache, draws=cfg.train.feature_cache_draws)
+    return CachedFeatureDataset(cfg.train.feature_cache, draws=cfg.train.feature_cache_draws, delta=cfg.model.delta)
 
 
 def _in_main_thread() -> bool:

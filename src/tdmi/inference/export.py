@@ -8,7 +8,9 @@ frame on T cached feature sets.
 - ``encoder.onnx``: ``frames [N, 3, H, W]`` (ImageNet-normalised RGB crops) -> ``s1 [N, C1, h, w]``, ``s2``, ``s3``,
   ``s4`` (the backbone's four stage features at 1/4 resolution, ``models/hrnet.py``). N is dynamic.
 - ``decoder.onnx``: ``s1 [B, T, C1, h, w]`` ... ``s4 [B, T, C4, h, w]`` (key frame at index delta) ->
-  ``heatmaps [B, J, h, w]``. B is dynamic; T = 2 delta + 1 is fixed by the model.
+  ``heatmaps [B, J, h, w]``. B is dynamic; T = 2 delta + 1 is fixed by the model. Only the stages the model reads
+  are inputs (the exporter drops unused ones): all four for TDMI, ``s4`` alone for DCPose and FAMI-Pose; feed the
+  graph's declared inputs (``session.get_inputs()``), which ``export.json`` lists under ``decoder.inputs``.
 
 Deformable convolution: the TDE's DCNv2 (``models/deform_conv.py``) samples with ``grid_sample``, which ONNX has
 as ``GridSample`` since opset 16 (bilinear, zeros padding, ``align_corners=1``: exactly the semantics used). The
@@ -173,7 +175,8 @@ def verify_with_onnxruntime(encoder_path: Path, decoder_path: Path, model: nn.Mo
     errors = {}
     for name, actual, reference in zip(STAGE_NAMES, encoder.run(None, {"frames": frames.numpy()}), expected):
         errors[f"encoder.{name}"] = _relative_error(actual, reference.numpy())
-    actual_heatmaps = decoder.run(None, {name: t.numpy() for name, t in zip(STAGE_NAMES, clip)})[0]
+    wanted = {i.name for i in decoder.get_inputs()}  # the stages the model reads (the exporter drops the others)
+    actual_heatmaps = decoder.run(None, {name: t.numpy() for name, t in zip(STAGE_NAMES, clip) if name in wanted})[0]
     errors["decoder.heatmaps"] = _relative_error(actual_heatmaps, expected_heatmaps.numpy())
     return errors
 
@@ -209,6 +212,9 @@ def export_onnx(model: nn.Module, input_size: tuple[int, int], num_frames: int, 
             _export(ClipDecoder(clone).eval(), clip, decoder_path, list(STAGE_NAMES), ["heatmaps"], "b")
     except (RuntimeError, ValueError, TypeError) as err:  # torch.onnx's errors derive from these
         raise CommandError(f"ONNX export to {out_dir} failed: {err}") from None
+    import onnx
+
+    declared = {i.name for i in onnx.load(str(decoder_path), load_external_data=False).graph.input}
     report = {
         "opset": OPSET, "input_size": [width, height], "num_frames": num_frames,
         "encoder": {"file": encoder_path.name, "inputs": {"frames": ["n", 3, height, width]},
@@ -216,7 +222,7 @@ def export_onnx(model: nn.Module, input_size: tuple[int, int], num_frames: int, 
                                 for name, f in zip(STAGE_NAMES, features)}},
         "decoder": {"file": decoder_path.name,
                     "inputs": {name: ["b", num_frames, int(f.shape[1]), int(f.shape[2]), int(f.shape[3])]
-                               for name, f in zip(STAGE_NAMES, features)},
+                               for name, f in zip(STAGE_NAMES, features) if name in declared},
                     "outputs": {"heatmaps": ["b", joints, int(features[-1].shape[2]), int(features[-1].shape[3])]}},
         "export_seconds": round(time.perf_counter() - start, 2),
         "verified_with_onnxruntime": False, "relative_errors": None, "tolerance": TOLERANCE,

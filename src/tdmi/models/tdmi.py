@@ -248,7 +248,7 @@ def rdm_hidden_width(cfg: ModelConfig) -> int:
 
 
 def build_model(cfg: ModelConfig, backbone: nn.Module | None = None) -> nn.Module:
-    """Build the model that ``cfg`` describes (``cfg.arch``: tdmi, tdmi_st, hrnet or dcpose).
+    """Build the model that ``cfg`` describes (``cfg.arch``: tdmi, tdmi_st, hrnet, dcpose or fami_pose).
 
     Args:
         cfg: the ``model`` section of an experiment config.
@@ -283,6 +283,16 @@ def build_model(cfg: ModelConfig, backbone: nn.Module | None = None) -> nn.Modul
 
         return DCPose(backbone, num_joints=cfg.num_joints, freeze_backbone=cfg.backbone.freeze,
                       backbone_bn_eval=cfg.backbone.bn_eval)
+    if cfg.arch == "fami_pose":
+        from tdmi.models.rivals.fami_pose import CHANNELS_PER_OFFSET_GROUP, FAMIPose
+
+        if backbone.stage_channels[-1] % CHANNELS_PER_OFFSET_GROUP:
+            raise ConfigError(f"model.backbone.width={cfg.backbone.width}: FAMI-Pose's deformable convs take "
+                              f"{CHANNELS_PER_OFFSET_GROUP} channels per offset group, so the width must be a "
+                              f"multiple of {CHANNELS_PER_OFFSET_GROUP}")
+        return FAMIPose(backbone, heatmap_hw=(cfg.heatmap_size[1], cfg.heatmap_size[0]), delta=cfg.delta,
+                        num_joints=cfg.num_joints, freeze_backbone=cfg.backbone.freeze,
+                        backbone_bn_eval=cfg.backbone.bn_eval)
     if cfg.arch == "hrnet":
         return SingleFrameHRNet(backbone, delta=cfg.delta, freeze_backbone=cfg.backbone.freeze,
                                 backbone_bn_eval=cfg.backbone.bn_eval)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from tdmi.models.blocks import init_normal_
 from tdmi.models.deform_conv import ModulatedDeformConv2d
 from tdmi.models.tdmi import TDMIOutput, _ClipModel, head_outside_autocast
 
@@ -138,15 +139,7 @@ class DCPose(_ClipModel):
         self.merge = rsb_chain(3 * num_joints, ptm_channels, ptm_blocks)
         self.combine = rsb_chain(prf_channels + ptm_channels, combine_channels, combine_blocks)
         self.correction = PoseCorrection(num_joints, combine_channels)
-        for module in (self.residual, self.merge, self.combine, self.correction):
-            for layer in module.modules():
-                if isinstance(layer, nn.Conv2d):
-                    nn.init.normal_(layer.weight, std=0.001)
-                    if layer.bias is not None:
-                        nn.init.zeros_(layer.bias)
-                elif isinstance(layer, nn.BatchNorm2d):
-                    nn.init.ones_(layer.weight)
-                    nn.init.zeros_(layer.bias)
+        init_normal_(self.residual, self.merge, self.combine, self.correction)  # N(0, 0.001), BN 1/0, as its code
         self.correction.identity_init_()
         backbone.final_layer.requires_grad_(False)
 
