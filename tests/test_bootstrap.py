@@ -73,3 +73,46 @@ def test_two_level_bootstrap_pairs_seeds_and_widens_with_seed_variance(folders):
     assert unpaired["seeds_a"] == [0] and unpaired["seeds_b"] == [5, 6] and "per_seed" not in unpaired
     with pytest.raises(ValueError, match="share no seed"):
         two_level_bootstrap({0: g}, {1: b})
+
+
+def test_map_loss_ci_script_includes_run_variance_with_several_runs(tmp_path):
+    """``scripts/map_loss_ci.py --runs``: the two-level interval over repeated runs, each run's loss beside it; one run
+    says it has no run-to-run variance."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    rng = np.random.default_rng(3)
+    cache = tmp_path / "cache"
+    gt = {sequence_name(i): make_gt_sequence(rng, i, num_frames=5) for i in range(5)}
+    write_sequences(cache / "synth_5x5" / "annotations" / "val", gt)
+    modes = ("naive", "tube", "warp", "tube-online", "warp-online")
+    runs = []
+    for run, miss in enumerate((0.05, 0.3)):  # two runs of very different quality: run variance is large
+        root = tmp_path / f"run{run}"
+        for mode in modes:
+            extra = 0.0 if mode == "naive" else 0.1
+            write_sequences(root / mode, {n: make_predictions(rng, d, miss_prob=miss + extra) for n, d in gt.items()})
+        runs.append(root)
+
+    def run_script(*extra):
+        out = tmp_path / f"ci{len(extra)}.json"
+        done = subprocess.run([sys.executable, str(repo / "scripts" / "map_loss_ci.py"), "--cache-dir", str(cache),
+                               "--sequences", "5", "--frames", "5", "--resamples", "200", "--json-out", str(out),
+                               *extra], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        return json.loads(out.read_text()), done.stdout
+
+    both, printed = run_script("--runs", *map(str, runs))
+    assert both["run_variance"] is True and "two-level bootstrap over 2 runs" in printed
+    assert set(both["loss"]["tube"]["per_seed"]) == {"0", "1"}
+    single, printed = run_script("--runs", str(runs[0]))
+    assert single["run_variance"] is False and "no run-to-run variance" in printed
+    bad = subprocess.run([sys.executable, str(repo / "scripts" / "map_loss_ci.py"), "--cache-dir", str(cache),
+                          "--sequences", "5", "--frames", "5", "--runs", str(tmp_path)], capture_output=True,
+                         text=True, env=env)
+    assert bad.returncode == 2 and "no prediction folder for naive" in bad.stderr

@@ -132,3 +132,8 @@ def test_a_narrower_clip_reads_the_middle_frames_of_a_wider_cache(setup):
         CachedFeatureDataset(root / "c5", delta=3)
     with pytest.raises(CommandError, match="finish it with its own config"):
         build_feature_cache(narrow, root / "c5", draws=2, seed=3, progress=False)
+    # FAMI's asymmetric sequence-end rule pads each delta differently: the middle frames are not the narrower clip
+    fami_wide, fami_narrow = (_cfg(root, weights, f"model.delta={d}", "data.padding=fami") for d in (2, 1))
+    build_feature_cache(fami_wide, root / "c6", draws=1, seed=3, progress=False)
+    with pytest.raises(CommandError, match="data.padding key_frame or clamp, not 'fami'"):
+        build_feature_cache(fami_narrow, root / "c6", draws=1, seed=3, progress=False)

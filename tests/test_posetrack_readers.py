@@ -411,3 +411,16 @@ def test_non_person_annotations_are_skipped(tmp_path):
     path = _broken(tmp_path, lambda d: d["annotations"][0].update(category_id=2))
     [sequence] = load_sequences(path)
     assert sequence.frames[0].people == []
+
+
+def test_the_metric_names_a_bad_point_by_its_full_location():
+    """Error locations are written one way everywhere: the path of the field, e.g. ``annolist[0].annorect[1]...``."""
+    from tdmi.evaluation.posetrack_files import _read_poseval_file
+
+    person = {"annopoints": [{"point": [{"id": [0], "x": [10.0], "y": [20.0], "score": [0.9]}]}]}
+    broken = {"annopoints": [{"point": [{"id": [0], "x": [10.0], "y": [20.0]}, {"id": [1], "x": ["left"],
+                                                                                "y": [3.0]}]}]}
+    data = {"annolist": [{"image": [{"name": "a.jpg"}], "annorect": [person, broken]}]}
+    with pytest.raises(DataFormatError, match=r"pred\.json: annolist\[0\]\.annorect\[1\]\.annopoints\[0\]\.point\[1\] "
+                                              r"has no numeric x/y"):
+        _read_poseval_file(data, "pred.json", is_gt=False)

@@ -31,16 +31,19 @@ def tiny_rival(arch: str, seed: int = 0):
     return tiny_dcpose(seed) if arch == "dcpose" else tiny_fami(seed)
 
 
-def test_shapes_gradients_and_the_frozen_backbone():
-    model = tiny_dcpose().train()
-    out = model(torch.randn(2, 3, 3, 64, 64))
+@pytest.mark.parametrize("arch", ["dcpose", "fami_pose"])
+def test_shapes_gradients_and_the_frozen_backbone(arch):
+    model = tiny_rival(arch).train()
+    frames = FRAMES[arch]
+    out = model(torch.randn(2, frames, 3, 64, 64))
     assert out.heatmaps.shape == out.static_heatmaps.shape == (2, 17, 16, 16)
     out.heatmaps.pow(2).sum().backward()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(not n.startswith("backbone.") for n, _ in trainable)
     assert all(p.grad is not None for _, p in trainable)
-    with pytest.raises(ValueError, match="T = 2\\*delta \\+ 1 = 3"):
-        model(torch.randn(1, 5, 3, 64, 64))
+    wrong = 8 - frames  # 5 for DCPose, 3 for FAMI-Pose
+    with pytest.raises(ValueError, match=f"T = 2\\*delta \\+ 1 = {frames}"):
+        model(torch.randn(1, wrong, 3, 64, 64))
 
 
 def test_delta_other_than_one_is_refused():
@@ -212,10 +215,9 @@ def test_infer_runs_a_rival_checkpoint(tmp_path, arch, mode, capsys):
     assert all(len(a["keypoints"]) == 17 * 3 for a in written["annotations"])
 
 
-def test_fami_shapes_gradients_and_its_loss_terms():
+def test_fami_loss_terms_and_their_weights():
     model = tiny_fami().train()
     out = model(torch.randn(2, 5, 3, 64, 64))
-    assert out.heatmaps.shape == out.static_heatmaps.shape == (2, 17, 16, 16)
     assert out.motion.shape == out.visual.shape == out.fused.shape == (2, 4, 16, 16)
     objective = FAMIObjective(label_probe=model.backbone.final_layer)
     terms = objective(out, torch.rand(2, 17, 16, 16), torch.ones(2, 17))
@@ -224,12 +226,8 @@ def test_fami_shapes_gradients_and_its_loss_terms():
     torch.testing.assert_close(terms["kl2_key_fused"], terms["kl6_key_fused"])
     expected = 0.5 * sum(c * terms[name] for name, _, _, _, c in FAMI_TERMS)
     torch.testing.assert_close(terms["total"], expected)
-    (out.heatmaps.pow(2).mean() + terms["total"]).backward()
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    assert trainable and all(not n.startswith("backbone.") for n, _ in trainable)
-    assert all(p.grad is not None for _, p in trainable)
-    with pytest.raises(ValueError, match="T = 2\\*delta \\+ 1 = 5"):
-        model(torch.randn(1, 3, 3, 64, 64))
+    terms["total"].backward()
+    assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
 
 
 def test_fami_terms_reach_only_their_student_side():
@@ -272,9 +270,33 @@ def test_fami_global_alignment_with_zero_translation_is_the_identity():
     torch.testing.assert_close(aggregated, unshifted, rtol=0, atol=1e-5)
 
 
+def test_fami_translation_in_bf16_samples_in_float32():
+    features = torch.randn(2, 8, 96, 72).bfloat16()
+    shifted = translate(features, torch.zeros(2, 2))
+    assert shifted.dtype == torch.bfloat16
+    torch.testing.assert_close(shifted, features, rtol=0, atol=0.02)  # a bf16 grid was off by up to 2.2 here
+
+
+def test_fami_refuses_a_last_batch_of_one_clip_before_training():
+    model = build_model(load_config(None, TINY_FAMI + ["model.input_size=[96,128]",
+                                                       "model.heatmap_size=[24,32]"]).model)
+    assert model.global_alignment.final_hw == (1, 1)
+    with pytest.raises(ConfigError, match="train.batch_size=4: the 9 training clips per process leave a last batch"):
+        model.check_batches(9, 4)
+    model.check_batches(10, 4)  # a last batch of two is fine
+    paper_size = build_model(load_config(None, TINY_FAMI + ["model.input_size=[288,384]",
+                                                            "model.heatmap_size=[72,96]"]).model)
+    assert paper_size.global_alignment.final_hw == (3, 3)
+    paper_size.check_batches(9, 4)  # 96x72 ends at 3x3: any batch trains
+
+
 def test_fami_translation_network_sizes_follow_the_feature():
     assert GlobalTranslation(48, (96, 72)).regress[0].in_features == 16 * 3 * 3  # the code's 144 at W48
-    assert GlobalTranslation(8, (32, 24)).regress[0].in_features == 16
+    small = GlobalTranslation(8, (32, 24))
+    assert small.regress[0].in_features == 16 and small.final_hw == (1, 1)
+    with pytest.raises(ValueError, match="batch of one clip"):  # BatchNorm over a single value, said plainly
+        small.train()(torch.randn(1, 8, 32, 24))
+    assert small.eval()(torch.randn(1, 8, 32, 24)).shape == (1, 2)
     with pytest.raises(ConfigError, match="multiple of 4"):
         build_model(load_config(None, TINY_FAMI + ["model.backbone.width=6"]).model)
 
@@ -286,3 +308,34 @@ def test_fami_objective_is_what_training_uses_and_switches_off():
     assert isinstance(on.mi_objective, FAMIObjective)
     assert build_train_step(load_config(None, TINY_FAMI + ["model.mi.enabled=false"])).mi_objective is None
     assert build_train_step(load_config(None, TINY)).mi_objective is None  # DCPose: the heatmap loss only
+
+
+@pytest.fixture(scope="module")
+def tiny_synthtrack(tmp_path_factory):
+    from tdmi.data.synthetic import generate_synthtrack
+
+    root = tmp_path_factory.mktemp("rivals") / "data"
+    generate_synthtrack(root, sequences=1, frames=8, seed=4, size=(128, 96), split="train", progress=False)
+    generate_synthtrack(root, sequences=1, frames=8, seed=5, size=(128, 96), split="val", progress=False)
+    return root
+
+
+@pytest.mark.parametrize("arch", ["dcpose", "fami_pose"])
+def test_train_and_test_a_rival_from_its_config(tmp_path, tiny_synthtrack, arch, capsys):
+    """``tdmi train --config bench_<arch>_w8`` and ``tdmi test`` run a rival like TDMI (tiny sizes, one epoch)."""
+    import json
+
+    from tdmi.cli import main
+
+    run = tmp_path / "run"
+    sizes = ["model.backbone.width=4", "model.backbone.pretrained=null", "model.input_size=[32,64]",
+             "model.heatmap_size=[8,16]", f"data.root={tiny_synthtrack}", "train.feature_cache=null",
+             "train.epochs=1", "train.batch_size=64", "train.amp=none", "train.channels_last=false"]
+    args = ["train", "--config", f"bench_{arch}_w8", "--out", str(run), "--device", "cpu"]
+    assert main([*args, *(x for s in sizes for x in ("--set", s))]) == 0
+    assert main(["test", "--checkpoint", str(run / "last.safetensors"), "--boxes", "gt", "--out",
+                 str(tmp_path / "test"), "--set", "data.workers=0"]) == 0
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err
+    assert f"test: {arch} from" in printed and "GT boxes, flip test off, argmax decoding" in printed
+    assert 0 <= json.loads((tmp_path / "test" / "results.json").read_text())["Mean"] <= 100

@@ -160,6 +160,12 @@ def _build(cfg: ExperimentConfig, folder: Path, draws: int, seed: int, device: O
         cached_delta = manifest["key"].get("delta")
         narrower = isinstance(cached_delta, int) and cfg.model.delta < cached_delta
         if narrower:  # a clip of delta d is the middle 2d + 1 frames of the cached clip (CachedFeatureDataset)
+            if cfg.data.padding not in ("key_frame", "clamp"):
+                # FAMI's asymmetric rule pads the previous side differently for each delta: the middle frames of a
+                # wider clip are then not the narrower clip
+                raise CommandError(f"{folder}: the cache holds clips of model.delta={cached_delta}; a narrower "
+                                   f"delta={cfg.model.delta} can read their middle frames only with data.padding "
+                                   f"key_frame or clamp, not {cfg.data.padding!r}; use another train.feature_cache")
             key = dict(key, delta=cached_delta)
         differ = _differences(key, manifest["key"])
         if differ:
@@ -249,7 +255,8 @@ class CachedFeatureDataset(Dataset):
     "heatmaps": [J, h, w], "target_weight": [J]}`` as float32 tensors. Epoch e reads draw ``e % draws``.
 
     ``delta`` smaller than the cache's gives the middle ``2 delta + 1`` frames of each cached clip (the same key
-    frames, augmentation draws and sequence-end padding; e.g. DCPose's delta 1 from the benchmark's delta-2 cache).
+    frames, augmentation draws and, for ``data.padding`` key_frame or clamp, sequence-end padding: e.g. DCPose's
+    delta 1 from the benchmark's delta-2 cache; ``build_feature_cache`` refuses the other padding rule).
     """
 
     def __init__(self, folder: str | Path, draws: Optional[int] = None, delta: Optional[int] = None):

@@ -224,6 +224,9 @@ def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[
     if len(train_dataset) == 0:
         raise CommandError(f"the training set of {cfg.data.root} is empty")
     sampler = EpochSampler(len(train_dataset), cfg.train.batch_size, cfg.train.seed, info.rank, info.world_size)
+    check_batches = getattr(step_module.model, "check_batches", None)  # a model's own limits, before any step
+    if check_batches is not None:
+        check_batches(sampler.per_rank, cfg.train.batch_size)
     # The schedule is a function of the optimizer step, so it needs the epoch's step count before any resume.
     epoch_steps = steps_per_epoch(math.ceil(sampler.per_rank / cfg.train.batch_size), cfg.train.grad_accum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(cfg, step, epoch_steps))

@@ -415,7 +415,7 @@ def _read_annolist_poseval(data: dict, source: str, is_gt: bool) -> _PosevalFile
                 ]
             except (KeyError, TypeError):
                 raise DataFormatError(f"{source}: annolist[{frame}].ignore_regions is malformed") from None
-        for rect in rects:
+        for r, rect in enumerate(rects):
             row = len(person_frame)
             person_frame.append(frame)
             has = ("annopoints" in rect and isinstance(rect["annopoints"], list) and len(rect["annopoints"]) > 0
@@ -428,7 +428,7 @@ def _read_annolist_poseval(data: dict, source: str, is_gt: bool) -> _PosevalFile
             track_ids.append(_first(rect["track_id"], "track_id", source) if "track_id" in rect else None)
             if not has:
                 continue
-            for point in rect["annopoints"][0]["point"] or []:
+            for k, point in enumerate(rect["annopoints"][0]["point"] or []):
                 pid = point.get("id")
                 pid = _first(pid, "point id", source) if pid is not None else None
                 joint_id = int(pid) if isinstance(pid, (int, float)) and float(pid).is_integer() else -1
@@ -437,7 +437,8 @@ def _read_annolist_poseval(data: dict, source: str, is_gt: bool) -> _PosevalFile
                 try:
                     xy.append((float(_first(point["x"], "x", source)), float(_first(point["y"], "y", source))))
                 except (KeyError, TypeError, ValueError):
-                    raise DataFormatError(f"{source}: annolist[{frame}] has a point without numeric x/y") from None
+                    raise DataFormatError(f"{source}: annolist[{frame}].annorect[{r}].annopoints[0].point[{k}] has no "
+                                          "numeric x/y") from None
                 s = point.get("score")
                 score.append(float(_first(s, "score", source)) if s is not None else np.nan)
     _check_track_ids(track_ids, person_frame, frame_names, source, unique=not is_gt)

@@ -18,8 +18,8 @@ Written from the paper and the facts in docs/facts/rivals-and-lineage.md section
 
 Choices, each where the paper and its code differ or are silent (docs/architecture.md):
 - Offset groups: C / 4 (the code's 12 for C = 48, i.e. 4 channels per group), so narrower backbones keep the ratio.
-- The translation network's first linear layer reads 16 x (h/32) x (w/32) values (the code's 144 = 16 x 3 x 3 at
-  96x72; five stride-2 convs), computed from the heatmap size.
+- The translation network's first linear layer reads 16 x ceil(h/32) x ceil(w/32) values (the code's 144 =
+  16 x 3 x 3 at 96x72; five stride-2 convs), computed from the heatmap size.
 - Outputs: the model returns the heatmaps and the MI terms (as ``Alignment_V15`` does); its trainer unpacks a fourth
   output, per-support warped heatmaps with their own MSE, that this model never produces (the known defect). We follow
   the model: the loss is the target-weighted heatmap MSE plus :class:`FAMIObjective`, nothing on support heatmaps.
@@ -38,10 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tdmi.config import ConfigError
+
 from tdmi.models.blocks import BlockChain
 from tdmi.models.deform_conv import ModulatedDeformConv2d
 from tdmi.models.mi_loss import fami_divergence
 from tdmi.models.tdmi import TDMIOutput, _ClipModel, head_outside_autocast
+from tdmi.precision import autocast_off
 
 TRANSLATION_WIDTH = 16
 TRANSLATION_HIDDEN = 64
@@ -74,16 +77,18 @@ def translate(features: Tensor, shift: Tensor) -> Tensor:
     """Shift ``features [B, C, h, w]`` by ``shift [B, 2]`` = (dx, dy) pixels: ``out(x, y) = in(x - dx, y - dy)``.
 
     Bilinear, zeros outside, pixel centres at integer coordinates (an affine warp with the matrix [[1, 0, dx],
-    [0, 1, dy]], as FAMI's ``warp_affine`` call applies it).
+    [0, 1, dy]], as FAMI's ``warp_affine`` call applies it). The sampling runs in float32 whatever the input's dtype:
+    a bf16 grid misplaces samples by up to a pixel at 72 columns. The result has the input's dtype.
     """
     batch, _, height, width = features.shape
-    ys = torch.linspace(-1.0, 1.0, height, device=features.device, dtype=features.dtype)
-    xs = torch.linspace(-1.0, 1.0, width, device=features.device, dtype=features.dtype)
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], device=features.device,
-                         dtype=features.dtype)
-    grid = torch.stack((grid_x, grid_y), dim=-1).unsqueeze(0) - (shift.to(features.dtype) * scale).view(batch, 1, 1, 2)
-    return F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    with autocast_off(features.device.type):
+        ys = torch.linspace(-1.0, 1.0, height, device=features.device, dtype=torch.float32)
+        xs = torch.linspace(-1.0, 1.0, width, device=features.device, dtype=torch.float32)
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], device=features.device)
+        grid = torch.stack((grid_x, grid_y), dim=-1).unsqueeze(0) - (shift.float() * scale).view(batch, 1, 1, 2)
+        out = F.grid_sample(features.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out.to(features.dtype)
 
 
 class GlobalTranslation(nn.Module):
@@ -99,13 +104,19 @@ class GlobalTranslation(nn.Module):
             layers += [nn.Conv2d(TRANSLATION_WIDTH, TRANSLATION_WIDTH, 3, stride=2, padding=1),
                        nn.BatchNorm2d(TRANSLATION_WIDTH), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*layers)
-        flat = TRANSLATION_WIDTH * strided_size(heatmap_hw[0]) * strided_size(heatmap_hw[1])
+        self.final_hw = (strided_size(heatmap_hw[0]), strided_size(heatmap_hw[1]))
+        flat = TRANSLATION_WIDTH * self.final_hw[0] * self.final_hw[1]
         # three linear layers with no activation between them, as the code has it
         self.regress = nn.Sequential(nn.Linear(flat, TRANSLATION_HIDDEN), nn.Linear(TRANSLATION_HIDDEN,
                                                                                    TRANSLATION_HIDDEN),
                                      nn.Linear(TRANSLATION_HIDDEN, 2))
 
     def forward(self, difference: Tensor) -> Tensor:
+        if self.training and difference.shape[0] == 1 and self.final_hw == (1, 1):
+            # BatchNorm in training needs more than one value per channel; say why, not torch's generic message
+            raise ValueError(f"FAMI-Pose's translation network reduces a {difference.shape[2]}x{difference.shape[3]} "
+                             "feature to 1x1, where its BatchNorm cannot train on a batch of one clip (an epoch's "
+                             "last batch can be one): choose a train.batch_size that does not leave one clip over")
         return self.regress(self.features(difference).flatten(1))
 
 
@@ -158,6 +169,15 @@ class FAMIPose(_ClipModel):
                        self.head):
             _conv_init_(module)
         backbone.final_layer.requires_grad_(False)
+
+    def check_batches(self, samples: int, batch_size: int) -> None:
+        """Refuse, before training, a batch layout whose last batch holds one clip where the translation network ends
+        at 1x1: its BatchNorm cannot train on a single value per channel (the trainer calls this)."""
+        if self.global_alignment.final_hw == (1, 1) and samples % batch_size == 1:
+            raise ConfigError(f"train.batch_size={batch_size}: the {samples} training clips per process leave a last "
+                              "batch of one clip, on which FAMI-Pose's translation network (1x1 after its five "
+                              "stride-2 convs at this heatmap size) cannot train its BatchNorm; choose another batch "
+                              "size")
 
     def align_supports(self, s4: Tensor) -> tuple[Tensor, Tensor]:
         """Global alignment and aggregation: ``s4 [B, T, C, h, w]`` -> (z_t, z_agg), each ``[B, C, h, w]``."""
