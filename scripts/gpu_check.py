@@ -14,7 +14,9 @@ Checks (one row each; ``ok`` false marks a failure, and the exit status is 1 whe
     deterministic  two identical training steps under strict deterministic mode give identical weights (on a
                    GPU the DCN takes its gather path); an op without a deterministic kernel fails the row
     train_<amp>    W48 384x288 batch 16 (quick: W8 128x96 batch 2), N steps: loss finite, s/step, peak memory,
-                   the fp16 scaler's scale
+                   the fp16 scaler's scale. The step's memory is estimated first (one clip at a third of the size,
+                   scaled); where the batch does not fit in the memory left, the row runs the largest batch that
+                   does, or is skipped, with a one-line reason naming the memory needed and available
     compile        torch.compile of a small training step: compile time, s/step against eager (not --quick)
     loss_terms     each loss term of one batch under bf16 autocast against float32, on the shipped trained TDMI
     loader         the training data loader alone against the training step rate
@@ -41,6 +43,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Optional
 
 # Before torch creates a cuBLAS handle: the deterministic rows need it (as `tdmi train --deterministic` sets it)
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -280,6 +283,119 @@ def _batch(cfg, batch_size: int, device):
             torch.ones(batch_size, cfg.model.num_joints).to(device))
 
 
+# ---------------------------------------------------------------------------------------------- memory of a row
+
+GIB = 2**30
+MEMORY_HEADROOM = 0.85
+"""Share of the available memory a row may plan to fill (the rest: allocator slack, the loader, fragmentation)."""
+BACKWARD_FACTOR = 1.5
+"""Peak memory of a step over the activations autograd keeps for backward: activation gradients in flight,
+autocast copies and kernel workspaces come on top (conservative)."""
+
+
+def available_memory(device: torch.device) -> tuple[Optional[int], str]:
+    """``(bytes this process can still allocate on device, where the number comes from)``; None when unknown.
+
+    CUDA: the device's free memory (``torch.cuda.mem_get_info``). CPU: ``MemAvailable`` of /proc/meminfo, or less
+    when a cgroup (a container's memory limit, which is what the kernel kills at) leaves less."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free), "free on the device"
+    found: list[tuple[int, str]] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append((int(line.split()[1]) * 1024, "MemAvailable"))
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit, usage = Path(limit_file).read_text().strip(), int(Path(usage_file).read_text())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2**60:
+            found.append((max(0, int(limit) - usage), "the cgroup's memory limit"))
+    return min(found) if found else (None, "unknown")
+
+
+class MemoryEstimate:
+    """Peak memory of a training step: ``fixed`` (weights, their gradients and Adam's two moments) plus
+    ``per_clip`` (activations kept for backward, times :data:`BACKWARD_FACTOR`) per clip of the batch."""
+
+    def __init__(self, fixed: int, per_clip: int, how: str):
+        self.fixed, self.per_clip, self.how = int(fixed), int(per_clip), how
+
+    def need(self, batch_size: int) -> int:
+        return self.fixed + self.per_clip * int(batch_size)
+
+
+def _probe_divisor(cfg) -> int:
+    """The largest k in 4, 3, 2 that divides the input and heatmap sizes and leaves the input a multiple of 32
+    (HRNet's deepest branch); 1 when none does."""
+    w, h = cfg.model.input_size
+    hw, hh = cfg.model.heatmap_size
+    for k in (4, 3, 2):
+        if all(v % k == 0 for v in (w, h, hw, hh)) and (w // k) % 32 == 0 and (h // k) % 32 == 0:
+            return k
+    return 1
+
+
+def estimate_train_memory(cfg, device: torch.device) -> MemoryEstimate:
+    """:class:`MemoryEstimate` of ``cfg``'s training step, measured without running it at full size: one clip at
+    1/k of the input size (:func:`_probe_divisor`) goes forward under the row's autocast while a saved-tensors hook
+    adds up what autograd keeps (each storage once, the weights not); HRNet's activations scale with the pixels,
+    so that times k^2 is one full-size clip's."""
+    import copy
+    import gc
+
+    from tdmi.engine.train import build_train_step
+
+    k = _probe_divisor(cfg)
+    probe = copy.deepcopy(cfg)
+    probe.model.input_size = [v // k for v in cfg.model.input_size]
+    probe.model.heatmap_size = [v // k for v in cfg.model.heatmap_size]
+    torch.manual_seed(0)
+    module = build_train_step(probe).to(device).train()
+    weights = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    trainable = sum(p.numel() * p.element_size() for p in module.parameters() if p.requires_grad)
+    frozen = sum(p.numel() * p.element_size() for p in module.parameters() if not p.requires_grad)
+    kept: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = module(*_batch(probe, 1, device))["loss"]
+    del loss, module
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    per_clip = sum(kept.values()) * k * k * BACKWARD_FACTOR
+    return MemoryEstimate(frozen + 4 * trainable, per_clip,
+                          f"measured on one clip at 1/{k} of the input size" if k > 1 else "measured on one clip")
+
+
+def fit_batch(batch_size: int, estimate: MemoryEstimate, available: Optional[int],
+              where: str = "available") -> tuple[int, Optional[str]]:
+    """``(batch to run, None)`` when ``batch_size`` fits in :data:`MEMORY_HEADROOM` of ``available`` (or the
+    memory is unknown); ``(smaller batch, reason)`` when only that fits; ``(0, reason)`` when not even one clip
+    does. The reason is one line with the memory needed and available."""
+    if available is None or estimate.need(batch_size) <= MEMORY_HEADROOM * available:
+        return batch_size, None
+    budget = MEMORY_HEADROOM * available
+    fits = min(batch_size - 1, int((budget - estimate.fixed) // max(estimate.per_clip, 1)))
+    needed = (f"batch {batch_size} needs ~{estimate.need(batch_size) / GIB:.1f} GiB, {available / GIB:.1f} GiB "
+              f"{where}")
+    if fits < 1:
+        return 0, f"skipped: {needed}, and even 1 clip needs ~{estimate.need(1) / GIB:.1f} GiB"
+    return fits, f"sized down: {needed}; batch {fits} needs ~{estimate.need(fits) / GIB:.1f} GiB"
+
+
 def check_train(device: torch.device, quick: bool) -> None:
     from tdmi.config import load_config
     from tdmi.engine.train import build_train_step, configure_backends
@@ -292,11 +408,20 @@ def check_train(device: torch.device, quick: bool) -> None:
         with section(f"train_{amp}"):
             cfg = load_config(None, _tiny_overrides(quick) + [f"train.amp={amp}",
                                                               f"train.channels_last={str(device.type == 'cuda').lower()}"])
+            # Before the row runs: does its batch fit in the memory left? (else smaller, or skipped, and said why)
+            estimate = estimate_train_memory(cfg, device)
+            available, where = available_memory(device)
+            batch, sizing = fit_batch(batch_size, estimate, available, f"available ({where})")
+            memory = {"estimated_gib": round(estimate.need(batch_size) / GIB, 2), "estimate": estimate.how,
+                      "available_gib": None if available is None else round(available / GIB, 2), "batch_size": batch}
+            if batch == 0:
+                row(f"train_{amp}", True, f"{sizing} ({estimate.how})", skipped=True, **memory)
+                continue
             torch.manual_seed(0)
             module = build_train_step(cfg).to(device).train()
             optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-4)
             scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
-            frames, heatmaps, weight = _batch(cfg, batch_size, device)
+            frames, heatmaps, weight = _batch(cfg, batch, device)
             peak_reset(device)
             losses, start = [], None
             for step in range(steps + 1):
@@ -316,9 +441,11 @@ def check_train(device: torch.device, quick: bool) -> None:
             seconds = (time.perf_counter() - start) / steps
             finite = all(map(lambda v: v == v and abs(v) < float("inf"), losses))
             scale = scaler.get_scale() if scaler else None
-            row(f"train_{amp}", finite, f"{batch_size} clips, {steps} steps: {seconds:.3f} s/step, loss "
-                f"{losses[0]:.5f} -> {losses[-1]:.5f}, peak {peak_mib(device)} MiB, scaler {scale}",
-                seconds_per_step=seconds, losses=losses, peak_mib=peak_mib(device), scaler_scale=scale)
+            row(f"train_{amp}", finite, f"{batch} clips, {steps} steps: {seconds:.3f} s/step, loss "
+                f"{losses[0]:.5f} -> {losses[-1]:.5f}, peak {peak_mib(device)} MiB, scaler {scale}"
+                f"{f'; {sizing}' if sizing else ''}", seconds_per_step=seconds, losses=losses,
+                peak_mib=peak_mib(device), scaler_scale=scale, **memory)
+            del module, optimizer, frames, heatmaps, weight
 
 
 def check_compile(device: torch.device, quick: bool) -> None:
@@ -420,8 +547,9 @@ def check_loader(device: torch.device, quick: bool, tmp: Path) -> None:
         count += b["frames"].shape[0]
     rate = count / (time.perf_counter() - start) if start is not None and count else 0.0
     steps = [r for r in ROWS if r["check"] == "train_bf16" and "seconds_per_step" in r]
-    step_rate = batch / steps[0]["seconds_per_step"] if steps else None
-    ok = quick or (step_rate is not None and rate >= step_rate)
+    step_rate = steps[0].get("batch_size", batch) / steps[0]["seconds_per_step"] if steps else None
+    skipped = any(r["check"] == "train_bf16" and r.get("skipped") for r in ROWS)  # too big for this memory
+    ok = quick or skipped or (step_rate is not None and rate >= step_rate)
     row("loader", ok, f"{workers} workers, {'uint8' if uint8 else 'float'} crops: {rate:.1f} clips/s; bf16 training "
         f"step: {'n/a' if step_rate is None else f'{step_rate:.1f} clips/s'}", clips_per_s=rate,
         step_clips_per_s=step_rate, workers=workers, uint8_frames=uint8)

@@ -35,6 +35,34 @@ def test_a_file_where_a_folder_is_needed_and_the_reverse(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+def test_torchrun_ranks_other_than_0_create_nothing_and_ask_the_system(tmp_path, monkeypatch):
+    from tdmi import outputs
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a rank other than 0 created something while checking")
+
+    monkeypatch.setattr(Path, "mkdir", forbidden)
+    monkeypatch.setattr(outputs.tempfile, "NamedTemporaryFile", forbidden)
+    assert check_output_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b"  # creatable: the parent is writable
+    assert check_output_dir(tmp_path) == tmp_path
+    assert check_output_file(tmp_path / "new" / "r.json") == tmp_path / "new" / "r.json"
+    assert list(tmp_path.iterdir()) == []
+    file = tmp_path / "f.txt"
+    file.write_text("x")
+    with pytest.raises(CommandError, match=r"^--out .*f\.txt: exists and is not a folder"):
+        check_output_dir(file)
+    with pytest.raises(CommandError, match=r"f\.txt is a file, so the folder cannot be created"):
+        check_output_dir(file / "sub")
+    monkeypatch.setattr(outputs.os, "access", lambda path, mode: False)  # as for a read-only folder
+    with pytest.raises(CommandError, match=r"the folder cannot be created: .* is not writable \(permission denied\)"):
+        check_output_dir(tmp_path / "c")
+    with pytest.raises(CommandError, match=r"cannot write in .*: not writable \(permission denied\)"):
+        check_output_dir(tmp_path)
+
+
 @pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc")
 def test_a_location_the_system_refuses(tmp_path):
     with pytest.raises(CommandError, match=r"^--out /proc/tdmi-x: the folder cannot be created"):

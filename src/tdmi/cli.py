@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 from tdmi import __version__
 from tdmi.errors import CommandError, TdmiError  # noqa: F401  (CommandError re-exported for commands)
+from tdmi.outputs import DEFAULT_REPORT
 
 
 
@@ -184,6 +185,14 @@ def _add_evaluate(sub) -> None:
                    help="with --protocol pt21 --track: count an empty frame's own joints, not the whole sequence's, "
                         "as the kit does (docs/tracking-metrics.md); published PT21 numbers have the kit's rule")
     p.add_argument("--json-out", help="write the table (8 keys, percent) and per-joint APs as JSON")
+    p.add_argument("--report", nargs="?", const=DEFAULT_REPORT, metavar="FILE",
+                   help="also write a self-contained HTML page (no network needed to view it): per-joint and "
+                        "per-sequence AP (worst first), the tracking metrics with --track, and the worst key frames "
+                        "drawn with GT and prediction side by side; without FILE beside --json-out (metrics.json -> "
+                        "metrics.html). E.g. --json-out runs/eval/metrics.json --report, or --report eval.html")
+    p.add_argument("--image-root", metavar="DIR",
+                   help="with --report: the dataset root that the GT files' image names are relative to (default: "
+                        "--gt's folder or one of its 3 parents, wherever the images are found)")
     p.add_argument("--workers", type=_positive_int, default=None,
                    help="processes that read and check the files (default: one per 16 files, up to the cores, at "
                         "most 8; 1 = this process only); the numbers do not depend on it")
@@ -191,7 +200,7 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from tdmi.evaluation.posetrack_ap import evaluate_command
+    from tdmi.evaluation.evaluate_command import evaluate_command
 
     return evaluate_command(args)
 
@@ -203,7 +212,9 @@ def _add_test(sub) -> None:
     p = _parser(sub, "test", "run a checkpoint over a split, write prediction files and print the mAP table",
                 "tdmi test --config tdmi_w48_pt17 --checkpoint runs/tdmi/best.safetensors --boxes gt\n"
                 "  tdmi test --checkpoint runs/tdmi/best.safetensors --boxes val_boxes.json --flip-test --decode dark"
-                "   # the authors' later protocol\n\n"
+                "   # the authors' later protocol\n"
+                "  torchrun --nproc_per_node 4 -m tdmi test --checkpoint runs/tdmi/best.safetensors   # batches shared "
+                "over 4 GPUs\n\n"
                 "The header line prints the protocol used (boxes, flip test, decoding, metric): published numbers\n"
                 "differ in it as much as methods do (docs/results.md, \"Published numbers and their protocols\").")
     _add_config_options(p)
@@ -221,6 +232,11 @@ def _add_test(sub) -> None:
     p.add_argument("--flip-test", action="store_true",
                    help="HRNet's flip test (test.flip_test): average with the mirrored crop's heatmaps")
     p.add_argument("--out", help="output folder (default: test.out_dir)")
+    p.add_argument("--report", nargs="?", const=DEFAULT_REPORT, metavar="FILE",
+                   help="also write a self-contained HTML page (no network needed to view it): per-joint and "
+                        "per-sequence AP (worst first), the tracking metrics with --track, and the worst key frames "
+                        "drawn with GT and prediction side by side; without FILE: OUT/report.html. E.g. --out "
+                        "runs/test --report")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     _add_threads_option(p)
     p.set_defaults(run=_run_test)
@@ -264,8 +280,10 @@ def _run_train(args) -> int:
 
 def _add_infer(sub) -> None:
     p = _parser(sub, "infer", "video or frame folder in, tracked poses out (PoseTrack18 JSON, optional MP4)",
-                "tdmi infer street.mp4 --checkpoint model.safetensors --out out/ --render")
-    p.add_argument("inputs", nargs="+", help="video files or folders of frames")
+                "tdmi infer street.mp4 --checkpoint model.safetensors --out out/ --render\n"
+                "  torchrun --nproc_per_node 4 -m tdmi infer videos/ --out out/   # the videos shared over 4 GPUs")
+    p.add_argument("inputs", nargs="+", help="video files, folders of frames, or folders of videos (each video an "
+                                             "input)")
     p.add_argument("--checkpoint", help="tdmi .safetensors checkpoint, or a foreign HRNet .pth (official, mmpose, "
                                         "DCPose, FAMI; its single-frame HRNet); default: the shipped demo model")
     _add_config_options(p)
@@ -391,14 +409,17 @@ def one_line(err: BaseException) -> str:
 
 
 def check_outputs(args: argparse.Namespace) -> None:
-    """Before any work: ``--out`` (a folder, every command) and ``--json-out`` (a file) must be writable or creatable
-    (:mod:`tdmi.outputs`); otherwise one line naming the option, exit 2, nothing written."""
-    from tdmi.outputs import check_output_dir, check_output_file
+    """Before any work: ``--out`` (a folder, every command), ``--json-out`` and ``--report`` (files) must be writable or
+    creatable (:mod:`tdmi.outputs`); otherwise one line naming the option, exit 2, nothing written."""
+    from tdmi.outputs import check_output_dir, check_output_file, check_report_path
 
     if getattr(args, "out", None):
         check_output_dir(args.out, "--out")
     if getattr(args, "json_out", None):
         check_output_file(args.json_out, "--json-out")
+    if getattr(args, "report", None):  # a bare --report of tdmi test without --out: checked once the config is read
+        check_report_path(args.report, out_dir=getattr(args, "out", None), json_out=getattr(args, "json_out", None),
+                          known_later=args.command == "test")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -407,8 +428,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     if getattr(args, "run", None) is None:
         parser.print_help()
         return 2
+    from tdmi import results_fallback
     from tdmi.config import ConfigError
 
+    results_fallback.reset(args.command)
     try:
         check_outputs(args)
         if hasattr(args, "threads"):
@@ -417,7 +440,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             threads, why = choose_threads(args.threads)
             apply_threads(threads)
             print(f"tdmi {args.command}: {threads} CPU thread{'s' if threads > 1 else ''} ({why})", file=sys.stderr)
-        return int(args.run(args) or 0)
+        return results_fallback.exit_status(int(args.run(args) or 0))  # 1 when results were saved elsewhere
     except (TdmiError, ConfigError, FileNotFoundError) as err:
         print(f"tdmi {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2

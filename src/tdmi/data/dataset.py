@@ -358,6 +358,12 @@ def check_annotations_exist(cfg: ExperimentConfig, annotations: Path, split: str
     raise CommandError(f"annotation path not found: {annotations} (data.root={cfg.data.root}){hint}")
 
 
+def under_root(cfg: ExperimentConfig, path: str | os.PathLike) -> Path:
+    """A path of ``cfg.data`` (annotations, images, boxes) as the dataset reads it: relative to ``data.root`` unless
+    absolute."""
+    return Path(path) if Path(path).is_absolute() else Path(cfg.data.root) / path
+
+
 def build_dataset(cfg: ExperimentConfig, split: Mode, boxes: Optional[str] = None,
                   uint8_frames: bool = False) -> PoseTrackClipDataset:
     """The dataset of ``split`` as an experiment config describes it.
@@ -375,11 +381,6 @@ def build_dataset(cfg: ExperimentConfig, split: Mode, boxes: Optional[str] = Non
     if split not in MODES:
         raise CommandError(f"split={split!r} is not allowed; choose one of: {', '.join(MODES)}")
     data = cfg.data
-    root = Path(data.root)
-
-    def under_root(path: str) -> Path:
-        return Path(path) if Path(path).is_absolute() else root / path
-
     if cfg.model.num_joints != POSETRACK17.num_joints:
         raise CommandError(f"model.num_joints={cfg.model.num_joints}, but the dataset's records use the "
                            f"{POSETRACK17.num_joints}-slot PoseTrack order")
@@ -390,9 +391,9 @@ def build_dataset(cfg: ExperimentConfig, split: Mode, boxes: Optional[str] = Non
     else:
         configured = data.val_boxes if split == "val" else cfg.test.boxes
         chosen = boxes if boxes is not None else configured
-        box_file = None if chosen == "gt" else (Path(chosen) if boxes is not None else under_root(chosen))
+        box_file = None if chosen == "gt" else (Path(chosen) if boxes is not None else under_root(cfg, chosen))
 
-    annotations = under_root(data.train_annotations if split == "train" else data.val_annotations)
+    annotations = under_root(cfg, data.train_annotations if split == "train" else data.val_annotations)
     try:
         sequences = load_sequences(annotations, dataset=data.dataset)
     except FileNotFoundError:
@@ -400,7 +401,7 @@ def build_dataset(cfg: ExperimentConfig, split: Mode, boxes: Optional[str] = Non
         raise
     detections = None if box_file is None else load_detections(box_file, score_threshold=data.box_score_threshold)
     return PoseTrackClipDataset(
-        sequences, under_root(data.image_root), mode=split, detections=detections,
+        sequences, under_root(cfg, data.image_root), mode=split, detections=detections,
         input_size=cfg.model.input_size, heatmap_size=cfg.model.heatmap_size, sigma=data.sigma,
         delta=cfg.model.delta, padding=data.padding, missing_frames=data.missing_frames,
         key_frame_only=cfg.model.arch == "hrnet", augment=data.augment if split == "train" else None,

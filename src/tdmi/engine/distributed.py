@@ -1,4 +1,5 @@
-"""Distributed set-up from torchrun's environment, and the per-batch agreement of ranks (``tdmi train``).
+"""Distributed set-up from torchrun's environment (``tdmi train``, and ``tdmi test`` / ``tdmi infer`` through
+:mod:`tdmi.sharding`), and the per-batch agreement of ranks (``tdmi train``).
 
 One process, or one process per GPU under ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK). Ranks must agree on
 whether to stop (a non-finite loss or an interrupt on any rank stops all of them), so the checks are all-reduces.
@@ -32,27 +33,48 @@ class DistInfo:
         return self.world_size > 1
 
 
-def setup_distributed(device_request: Optional[str], timeout_minutes: float = 120.0) -> tuple[DistInfo, torch.device]:
-    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; start NCCL on GPUs and gloo on CPU (collective timeout
-    ``timeout_minutes``)."""
-    info = DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+def dist_info_from_env() -> DistInfo:
+    """torchrun's RANK / WORLD_SIZE / LOCAL_RANK (one process: rank 0 of 1)."""
+    return DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
                     int(os.environ.get("LOCAL_RANK", 0)))
-    if device_request:
-        device = torch.device(device_request)
-    else:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def rank_device(device: torch.device, info: DistInfo) -> torch.device:
+    """The device this rank uses: ``cuda:LOCAL_RANK`` for a CUDA device under torchrun (or a bare ``cuda``), made
+    the current device; anything else as given."""
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise CommandError("--device cuda was asked for, but torch sees no CUDA device")
         if info.enabled or device.index is None:
+            if info.local_rank >= torch.cuda.device_count():
+                raise CommandError(f"LOCAL_RANK {info.local_rank}: only {torch.cuda.device_count()} CUDA device(s) "
+                                   f"visible; start at most that many processes per node (torchrun --nproc_per_node)")
             device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
+    return device
+
+
+def init_process_group_for(info: DistInfo, device: torch.device, timeout_minutes: float = 120.0) -> None:
+    """Join torchrun's process group (NCCL on GPUs, gloo on CPU; collective timeout ``timeout_minutes``); nothing
+    for one process or when already joined."""
     if info.enabled and not dist.is_initialized():
         from datetime import timedelta
 
         # TDMI_DIST_BACKEND=gloo allows several ranks on one GPU (NCCL refuses that), e.g. scripts/gpu_check.sh
         backend = os.environ.get("TDMI_DIST_BACKEND") or ("nccl" if device.type == "cuda" else "gloo")
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=timeout_minutes))
+
+
+def setup_distributed(device_request: Optional[str], timeout_minutes: float = 120.0) -> tuple[DistInfo, torch.device]:
+    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; start NCCL on GPUs and gloo on CPU (collective timeout
+    ``timeout_minutes``)."""
+    info = dist_info_from_env()
+    if device_request:
+        device = torch.device(device_request)
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = rank_device(device, info)
+    init_process_group_for(info, device, timeout_minutes)
     return info, device
 
 

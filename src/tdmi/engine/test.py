@@ -1,8 +1,7 @@
 """Model over a split -> prediction files -> PoseTrack mAP table (``tdmi test`` and the trainer's validation).
 
 Flow (docs/architecture.md "Layout", ``engine/test.py``): the clip dataset of the val/test split with GT boxes or a
-detection
-file (``tdmi.data.dataset.build_dataset``) -> batched inference under ``torch.inference_mode`` -> heatmaps decoded
+detection file (``tdmi.data.dataset.build_dataset``) -> batched inference under ``torch.inference_mode`` -> heatmaps decoded
 exactly as DCPose/FAMI decode them (``tdmi.evaluation.decode``, docs/facts/posetrack-facts.md section 6) -> one official
 PoseTrack18 JSON per sequence (``tdmi.evaluation.writers``; joint score = heatmap maximum x box score, the writer
 multiplies) -> poseval-identical AP (``tdmi.evaluation.posetrack_ap``). The table is always printed with the boxes it
@@ -12,56 +11,45 @@ Optional HRNet flip test (``test.flip_test``, off by default as in DCPose/FAMI):
 (``frames.flip(-1)``: all T frames flipped along the width), and the decoder fuses the two outputs
 (``decode_heatmaps(flipped_heatmaps=...)``: flip back, swap left/right channels, shift one pixel, average).
 
-Checkpoints (docs/architecture.md "Checkpoints"): a tdmi checkpoint's sidecar carries the training config, so ``tdmi
-test``
-needs no ``--config``; a given config must describe the same model (the architecture keys of ``model``), otherwise
-the error names the keys that differ. Keys under ``mi_objective.`` belong to the training objective, not the model.
+Checkpoints: :mod:`tdmi.engine.test_model` loads a checkpoint into the model its config describes
+(:func:`load_model_for_test`, re-exported here); the HTML report of ``--report`` is :mod:`tdmi.engine.test_report`.
 
 Outputs of :func:`run_test` under ``out_dir``: ``predictions/<sequence>.json`` (the files poseval reads),
 ``results.json`` (the 8-column table in percent, per-joint APs, boxes, timing) and, when the annotations are not
 already one PoseTrack18/annolist JSON file per sequence, ``ground_truth/<sequence>.json`` (the per-sequence GT the
-predictions were scored against).
+predictions were scored against). Each folder is written whole or not at all, and whatever cannot be written (a full
+disk) is saved in a fallback folder and scored from there (:mod:`tdmi.results_fallback`).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
-from tdmi.config import (ConfigError, ExperimentConfig, apply_override, config_from_dict, flatten_dict, load_config,
-                         to_dict, with_legacy_defaults)
+from tdmi.config import ExperimentConfig, load_config
 from tdmi.data.dataset import (Mode, PoseTrackClipDataset, build_dataset, collate_clips, frames_as_uint8,
-                               loader_workers)
+                               loader_workers, under_root)
 from tdmi.data.transforms import normalize_frames
-from tdmi.errors import CheckpointError, CommandError
+from tdmi.engine.distributed import DistInfo
+from tdmi.engine.test_model import (MI_OBJECTIVE_PREFIX, SINGLE_FRAME_UNUSED_KEYS,  # noqa: F401  (re-exported)
+                                    TRAINING_ONLY_MODEL_KEYS, LoadedModel, load_model_for_test,
+                                    model_config_differences, select_device)
+from tdmi.errors import CommandError
 from tdmi.evaluation.decode import decode_heatmaps
 from tdmi.evaluation.posetrack_ap import APResult, evaluate_dirs, write_json_atomic
 from tdmi.evaluation.writers import PersonPrediction, write_posetrack18_predictions
 from tdmi.keypoints import POSETRACK17
-from tdmi.models.checkpoints import layout_hint, load_checkpoint
-from tdmi.outputs import check_output_dir
-
-MI_OBJECTIVE_PREFIX = "mi_objective."
-"""State-dict keys of the MI objective's own modules in training checkpoints; not part of the model."""
-
-TRAINING_ONLY_MODEL_KEYS: tuple[str, ...] = ("backbone.pretrained", "backbone.freeze", "backbone.bn_eval", "mi.",
-                                             "rdm.init_std", "rdm.init")
-"""``model`` config keys (and prefixes) that change training but not the weights' layout or the predictions, so a
-``--config`` may differ from the checkpoint there: where the initial weights came from, which weights train, how
-they were initialised, and the MI objective's settings."""
-
-SINGLE_FRAME_UNUSED_KEYS: tuple[str, ...] = ("tde.", "rdm.", "fusion_blocks", "st_blocks")
-"""``model`` keys of the temporal modules, which the single-frame model (``arch: hrnet``) does not build."""
+from tdmi.outputs import DEFAULT_REPORT, check_output_dir, check_report_path
+from tdmi.results_fallback import save_results
 
 
 @dataclass
@@ -79,7 +67,10 @@ class TestResult:
         flip_test: whether the flip test was on.
         inference_seconds / evaluation_seconds: wall time of the model loop (data loading included) and of
             writing + scoring.
-        results_file: the JSON written beside the predictions.
+        results_file: the JSON written beside the predictions (in a fallback folder when ``out_dir`` could not be
+            written, :mod:`tdmi.results_fallback`).
+        track_dir: the tracking submission's folder (``--track``), where it was written; None without tracking.
+        image_root: the folder the dataset read the frames from (the report draws on them).
     """
 
     out_dir: Path
@@ -101,6 +92,8 @@ class TestResult:
     tracking_settings: Optional[dict[str, Any]] = None
     decode: str = "argmax"
     """Heatmap decoding used (``test.decode``)."""
+    track_dir: Optional[Path] = None
+    image_root: Optional[Path] = None
 
     @property
     def table(self) -> dict[str, float]:
@@ -119,27 +112,7 @@ class TestResult:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Devices, boxes, ground truth
-
-
-def select_device(name: Optional[str] = None) -> torch.device:
-    """``None`` -> ``cuda`` when available, else ``cpu``; ``cpu``/``cuda``/``cuda:N`` are checked, not assumed."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise CommandError(f"--device {name!r}: not a device name; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CommandError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise CommandError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
-    return device
-
-
-def _under_root(cfg: ExperimentConfig, path: str) -> Path:
-    return Path(path) if Path(path).is_absolute() else Path(cfg.data.root) / path
+# Boxes, ground truth
 
 
 def box_source(cfg: ExperimentConfig, split: Mode, boxes: Optional[str] = None) -> Optional[Path]:
@@ -149,7 +122,7 @@ def box_source(cfg: ExperimentConfig, split: Mode, boxes: Optional[str] = None) 
     chosen = boxes if boxes is not None else configured
     if chosen == "gt":
         return None
-    return Path(chosen) if boxes is not None else _under_root(cfg, chosen)
+    return Path(chosen) if boxes is not None else under_root(cfg, chosen)
 
 
 def describe_boxes(cfg: ExperimentConfig, box_file: Optional[Path], dataset: PoseTrackClipDataset) -> str:
@@ -167,15 +140,14 @@ def ground_truth_dir(cfg: ExperimentConfig, dataset: PoseTrackClipDataset, out_d
     """
     from tdmi.data.posetrack import save_sequences
 
-    annotations = _under_root(cfg, cfg.data.val_annotations)
+    annotations = under_root(cfg, cfg.data.val_annotations)
     if annotations.is_dir():
         sources = {Path(s.source) for s in dataset.sequences}
         per_file = all(p.suffix == ".json" and p.parent == annotations for p in sources)
         if per_file and len(sources) == len(dataset.sequences):
             return annotations
-    target = out_dir / "ground_truth"
-    save_sequences(dataset.sequences, target)
-    return target
+    return save_results(out_dir / "ground_truth", lambda folder: save_sequences(dataset.sequences, folder),
+                        "the per-sequence ground truth", folder=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -215,12 +187,25 @@ def predict_split(model: nn.Module, loader: DataLoader, device: torch.device, *,
     keypoints travel back to the CPU. ``decode`` is ``argmax`` or ``dark`` (:func:`decode_heatmaps`; ``dark_sigma``
     = the targets' sigma).
     """
+    return assemble_predictions(predict_rows(model, loader, device, flip_test=flip_test, progress=progress, amp=amp,
+                                             decode=decode, dark_sigma=dark_sigma))
+
+
+PredictionRow = tuple[tuple[str, str], int, int, PersonPrediction]
+"""One decoded box: ``((sequence, key-frame file_name), person index in the frame, box track id, person)``."""
+
+
+def predict_rows(model: nn.Module, loader: DataLoader, device: torch.device, *, flip_test: bool = False,
+                 progress: bool = True, amp: str = "none", decode: str = "argmax",
+                 dark_sigma: float = 3.0) -> list[PredictionRow]:
+    """:func:`predict_split`'s model loop: one row per sample, in the loader's order (``tdmi.sharding`` gathers the
+    rows of several ranks and puts them back in the dataset's order)."""
     from tqdm import tqdm
 
     from tdmi.precision import autocast_for
 
     flip_permutation = POSETRACK17.flip_permutation()
-    collected: dict[tuple[str, str], list[tuple[int, int, PersonPrediction]]] = {}
+    collected: list[PredictionRow] = []
     batches = tqdm(loader, desc="test", unit="batch", file=sys.stderr, disable=not progress, leave=False)
     with torch.inference_mode():
         for batch in batches:
@@ -242,26 +227,71 @@ def predict_split(model: nn.Module, loader: DataLoader, device: torch.device, *,
                                           heatmap_scores=maxvals_np[i].astype(np.float64),
                                           box_score=float(meta["score"][i]),
                                           box=np.asarray(meta["bbox"][i], np.float64) if "bbox" in meta else None)
-                collected.setdefault(key, []).append((int(meta["person_index"][i]), int(meta["track_id"][i]), person))
+                collected.append((key, int(meta["person_index"][i]), int(meta["track_id"][i]), person))
+    return collected
+
+
+def assemble_predictions(rows: list[PredictionRow]) -> dict[tuple[str, str], list[PersonPrediction]]:
+    """Rows -> ``(sequence, key-frame file_name) -> persons`` (frames in the order of their first row, persons in
+    the order of the boxes in the frame, with the boxes' track ids where those are valid)."""
+    collected: dict[tuple[str, str], list[tuple[int, int, PersonPrediction]]] = {}
+    for key, person_index, track_id, person in rows:
+        collected.setdefault(key, []).append((person_index, track_id, person))
     predictions: dict[tuple[str, str], list[PersonPrediction]] = {}
-    for key, rows in collected.items():
-        rows.sort(key=lambda row: row[0])
-        for (_, _, person), track_id in zip(rows, _frame_track_ids([row[1] for row in rows])):
+    for key, frame_rows in collected.items():
+        frame_rows.sort(key=lambda row: row[0])
+        for (_, _, person), track_id in zip(frame_rows, _frame_track_ids([row[1] for row in frame_rows])):
             person.track_id = track_id
-        predictions[key] = [row[2] for row in rows]
+        predictions[key] = [row[2] for row in frame_rows]
     return predictions
 
 
-def make_loader(dataset: PoseTrackClipDataset, cfg: ExperimentConfig, device: torch.device) -> DataLoader:
-    """Sequential batches of ``test.batch_size`` clips, ``data.workers`` worker processes (None: by the cores)."""
-    workers = loader_workers(cfg)
-    return DataLoader(dataset, batch_size=max(1, int(cfg.test.batch_size)), shuffle=False, num_workers=workers,
-                      collate_fn=collate_clips, pin_memory=device.type == "cuda", persistent_workers=False)
+def make_loader(dataset: PoseTrackClipDataset, cfg: ExperimentConfig, device: torch.device,
+                batch_sampler: Optional[Sampler[list[int]] | list[list[int]]] = None) -> DataLoader:
+    """Sequential batches of ``test.batch_size`` clips, ``data.workers`` worker processes (None: by the cores);
+    ``batch_sampler`` (lists of sample indices) gives the batches instead (a rank's share under torchrun)."""
+    sizing: dict[str, Any] = ({"batch_sampler": batch_sampler} if batch_sampler is not None
+                              else {"batch_size": max(1, int(cfg.test.batch_size)), "shuffle": False})
+    return DataLoader(dataset, **sizing, num_workers=loader_workers(cfg), collate_fn=collate_clips,
+                      pin_memory=device.type == "cuda", persistent_workers=False)
+
+
+def predict_split_sharded(model: nn.Module, dataset: PoseTrackClipDataset, cfg: ExperimentConfig,
+                          device: torch.device, ranks: DistInfo, *,
+                          progress: bool = True) -> Optional[dict[tuple[str, str], list[PersonPrediction]]]:
+    """:func:`predict_split` over torchrun's ranks (:mod:`tdmi.sharding`): this rank runs batches ``b % world ==
+    rank`` of the batches one process runs, rank 0 gathers every rank's rows and assembles them in the dataset's
+    order, so its result equals one process's. Returns None on the other ranks. A failure on any rank stops every
+    rank (the failing one with its own error, the others with a one-line error naming it)."""
+    from tdmi.sharding import agree_on_failure, batch_share, gather_to_main
+
+    batches = batch_share(len(dataset), cfg.test.batch_size, ranks)
+    indices = [index for batch in batches for index in batch]
+    error: Optional[Exception] = None
+    rows: list[PredictionRow] = []
+    try:
+        rows = predict_rows(model, make_loader(dataset, cfg, device, batch_sampler=batches), device,
+                            flip_test=cfg.test.flip_test, progress=progress, amp=cfg.test.amp, decode=cfg.test.decode,
+                            dark_sigma=cfg.data.sigma)
+        if len(indices) != len(rows):  # checked before the agreement, so that no rank waits for this one's rows
+            raise RuntimeError(f"rank {ranks.rank}: {len(rows)} predictions for {len(indices)} samples")
+    except Exception as err:  # shared with the other ranks first, so that none waits for this one's rows
+        error = err
+    failure = agree_on_failure(None if error is None else f"{type(error).__name__}: {error}".splitlines()[0], ranks)
+    if error is not None:
+        raise error
+    if failure is not None:
+        raise CommandError(f"testing stopped: {failure}")
+    gathered = gather_to_main(list(zip(indices, rows)), ranks)
+    if gathered is None:
+        return None
+    ordered = sorted((pair for part in gathered for pair in part), key=lambda pair: pair[0])
+    return assemble_predictions([row for _, row in ordered])
 
 
 def run_test(model: nn.Module, cfg: ExperimentConfig, split: Mode = "val", boxes: Optional[str] = None,
              out_dir: str | Path | None = None, device: str | torch.device | None = None, progress: bool = True,
-             meta: Optional[Mapping[str, Any]] = None) -> TestResult:
+             meta: Optional[Mapping[str, Any]] = None, ranks: Optional[DistInfo] = None) -> Optional[TestResult]:
     """Predict every box of ``split``, write PoseTrack18 prediction files and score them.
 
     Args:
@@ -275,9 +305,11 @@ def run_test(model: nn.Module, cfg: ExperimentConfig, split: Mode = "val", boxes
         device: where the model runs (default: cuda when available); the model is moved there.
         progress: tqdm bars for loading and inference.
         meta: extra fields for ``results.json`` (e.g. the checkpoint path).
+        ranks: torchrun's ranks, in a started process group (:func:`predict_split_sharded`): every rank predicts
+            its share, rank 0 alone writes and scores.
 
     Returns:
-        :class:`TestResult`; ``results.json`` is written atomically in ``out_dir``.
+        :class:`TestResult`; ``results.json`` is written atomically in ``out_dir``. None on ranks other than 0.
     """
     if split not in ("val", "test"):
         raise CommandError(f"split={split!r}: testing runs on 'val' or 'test'")
@@ -291,32 +323,41 @@ def run_test(model: nn.Module, cfg: ExperimentConfig, split: Mode = "val", boxes
 
     model.eval().to(device)
     start = time.perf_counter()
-    predictions = predict_split(model, make_loader(dataset, cfg, device), device, flip_test=cfg.test.flip_test,
-                                progress=progress, amp=cfg.test.amp, decode=cfg.test.decode,
-                                dark_sigma=cfg.data.sigma)
+    if ranks is not None and ranks.enabled:
+        predictions = predict_split_sharded(model, dataset, cfg, device, ranks, progress=progress)
+        if predictions is None:
+            return None  # rank 0 writes, scores and reports
+    else:
+        predictions = predict_split(model, make_loader(dataset, cfg, device), device, flip_test=cfg.test.flip_test,
+                                    progress=progress, amp=cfg.test.amp, decode=cfg.test.decode,
+                                    dark_sigma=cfg.data.sigma)
     inference_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
     gt_dir = ground_truth_dir(cfg, dataset, out)
-    predictions_dir = out / "predictions"
-    tracking = settings = None
+    tracking = settings = track_dir = None
     if cfg.test.track is not None:
         from tdmi.engine.test_tracking import TrackingSettings, track_split
 
         tracking_settings = TrackingSettings(cfg.test.track, cfg.test.track_joint_threshold,
                                              cfg.test.track_person_threshold)
         predictions, submission = track_split(predictions, dataset.sequences, tracking_settings)
-        write_posetrack18_predictions(gt_dir, submission, out / "predictions_track")
+        track_dir = save_results(out / "predictions_track",
+                                 lambda folder: write_posetrack18_predictions(gt_dir, submission, folder),
+                                 "the tracking submission", folder=True)
         if cfg.test.protocol == "pt21":  # the PoseTrack21 kit's hota_pose, as tdmi evaluate --track reports it
             from tdmi.evaluation.pt21_hota import evaluate_hota_dirs
 
-            tracking = evaluate_hota_dirs(gt_dir, out / "predictions_track", allow_missing=True)
+            tracking = evaluate_hota_dirs(gt_dir, track_dir, allow_missing=True)
         else:
             from tdmi.evaluation.posetrack_mota import evaluate_tracking_dirs
 
-            tracking = evaluate_tracking_dirs(gt_dir, out / "predictions_track", allow_missing=True)
+            tracking = evaluate_tracking_dirs(gt_dir, track_dir, allow_missing=True)
         settings = tracking_settings.to_json()
-    write_posetrack18_predictions(gt_dir, predictions, predictions_dir)
+    # a full disk now loses nothing: the files go to a fallback folder, and are scored there (tdmi.results_fallback)
+    predictions_dir = save_results(out / "predictions",
+                                   lambda folder: write_posetrack18_predictions(gt_dir, predictions, folder),
+                                   "the prediction files", folder=True)
     result = evaluate_dirs(gt_dir, predictions_dir, protocol=cfg.test.protocol)
     evaluation_seconds = time.perf_counter() - start
 
@@ -324,8 +365,11 @@ def run_test(model: nn.Module, cfg: ExperimentConfig, split: Mode = "val", boxes
         out_dir=out, predictions_dir=predictions_dir, ground_truth=gt_dir, result=result, boxes=boxes_text,
         split=split, num_samples=len(dataset), flip_test=cfg.test.flip_test, inference_seconds=inference_seconds,
         evaluation_seconds=evaluation_seconds, results_file=out / "results.json", meta=dict(meta or {}),
-        tracking=tracking, tracking_settings=settings, decode=cfg.test.decode)
-    write_json_atomic(test_result.results_file, test_result.to_json_dict())
+        tracking=tracking, tracking_settings=settings, decode=cfg.test.decode, track_dir=track_dir,
+        image_root=Path(dataset.image_root))
+    payload = test_result.to_json_dict()
+    test_result.results_file = save_results(test_result.results_file, lambda path: write_json_atomic(path, payload),
+                                            "the results table")
     return test_result
 
 
@@ -357,110 +401,17 @@ def validate_model(model: nn.Module, cfg: ExperimentConfig, epoch: int) -> dict[
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def model_config_differences(given: Mapping[str, Any], stored: Mapping[str, Any]) -> list[str]:
-    """``model`` keys whose values differ (``key: given vs stored``), ignoring :data:`TRAINING_ONLY_MODEL_KEYS`."""
-    from tdmi.config import ModelConfig
-
-    # A key that a checkpoint from an older tdmi does not store had the value of LEGACY_DEFAULTS then, or else
-    # today's default.
-    a, b = flatten_dict(dict(given)), flatten_dict(with_legacy_defaults({"model": dict(stored)})["model"])
-    defaults = flatten_dict(to_dict(ModelConfig()))
-    ignored = TRAINING_ONLY_MODEL_KEYS
-    if a.get("arch", defaults["arch"]) == b.get("arch", defaults["arch"]) == "hrnet":
-        ignored = ignored + SINGLE_FRAME_UNUSED_KEYS  # the single-frame model builds none of these modules
-    differing = []
-    for key in sorted(set(a) | set(b)):
-        if any(key == k or (k.endswith(".") and key.startswith(k)) for k in ignored):
-            continue
-        mine, theirs = a.get(key, defaults.get(key, "<absent>")), b.get(key, defaults.get(key, "<absent>"))
-        if mine != theirs:
-            differing.append(f"model.{key}: {mine!r} vs checkpoint {theirs!r}")
-    return differing
-
-
-class LoadedModel(NamedTuple):
-    """A model ready for testing, the config it was built from, and the checkpoint's sidecar."""
-
-    model: nn.Module
-    cfg: ExperimentConfig
-    metadata: dict[str, Any]
-
-
-def load_model_for_test(checkpoint: str | Path, cfg: Optional[ExperimentConfig] = None,
-                        device: str | torch.device | None = None,
-                        overrides: tuple[str, ...] | list[str] = ()) -> LoadedModel:
-    """Build the checkpoint's model and load its weights strictly (``mi_objective.*`` keys are skipped).
-
-    Args:
-        checkpoint: a tdmi ``.safetensors`` checkpoint with its JSON sidecar, or a foreign HRNet ``.pth``
-            (:mod:`tdmi.models.foreign_hrnet`; then ``cfg`` must be None).
-        cfg: the experiment config to test with; None = the sidecar's training config (with ``overrides``
-            applied, e.g. ``data.root=...``). A given config must describe the same model: differing ``model`` keys
-            (other than :data:`TRAINING_ONLY_MODEL_KEYS`) are a :class:`~tdmi.errors.CheckpointError` naming them.
-        device: where to put the model (default: cuda when available).
-        overrides: ``key=value`` overrides for the sidecar's config (ignored when ``cfg`` is given).
-
-    Returns:
-        :class:`LoadedModel` (``model, cfg, metadata = load_model_for_test(...)`` also works); the model is in eval
-        mode on ``device``.
-    """
-    from tdmi.models.foreign_hrnet import is_foreign_checkpoint, load_foreign_hrnet
-    from tdmi.models.tdmi import build_model
-
-    if is_foreign_checkpoint(checkpoint):
-        if cfg is not None:
-            raise CheckpointError(f"{checkpoint}: a foreign HRNet file takes its model from the weights; pass the "
-                                  f"config as a path to tdmi.models.foreign_hrnet.load_foreign_hrnet instead")
-        device = device if isinstance(device, torch.device) else select_device(device)
-        foreign = load_foreign_hrnet(checkpoint, None, overrides, device)
-        return LoadedModel(foreign.model, foreign.cfg, foreign.metadata)
-    state, metadata = load_checkpoint(checkpoint)
-    stored = metadata.get("config")
-    if not isinstance(stored, dict) or not isinstance(stored.get("model"), dict):
-        raise CheckpointError(f"{checkpoint}: the sidecar has no training config ('config' with a 'model' section); "
-                              f"it was not written by tdmi's trainer")
-    if cfg is None:
-        raw = copy.deepcopy(stored)  # overrides must not edit the returned metadata
-        for item in overrides:
-            apply_override(raw, item)
-        try:
-            cfg = config_from_dict(raw, where=f"{checkpoint} (sidecar config)")
-        except ConfigError as err:
-            raise CheckpointError(f"{err}; pass --config with a config this tdmi version reads") from None
-    else:
-        differing = model_config_differences(to_dict(cfg.model), stored["model"])
-        if differing:
-            raise CheckpointError(f"{checkpoint}: --config describes a different model than the checkpoint: "
-                                  f"{'; '.join(differing)}. Drop --config to use the checkpoint's own, "
-                                  f"or fix these keys")
-    model = build_model(cfg.model)
-    model_state = {k: v for k, v in state.items() if not k.startswith(MI_OBJECTIVE_PREFIX)}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(model_state))
-    unexpected = sorted(set(model_state) - set(expected))
-    mismatched = [f"{k} {list(model_state[k].shape)} vs model {list(expected[k].shape)}"
-                  for k in sorted(set(expected) & set(model_state)) if model_state[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        parts = [f"{label} ({len(names)}): {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
-                 for label, names in (("missing", missing), ("unexpected", unexpected), ("shape", mismatched)) if names]
-        raise CheckpointError(f"{checkpoint}: weights do not fit the {cfg.model.arch} model of the config: "
-                              f"{'; '.join(parts)}{layout_hint(model_state, expected)}")
-    model.load_state_dict(model_state, strict=True)
-    device = device if isinstance(device, torch.device) else select_device(device)
-    return LoadedModel(model.eval().to(device), cfg, metadata)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Command
 
 
 def test_command(args) -> int:
     """``tdmi test --checkpoint CKPT [--config YAML] [--set k=v] [--boxes gt|FILE] [--track [pose|iou]] [--out DIR]
-    [--device D]``."""
+    [--device D]``; under torchrun every rank runs a share of the batches (:mod:`tdmi.sharding`)."""
+    from tdmi.sharding import dist_info_from_env, process_group, rank_device
+
+    ranks = dist_info_from_env()
     device = select_device(args.device)
+    device = rank_device(device, ranks) if ranks.enabled else device
     overrides = list(getattr(args, "overrides", None) or [])
     if getattr(args, "track", None):
         overrides.append(f"test.track={args.track}")
@@ -473,18 +424,27 @@ def test_command(args) -> int:
     if is_foreign_checkpoint(args.checkpoint):  # an official/mmpose/DCPose HRNet file: its single-frame HRNet
         foreign = load_foreign_hrnet(args.checkpoint, args.config, overrides, device)
         model, cfg = foreign.model, foreign.cfg
-        print(f"model: {foreign.description}", file=sys.stderr)
-        for note in foreign.notes:
-            print(f"note: {note}", file=sys.stderr)
+        for line in [f"model: {foreign.description}"] + [f"note: {note}" for note in foreign.notes]:
+            if ranks.is_main:
+                print(line, file=sys.stderr)
     else:
         cfg = load_config(args.config, overrides) if args.config else None
         model, cfg, _ = load_model_for_test(args.checkpoint, cfg, device=device, overrides=overrides)
     out_dir = Path(args.out) if args.out else check_output_dir(cfg.test.out_dir, "test.out_dir")
-    print(f"test: {cfg.model.arch} from {args.checkpoint} on {device}, split test ({cfg.data.val_annotations} "
-          f"under {cfg.data.root}); protocol: {test_protocol(cfg, args.boxes)}", file=sys.stderr)
-    result = run_test(model, cfg, split="test", boxes=args.boxes, out_dir=out_dir, device=device,
-                      meta={"checkpoint": str(args.checkpoint), "config": args.config or "checkpoint sidecar",
-                            "experiment": cfg.name})
+    report = (check_report_path(args.report, out_dir=out_dir, json_out=out_dir / "results.json",
+                                json_what="the results table (results.json)")
+              if getattr(args, "report", None) else None)  # --report: never over results.json
+    if ranks.is_main:
+        print(f"test: {cfg.model.arch} from {args.checkpoint} on {device}"
+              f"{f' (and {ranks.world_size - 1} more ranks)' if ranks.enabled else ''}, split test "
+              f"({cfg.data.val_annotations} under {cfg.data.root}); protocol: {test_protocol(cfg, args.boxes)}",
+              file=sys.stderr)
+    with process_group(ranks, device, cfg.train.dist_timeout_minutes):
+        result = run_test(model, cfg, split="test", boxes=args.boxes, out_dir=out_dir, device=device,
+                          meta={"checkpoint": str(args.checkpoint), "config": args.config or "checkpoint sidecar",
+                                "experiment": cfg.name}, progress=ranks.is_main, ranks=ranks)
+    if result is None:
+        return 0  # torchrun, a rank other than 0: rank 0 writes, scores and reports
     ap = result.result
     print(f"PoseTrack AP ({ap.protocol} protocol): {ap.num_sequences} sequences, {ap.num_frames} frames evaluated, "
           f"{result.num_samples} person boxes")
@@ -493,9 +453,15 @@ def test_command(args) -> int:
     if result.tracking is not None:
         s = result.tracking_settings
         print(f"tracking ({s['tracker']} tracker; submission without joints scoring < {s['joint_threshold']:g} "
-              f"and unconfirmed tracks, in {result.out_dir / 'predictions_track'}), "
+              f"and unconfirmed tracks, in {result.track_dir}), "
               f"{'the PoseTrack21 kit' if ap.protocol == 'pt21' else 'poseval'}'s metrics:")
         print(result.tracking.format_table())
+    if report is not None:
+        from tdmi.engine.test_report import write_test_report
+
+        if str(args.report) == DEFAULT_REPORT:  # a bare --report: beside results.json, wherever that was saved
+            report = result.results_file.parent / report.name
+        print(f"report: wrote {write_test_report(report, result, cfg)}")
     rate = result.num_samples / result.inference_seconds if result.inference_seconds > 0 else math.inf
     boxes_short = "GT boxes" if result.boxes == "GT" else f"{result.num_samples} detected boxes"
     mota = ""

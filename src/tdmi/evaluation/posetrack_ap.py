@@ -347,6 +347,7 @@ class _Prepared:
     labels: np.ndarray  # [NP, 15] the matching's true positives (frames are matched independently)
     frame_sources: list[str]  # "<GT file> frame <name>" per evaluated frame, for error messages
     missing: bool  # no prediction file (scored as all misses)
+    frame_names: list[str] = field(default_factory=list)  # the GT image's file_name (PT17: image name) per frame
 
 
 def _prepare_sequence(name: str, gt_data: dict, pred_data: Optional[dict], protocol: str, allow_missing: bool,
@@ -368,7 +369,10 @@ def _prepare_sequence(name: str, gt_data: dict, pred_data: Optional[dict], proto
         gt_people, pr_people, frame_names = _prepare_pt21(gt_file21, pred_file21)
     # matching runs here, per sequence, so that it runs in the reader processes too
     labels = _match_labels(gt_people, pr_people, len(frame_names))
-    return _Prepared(gt_people, pr_people, labels, [f"{gt_source} frame {n}" for n in frame_names], missing)
+    # PT21 names frames by their position in 'images' (messages); the report needs the images' file names
+    file_names = ([gt_file21.file_names[int(n)] for n in frame_names] if protocol == "pt21" else list(frame_names))
+    return _Prepared(gt_people, pr_people, labels, [f"{gt_source} frame {n}" for n in frame_names], missing,
+                     file_names)
 
 
 def _read_and_prepare(task: tuple[str, str, str, str, bool]) -> _Prepared:
@@ -428,48 +432,9 @@ def evaluate_dirs(
     return _combine([t[0] for t in tasks], prepared, protocol)
 
 
-# -------------------------------------------------------------------------------------------------------- CLI
+# ------------------------------------------------------------------------------------------------------ files
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Any, indent: Optional[int] = 2) -> Path:
     """Write JSON atomically (no half-written files); NaN is refused, as strict JSON readers do."""
     return atomic_write_json(path, payload, indent=indent, allow_nan=False)
-
-
-def evaluate_command(args) -> int:
-    """``tdmi evaluate --gt DIR --pred DIR [--protocol poseval|pt21] [--allow-missing] [--track] [--json-out FILE]``."""
-    result = evaluate_dirs(args.gt, args.pred, protocol=args.protocol, allow_missing=args.allow_missing,
-                           progress=True, workers=getattr(args, "workers", None))
-    print(f"PoseTrack AP ({result.protocol} protocol): {result.num_sequences} sequences, "
-          f"{result.num_frames} frames evaluated")
-    print(result.format_table())
-    if result.missing_predictions:
-        print(f"scored as all misses (no prediction file): {', '.join(result.missing_predictions)}")
-    payload = result.to_json_dict(gt_dir=str(args.gt), pred_dir=str(args.pred))
-    summary = f"evaluate: Mean AP {result.table['Mean']:.1f} over {result.num_frames} frames"
-    if getattr(args, "track", False) and args.protocol == "pt21":
-        from tdmi.evaluation.pt21_hota import evaluate_hota_dirs
-
-        corrected = bool(getattr(args, "pt21_corrected", False))
-        hota = evaluate_hota_dirs(args.gt, args.pred, corrected=corrected, allow_missing=args.allow_missing)
-        print(f"PoseTrack21 pose tracking (the kit's hota_pose{', its defects corrected' if corrected else ''}): "
-              f"{hota.num_sequences} sequences")
-        print(hota.format_table())
-        payload["tracking"] = hota.to_json_dict()
-        summary += f", HOTA {hota.table['HOTA']:.1f}"
-    elif getattr(args, "track", False):
-        from tdmi.evaluation.posetrack_mota import evaluate_tracking_dirs
-
-        tracking = evaluate_tracking_dirs(args.gt, args.pred, allow_missing=args.allow_missing, progress=True,
-                                          workers=getattr(args, "workers", None))
-        print(f"PoseTrack tracking (poseval --evalPoseTracking): {tracking.num_sequences} sequences, "
-              f"{tracking.num_frames} frames (each sequence's last evaluated frame is not counted, as in poseval)")
-        print(tracking.format_table())
-        for note in tracking.notes:
-            print(f"note: {note}")
-        payload["tracking"] = tracking.to_json_dict()
-        summary += f", MOTA {tracking.table['MOTA']['Total']:.1f}"
-    if args.json_out:
-        write_json_atomic(args.json_out, payload)
-    print(summary + (f"; wrote {args.json_out}" if args.json_out else ""))
-    return 0

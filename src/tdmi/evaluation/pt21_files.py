@@ -6,7 +6,7 @@ Facts: ``docs/facts/posetrack-facts.md`` section 10 and ``docs/facts/tracking-ev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -30,6 +30,7 @@ class _Pt21File:
     head_size: np.ndarray  # [N]
     ignore_regions: dict[int, list[np.ndarray]]
     track_id: Optional[np.ndarray] = None  # [N] float64
+    file_names: list[str] = field(default_factory=list)  # [F] each image's file_name (its position without one)
 
 
 def _read_pt21_file(data: dict, source: str, is_gt: bool) -> _Pt21File:
@@ -99,7 +100,7 @@ def _read_pt21_checked(data: dict, source: str, is_gt: bool) -> _Pt21File:
     # the kit has no 10000 limit (PT21 track ids are large integers); ids must still be unique within a frame
     _check_track_ids(track_ids, list(frame), names, source, unique=True, max_id=None)
     return _Pt21File(source, image_ids, labeled, frame, keypoints, head_size, ignore,
-                     np.asarray([float(t) for t in track_ids], np.float64))
+                     np.asarray([float(t) for t in track_ids], np.float64), names)
 
 
 def _prepare_pt21(gt: _Pt21File, pred: _Pt21File) -> tuple[_People, _People, list[str]]:

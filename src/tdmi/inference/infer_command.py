@@ -27,6 +27,8 @@ from tdmi.inference.pipeline import VideoPoseEstimator
 from tdmi.inference.pose_tracking import FramePeople, PoseTracker
 from tdmi.inference.tracking import MAX_TRACK_ID
 from tdmi.inference.records import DEFAULT_WINDOW, MAX_NOTES, FramePoses, PipelineOptions, RunStats
+from tdmi.outputs import _reason
+from tdmi.results_fallback import save_results
 
 
 # ----------------------------------------------------------------------------------------------------------- files
@@ -97,7 +99,8 @@ def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detect
     Files are written atomically when the input is finished; an error leaves earlier files as they were and no
     partial file of this input. An image detector's boxes are cached in ``<out>/<stem>.boxes.json`` and reused by
     the next run on the same input with the same detector (:mod:`tdmi.inference.detection_cache`), unless
-    ``reuse_detections`` is False.
+    ``reuse_detections`` is False. A video that cannot be written (``render``; a full disk, ...) is dropped with its
+    partial file and a note, and the poses are still estimated and saved (:mod:`tdmi.results_fallback`).
 
     Raises:
         FileNotFoundError, DataFormatError: the input cannot be read (messages name it).
@@ -127,9 +130,27 @@ def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detect
             detector = recorder = RecordingDetector(detector)
     estimator = VideoPoseEstimator(loaded.model, loaded.config, options, device)
     collected: list[FramePoses] = []
+    video_failure: Optional[str] = None
+    video_target = out_dir / f"{stem}.mp4"
+
+    def video_lost(err: OSError) -> None:
+        """The video cannot be written (a full disk, ...): drop it and its partial file, keep estimating poses."""
+        nonlocal writer, video_failure
+        if writer is not None:
+            try:
+                writer.abort()
+            except OSError:  # the partial file could not be removed either: nothing more to do about it
+                pass
+            writer = None
+        video_failure = (f"{source.info.name}: the video was not written to {video_target} ({_reason(err)}); the "
+                         f"poses are kept in the JSON")
+
+    writer = None
     try:
-        writer = VideoWriter(out_dir / f"{stem}.mp4", source.info.fps, (source.info.width, source.info.height)) \
+        writer = VideoWriter(video_target, source.info.fps, (source.info.width, source.info.height)) \
             if render else None
+    except OSError as err:
+        video_lost(err)
     except BaseException:
         source.close()  # the writer could not start: release the decoder before reporting
         raise
@@ -144,30 +165,48 @@ def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detect
         collected.append(frame)
         if writer is not None:
             people = frame.people
-            writer.write(draw_people(
+            drawn = draw_people(
                 image, np.stack([p.box for p in people]) if people else None, [p.track_id for p in people],
                 np.stack([p.keypoints for p in people]) if people else None,
-                np.stack([p.heatmap_scores for p in people]) if people else None, show_scores=render_scores))
+                np.stack([p.heatmap_scores for p in people]) if people else None, show_scores=render_scores)
+            try:
+                writer.write(drawn)
+            except OSError as err:
+                video_lost(err)
 
+    video_path = None
     try:
         with source, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             stats = estimator.run(source, detector, emit, progress=progress, total=source.info.frame_count,
                                   description=f"infer {source.info.name}")
-        video_path = writer.close() if writer is not None else None
+        if writer is not None:
+            try:
+                video_path = writer.close()
+            except OSError as err:
+                video_lost(err)
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
+    cache_failure = None
     if recorder is not None:
-        recorder.write(cache_file, source.info.name, key)
+        try:
+            recorder.write(cache_file, source.info.name, key)
+        except OSError as err:  # only a cache (a rerun detects again): the poses below are what must be kept
+            cache_failure = (f"{source.info.name}: the detector's boxes were not cached in {cache_file} "
+                             f"({err.strerror or err})")
     notes = list(dict.fromkeys(str(w.message) for w in caught))
+    if cache_failure is not None:
+        notes.append(cache_failure)
     if cache_note is not None:
         notes.insert(0, cache_note)
     if len(notes) > MAX_NOTES:  # e.g. a box cap hit in every frame: the first ones tell the story
         notes = notes[:MAX_NOTES] + [f"... and {len(notes) - MAX_NOTES} more warnings like these"]
     if writer is not None and writer.note:
         notes.append(writer.note)
+    if video_failure is not None:
+        notes.append(video_failure)
     people = sum(len(f.people) for f in collected)
     tracks = len({p.track_id for f in collected for p in f.people})
     if box_file is not None and box_file.frames_seen and box_file.frames_matched == 0:
@@ -189,9 +228,11 @@ def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detect
         "gaps": [{"before": g.before, "after": g.after, "missing": g.missing} for g in source.info.gaps],
         "truncated": source.truncated, "notes": notes,
     }
-    json_path = out_dir / f"{stem}.json"
-    atomic_write_json(json_path, poses_document(collected, Path(source.info.name).stem if source.info.kind == "video"
-                                                else source.info.name, source.info.kind, meta))
+    document = poses_document(collected, Path(source.info.name).stem if source.info.kind == "video"
+                              else source.info.name, source.info.kind, meta)
+    # a full disk loses nothing: the poses go to a fallback folder, said in one line (tdmi.results_fallback)
+    json_path = save_results(out_dir / f"{stem}.json", lambda path: atomic_write_json(path, document),
+                             f"the poses of {spec}")
     return InferOutcome(json_path, video_path, stats, people, tracks, notes, collected)
 
 
@@ -213,17 +254,48 @@ def _pose_track_ids(tracker: PoseTracker, frame: FramePoses) -> None:
         person.track_id = new
 
 
+def expand_inputs(specs: list[str]) -> list[str]:
+    """The inputs to run: a folder that holds videos and no images stands for its videos (natural order of the
+    names); anything else is taken as given (a folder of images is one input, a frame sequence)."""
+    from tdmi.inference.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, natural_key
+
+    expanded: list[str] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            files = [p for p in path.iterdir() if p.is_file()]
+            videos = sorted((p for p in files if p.suffix.lower() in VIDEO_SUFFIXES), key=lambda p: natural_key(p.name))
+            if videos and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in files):
+                expanded.extend(str(video) for video in videos)
+                continue
+        expanded.append(spec)
+    return expanded
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    """``print`` for lines about the whole run on ranks other than 0 under torchrun."""
+
+
 def infer_command(args) -> int:
     """``tdmi infer INPUT... [--checkpoint FILE] [--config FILE] [--boxes FILE | --detector NAME] [--out DIR]
-    [--render] [--online] [--mode tube|warp|exact] [--window N] [--device cpu|cuda]``."""
+    [--render] [--online] [--mode tube|warp|exact] [--window N] [--device cpu|cuda]``.
+
+    Under torchrun, input ``i`` runs on rank ``i % world`` (:mod:`tdmi.sharding`); every rank checks all inputs and
+    loads the model first, each input's files are named as one process names them, and rank 0 prints the run's
+    summary."""
     from tdmi.inference.detectors import HOGPeopleDetector, make_detector
     from tdmi.inference.sources import open_source
+    from tdmi.sharding import all_gather, dist_info_from_env, input_share, process_group, rank_device
+
+    ranks = dist_info_from_env()
+    say = print if ranks.is_main else _quiet  # lines about the whole run: once, from rank 0
 
     # Inputs first: a missing or undecodable input is said once, before a model or detector is loaded and before
     # anything is written.
+    specs = expand_inputs(list(args.inputs))
     failures: list[str] = []
     inputs = []
-    for spec in args.inputs:
+    for spec in specs:
         try:
             with open_source(spec):
                 inputs.append(spec)
@@ -233,69 +305,99 @@ def infer_command(args) -> int:
         raise CommandError(failures[0] if len(failures) == 1 else
                            f"none of the {len(failures)} inputs can be read: {'; '.join(failures)}")
     for failure in failures:
-        print(f"tdmi infer: error: {failure} (skipped)", file=sys.stderr)
+        say(f"tdmi infer: error: {failure} (skipped)", file=sys.stderr)
 
     device = resolve_device(args.device)
+    device = rank_device(device, ranks) if ranks.enabled else device
     loaded = load_inference_model(args.checkpoint, args.config, args.overrides, device)
     if loaded.random_init:
-        print(RANDOM_INIT_BANNER, file=sys.stderr)
+        say(RANDOM_INIT_BANNER, file=sys.stderr)
     detector, detector_description = make_detector(args.detector, args.boxes, device=str(device),
                                                    box_score_threshold=loaded.config.data.box_score_threshold,
                                                    layout=getattr(args, "detector_layout", "auto"))
-    print(f"model: {loaded.description}")
+    say(f"model: {loaded.description}")
     for note in loaded.notes:
-        print(f"note: {note}")
+        say(f"note: {note}")
     shipped = shipped_checkpoint()
     if shipped is not None and loaded.checkpoint is not None and Path(loaded.checkpoint).resolve() == shipped.resolve():
-        print(SHIPPED_MODEL_NOTE)
-    print(f"detector: {detector_description}")
+        say(SHIPPED_MODEL_NOTE)
+    say(f"detector: {detector_description}")
     if isinstance(detector, HOGPeopleDetector):
-        print("note: the HOG detector is weak (upright, unoccluded, large people only); poses can only be as good "
-              "as the boxes. Pass --boxes FILE with a stronger detector's output when you have one.")
+        say("note: the HOG detector is weak (upright, unoccluded, large people only); poses can only be as good "
+            "as the boxes. Pass --boxes FILE with a stronger detector's output when you have one.")
     options = PipelineOptions(mode=args.mode, online=args.online, window=getattr(args, "window", DEFAULT_WINDOW),
                               tracker=getattr(args, "tracker", "pose"), amp=getattr(args, "amp", "none"),
                               decode=getattr(args, "decode", None))
-    print(f"mode: {options.mode}{' (online, causal clips)' if options.online else ''}, delta="
-          f"{loaded.config.model.delta}, window={options.window}, device={device}"
-          f"{f', amp {options.amp}' if options.amp != 'none' else ''}, decoding "
-          f"{options.decode or loaded.config.test.decode}")
+    say(f"mode: {options.mode}{' (online, causal clips)' if options.online else ''}, delta="
+        f"{loaded.config.model.delta}, window={options.window}, device={device}"
+        f"{f', amp {options.amp}' if options.amp != 'none' else ''}, decoding "
+        f"{options.decode or loaded.config.test.decode}"
+        f"{f'; {len(inputs)} inputs over {ranks.world_size} ranks' if ranks.enabled else ''}")
     out_dir = Path(args.out)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
+    stems = [_output_stem(spec, taken) for spec in inputs]  # over all inputs: names do not depend on the ranks
     outcomes: list[InferOutcome] = []
-    for spec in inputs:
+    run_failures: list[str] = []
+    crash: Optional[BaseException] = None
+    with process_group(ranks, device, loaded.config.train.dist_timeout_minutes):
         try:
-            outcome = infer_source(spec, out_dir, loaded, detector, detector_description, options, device,
-                                   render=args.render or getattr(args, "render_scores", False),
-                                   output_stem=_output_stem(spec, taken),
-                                   reuse_detections=not getattr(args, "redetect", False),
-                                   render_scores=getattr(args, "render_scores", False))
-        except (TdmiError, FileNotFoundError) as err:
-            failures.append(_input_error(spec, err))
-            print(f"tdmi infer: error: {failures[-1]}", file=sys.stderr)
-            continue
-        outcomes.append(outcome)
-        for note in outcome.notes:
-            print(f"note: {note}", file=sys.stderr)
-        s = outcome.stats
-        print(f"{spec}: {s.frames} frames, {outcome.people} person-frames in {outcome.tracks} tracks, "
-              f"{s.person_frames_per_second:.1f} person-frames/s (pose), {s.encodes_per_person_frame:.2f} "
-              f"backbone encodes per person-frame -> {outcome.json_path}"
-              + (f" and {outcome.video_path}" if outcome.video_path else ""))
-    frames = sum(o.stats.frames for o in outcomes)
-    person_frames = sum(o.stats.person_frames for o in outcomes)
-    pose_seconds = sum(o.stats.pose_seconds for o in outcomes)
-    encodes = sum(o.stats.encoded_crops for o in outcomes)
+            for _, (spec, stem) in input_share(list(zip(inputs, stems)), ranks):
+                try:
+                    outcome = infer_source(spec, out_dir, loaded, detector, detector_description, options, device,
+                                           render=args.render or getattr(args, "render_scores", False),
+                                           output_stem=stem, progress=ranks.is_main,
+                                           reuse_detections=not getattr(args, "redetect", False),
+                                           render_scores=getattr(args, "render_scores", False))
+                except (TdmiError, FileNotFoundError) as err:
+                    run_failures.append(_input_error(spec, err))
+                    print(f"tdmi infer: error: {run_failures[-1]}", file=sys.stderr)
+                    continue
+                outcomes.append(outcome)
+                for note in outcome.notes:
+                    print(f"note: {note}", file=sys.stderr)
+                s = outcome.stats
+                print(f"{spec}: {s.frames} frames, {outcome.people} person-frames in {outcome.tracks} tracks, "
+                      f"{s.person_frames_per_second:.1f} person-frames/s (pose), {s.encodes_per_person_frame:.2f} "
+                      f"backbone encodes per person-frame -> {outcome.json_path}"
+                      + (f" and {outcome.video_path}" if outcome.video_path else ""))
+        except Exception as err:  # under torchrun: told to rank 0 before this rank stops, so that nothing waits
+            if not ranks.enabled:
+                raise
+            crash = err
+            run_failures.append(f"rank {ranks.rank} stopped: {type(err).__name__}: {str(err).splitlines()[0]}")
+        counts = [(o.stats.frames, o.stats.person_frames, o.stats.pose_seconds, o.stats.encoded_crops)
+                  for o in outcomes]
+        shares = all_gather((counts, run_failures, created), ranks)
+        code = _infer_summary(shares, failures, len(specs), out_dir, options, loaded) if ranks.is_main else 0
+        if ranks.enabled:
+            torch.distributed.barrier()  # rank 0 has said everything before any rank stops
+    if crash is not None:
+        raise crash
+    return code
+
+
+def _infer_summary(shares: list, failures: list[str], total: int, out_dir: Path, options: PipelineOptions,
+                   loaded: LoadedModel) -> int:
+    """The run's last line from every rank's ``(per-input counts, failures, out folder was created)``; the exit
+    status (0, 1 when some inputs failed, 2 when none was done)."""
+    counts = [c for share_counts, _, _ in shares for c in share_counts]
+    failures = failures + [f for _, share_failures, _ in shares for f in share_failures]
+    created = any(share_created for _, _, share_created in shares)
+    frames = sum(c[0] for c in counts)
+    person_frames = sum(c[1] for c in counts)
+    pose_seconds = sum(c[2] for c in counts)
+    encodes = sum(c[3] for c in counts)
     rate = person_frames / pose_seconds if pose_seconds > 0 else 0.0
     per = encodes / person_frames if person_frames else 0.0
     failed = f", {len(failures)} failed" if failures else ""
-    if failures and not outcomes:
+    if failures and not counts:
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()  # nothing was written: leave no empty folder behind
-        print(f"infer: none of {len(args.inputs)} inputs done; nothing written", file=sys.stderr)
+        print(f"infer: none of {total} inputs done; nothing written", file=sys.stderr)
         return 2  # every failure has been printed once already
-    print(f"infer: {len(outcomes)} of {len(args.inputs)} inputs done{failed}, {frames} frames, {person_frames} "
+    print(f"infer: {len(counts)} of {total} inputs done{failed}, {frames} frames, {person_frames} "
           f"person-frames, {rate:.1f} person-frames/s, {per:.2f} encodes/person-frame ({options.mode}"
           f"{', online' if options.online else ''}){' [RANDOM WEIGHTS]' if loaded.random_init else ''}; "
           f"wrote {out_dir}")

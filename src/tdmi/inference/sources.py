@@ -50,6 +50,10 @@ DEFAULT_FPS = 30.0
 #: File name endings read as images (lower case). Anything else in a frame folder is ignored.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2")
 
+#: File name endings of videos (lower case): a folder holding these and no images stands for its videos in ``tdmi
+#: infer`` (``expand_inputs``). Other files are still opened as video when given one by one.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts")
+
 SIZE_POLICIES = ("keep", "first")
 
 SourceSpec = Union[str, os.PathLike, int]
