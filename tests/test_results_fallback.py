@@ -217,7 +217,7 @@ def test_infer_render_on_a_full_disk_drops_the_video_and_keeps_the_poses(tmp_pat
     code = main(["infer", str(folder), "--boxes", str(summary.detections_file), "--out", str(out), "--render",
                  "--device", "cpu", "--threads", "1"])
     captured = capsys.readouterr()
-    assert code == 0, captured.err
+    assert code == 1, captured.err  # the poses are kept, but a video that was asked for is missing
     assert "Traceback" not in captured.err
     assert f"the video was not written to {out / (folder.name + '.mp4')} (no space left on the device)" in captured.err
     assert len(json.loads((out / f"{folder.name}.json").read_text())["images"]) == 4  # the poses are kept

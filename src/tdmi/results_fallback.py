@@ -155,6 +155,16 @@ def save_results(target: str | os.PathLike, write: Callable[[Path], Any], what: 
                        f"({'; '.join(tried)}); set {FALLBACK_ENV} to a folder with space")
 
 
+_lost: list[str] = []
+"""Requested outputs that could not be written anywhere (a rendered video on a full disk), since :func:`reset`."""
+
+
+def output_lost(description: str) -> None:
+    """Record a requested output that was not written (the caller has said so in a note); the command then exits 1,
+    so a script does not take the run for complete."""
+    _lost.append(description)
+
+
 def saved_elsewhere() -> list[SavedElsewhere]:
     """The results this process saved in a fallback folder (since :func:`reset`)."""
     return list(_saved_elsewhere)
@@ -165,10 +175,12 @@ def reset(command: str = "") -> None:
     starts)."""
     global _folder, _command
     _saved_elsewhere.clear()
+    _lost.clear()
     _folder = None
     _command = command or ""
 
 
 def exit_status(code: int) -> int:
-    """A command's exit status: 1 instead of 0 when some results were saved in a fallback folder."""
-    return 1 if code == 0 and _saved_elsewhere else code
+    """A command's exit status: 1 instead of 0 when some results were saved in a fallback folder or an output that was
+    asked for could not be written."""
+    return 1 if code == 0 and (_saved_elsewhere or _lost) else code

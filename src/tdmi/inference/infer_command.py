@@ -28,7 +28,7 @@ from tdmi.inference.pose_tracking import FramePeople, PoseTracker
 from tdmi.inference.tracking import MAX_TRACK_ID
 from tdmi.inference.records import DEFAULT_WINDOW, MAX_NOTES, FramePoses, PipelineOptions, RunStats
 from tdmi.outputs import _reason
-from tdmi.results_fallback import save_results
+from tdmi.results_fallback import output_lost, save_results
 
 
 # ----------------------------------------------------------------------------------------------------------- files
@@ -144,6 +144,7 @@ def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detect
             writer = None
         video_failure = (f"{source.info.name}: the video was not written to {video_target} ({_reason(err)}); the "
                          f"poses are kept in the JSON")
+        output_lost(video_failure)  # the command exits 1: a video that was asked for is missing
 
     writer = None
     try:
