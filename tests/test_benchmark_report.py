@@ -40,7 +40,13 @@ def runs(tmp_path_factory):
             val, clean = stats(val_miss, f"{arm}{seed}v"), stats(val_miss, f"{arm}{seed}c")
             # tdmi ignores the distractor (the same predictions), static loses most of its joints to it
             distracted = clean if distracted_miss is None else stats(distracted_miss, f"{arm}{seed}d")
-            record = {"arm": arm, "seed": seed, "trainable_parameters": 1000, "macs_per_person": 2e9,
+            if arm == "tdmi":  # supporting frames replaced by the key frame at test time: static's quality
+                substituted = stats(0.4, f"{arm}{seed}s")
+                extra = {"substitutions": {"key_frame": {"table": {"Mean": mean_ap(substituted)},
+                                                         "stats": encode_stats(substituted)}}}
+            else:
+                extra = {}
+            record = {"arm": arm, "seed": seed, "trainable_parameters": 1000, "macs_per_person": 2e9, **extra,
                       "train_cpu_seconds": 3600.0, "epochs_from_steps": 8.0,
                       "val": {"table": {"Mean": mean_ap(val)}, "stats": encode_stats(val),
                               "subsets": {"blurred": {"Mean": 50.0}, "none": {"Mean": 70.0}}},
@@ -62,8 +68,13 @@ def test_report_compares_paired_arms_and_waits_for_missing_ones(runs, tmp_path, 
     assert temporal["value"] > 0 and temporal["ci95"][0] < temporal["value"] < temporal["ci95"][1]
     assert set(temporal["per_seed"]) == {"0", "1"} and all(v > 0 for v in temporal["per_seed"].values())
     assert report["arms"]["tdmi"]["seeds"] == [0, 1] and report["arms"]["static"]["train_cpu_hours"] == [1.0, 1.0]
-    drop = report["drop_comparisons"]["tdmi - static"]
+    drop = report["drop_comparisons"]["distractor"]["tdmi - static"]
     assert drop["value"] < 0  # tdmi's drop is the smaller one
+    assert "clean -> background: tdmi vs static | (waiting for runs)" in printed  # no background variant in these
+    # the test-time substitution: tdmi's supporting frames replaced by its key frame lose what time gave
+    assert "supporting frames from another sequence | (waiting for runs)" in printed
+    substituted = report["substitutions"]["key_frame"]
+    assert substituted["tdmi_minus_this"]["value"] > 0 and set(substituted["val_mean_ap"]) == {"0", "1"}
 
 
 def test_report_refuses_a_missing_folder(tmp_path, capsys):
