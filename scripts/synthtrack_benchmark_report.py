@@ -97,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print("| arm | seeds | val mAP | " + " | ".join(SUBSETS) + " | clean -> distractor | clean -> background "
           "| trainable params | GMAC/person | train CPU h |")
-    print("| --- " * (9 + len(SUBSETS)) + "|")
+    print("| --- " * (8 + len(SUBSETS)) + "|")  # arm, seeds, val, the subsets, 2 drops, params, MACs, CPU
     for arm in ARMS:
         arm_runs = runs.get(arm, {})
         if not arm_runs:
-            print(f"| {arm} | (not run yet) |" + " |" * (8 + len(SUBSETS)))
+            print(f"| {arm} | (not run yet) |" + " |" * (6 + len(SUBSETS)))
             continue
         seeds = sorted(arm_runs)
         val = [arm_runs[k]["val"]["table"]["Mean"] for k in seeds]
