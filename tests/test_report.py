@@ -27,7 +27,8 @@ from tdmi.config import load_config, to_dict
 from tdmi.data.synthetic import generate_synthtrack
 from tdmi.evaluation.per_sequence import score_sequences, worst_frames
 from tdmi.evaluation.posetrack_ap import TABLE_KEYS, evaluate_dirs, evaluate_sequences
-from tdmi.evaluation.report import build_gallery, build_report_html, make_report
+from tdmi.evaluation.report import build_report_html, make_report
+from tdmi.evaluation.report_gallery import build_gallery
 from tdmi.keypoints import POSEVAL15
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -127,7 +128,7 @@ def test_without_an_image_root_the_gallery_and_its_note_agree(files, tmp_path, m
 
 def test_gallery_draws_hits_green_and_misses_red_on_the_same_crop(files):
     _, gt_dir, pred_dir, _, _ = files
-    from tdmi.evaluation.report import draw_frame_pair
+    from tdmi.evaluation.report_gallery import draw_frame_pair
 
     frame = next(f for s in score_sequences(gt_dir, pred_dir) for f in s.frames
                  if f.correct_joints and (f.pred_present & ~f.pred_correct).any())
