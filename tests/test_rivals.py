@@ -188,7 +188,7 @@ def test_onnx_export_matches_pytorch(tmp_path, arch):
 
 
 @pytest.mark.parametrize("arch", ["dcpose", "fami_pose"])
-@pytest.mark.parametrize("mode", ["tube", "exact"])
+@pytest.mark.parametrize("mode", ["tube", "warp", "exact"])
 def test_infer_runs_a_rival_checkpoint(tmp_path, arch, mode, capsys):
     import json
 
