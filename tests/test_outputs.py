@@ -158,3 +158,31 @@ def test_a_folder_as_checkpoint_or_boxes_is_called_a_folder(tmp_path, capsys):
 
     with pytest.raises(DataFormatError, match="is a folder; --boxes takes one JSON box file"):
         read_box_file(folder)
+
+
+def test_output_checks_do_not_import_torch_and_a_malformed_rank_checks_fully(tmp_path):
+    """``tdmi evaluate`` checks its outputs without torch (a second of import); RANK comes from the environment."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from tdmi.outputs import check_output_dir; check_output_dir(sys.argv[1]); "
+            "print('torch' in sys.modules)")
+    for rank in ("0", "1", "not-a-number"):
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path / rank)], capture_output=True, text=True,
+                              env={**os.environ, "RANK": rank, "WORLD_SIZE": "2"})
+        assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+    from tdmi import outputs
+
+    os.environ.pop("RANK", None)
+    assert outputs._is_main_rank()
+
+
+def test_a_report_that_is_the_results_file_by_another_path_is_refused(tmp_path):
+    from tdmi.outputs import check_report_path
+
+    (tmp_path / "d").mkdir()
+    with pytest.raises(CommandError, match="give the report its own name"):
+        check_report_path(str(tmp_path / "d" / ".." / "m.json"), json_out=tmp_path / "m.json")
+    (tmp_path / "link").symlink_to(tmp_path / "d")
+    with pytest.raises(CommandError, match="give the report its own name"):
+        check_report_path(str(tmp_path / "link" / "m.json"), json_out=tmp_path / "d" / "m.json")

@@ -126,6 +126,25 @@ def test_without_an_image_root_the_gallery_and_its_note_agree(files, tmp_path, m
     assert len(shown.items) == 4 and shown.note is None
 
 
+def test_an_image_folder_that_may_not_be_read_counts_as_no_image(files, tmp_path, monkeypatch):
+    from tdmi.evaluation.report_gallery import find_image_root
+
+    _, gt_dir, pred_dir, gts, _ = files
+    write_images(tmp_path, gts)
+    frames = worst_frames(score_sequences(gt_dir, pred_dir), count=2, per_sequence=1)
+    real = Path.is_file
+
+    def denied(path):  # Python 3.11's is_file lets PermissionError through (only ENOENT and the like are False)
+        if path.is_relative_to(tmp_path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(Path, "is_file", denied)
+    gallery = build_gallery(frames, tmp_path)
+    assert gallery.items == [] and gallery.note.startswith(f"No frame images: the 2 worst frames' files are not under")
+    assert find_image_root(tmp_path / "annotations" / "val", [f.file_name for f in frames]) is None
+
+
 def test_gallery_draws_hits_green_and_misses_red_on_the_same_crop(files):
     _, gt_dir, pred_dir, _, _ = files
     from tdmi.evaluation.report_gallery import draw_frame_pair

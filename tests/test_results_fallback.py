@@ -79,6 +79,33 @@ def test_save_results_writes_the_fallback_and_says_where(tmp_path, capsys):
     assert results_fallback.exit_status(0) == 0
 
 
+def test_two_results_of_one_name_keep_both_in_the_fallback(tmp_path, capsys):
+    """Every validation epoch writes a results.json: on a full disk the second must not overwrite the first."""
+    full = tmp_path / "out"
+
+    def writer(value):
+        def write(path: Path):
+            if path.is_relative_to(full):
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            atomic.atomic_write_json(path, {"Mean": value})
+        return write
+
+    first = results_fallback.save_results(full / "val_epoch_001" / "results.json", writer(1.0))
+    second = results_fallback.save_results(full / "val_epoch_002" / "results.json", writer(2.0))
+    assert first != second and second.is_relative_to(first.parent)  # beside the first, in a folder of its own
+    assert json.loads(first.read_text()) == {"Mean": 1.0} and json.loads(second.read_text()) == {"Mean": 2.0}
+    lines = fallback_lines(capsys.readouterr().err)
+    assert [line.rsplit("saved it to ", 1)[1] for line in lines] == [f"{first} instead", f"{second} instead"]
+
+
+def test_a_reason_is_one_line():
+    from tdmi.outputs import _reason
+
+    ffmpeg_log = OSError("[Errno 32] Broken pipe\n\nFFMPEG COMMAND:\nffmpeg -y ...\n\nFFMPEG STDERR OUTPUT:\n...")
+    assert _reason(ffmpeg_log) == "[Errno 32] Broken pipe"
+    assert _reason(OSError()) == "OSError" and _reason(OSError(errno.ENOSPC, "x")) == "no space left on the device"
+
+
 def test_a_folder_that_fills_the_disk_midway_is_not_left_half_written(tmp_path, capsys):
     out = tmp_path / "out"
     stale = out / "predictions"
@@ -199,26 +226,39 @@ def test_infer_on_a_full_disk_keeps_the_poses(tmp_path, monkeypatch, capsys):
     assert f"-> {saved}" in captured.out
 
 
-@pytest.mark.parametrize("fails_in", ["write", "close"])
+@pytest.mark.parametrize("fails_in", ["write", "close", "replace", "empty_file"])
 def test_infer_render_on_a_full_disk_drops_the_video_and_keeps_the_poses(tmp_path, monkeypatch, capsys, fails_in):
     from tdmi.inference import render
 
     summary = generate_synthtrack(tmp_path / "synth", sequences=1, frames=4, size=(160, 128), progress=False)
     folder = summary.image_dir / summary.sequences[0]
     out = tmp_path / "out"
-    real = getattr(render.VideoWriter, fails_in)
+    if fails_in == "replace":  # the encoder finished the file, its rename into place fails
+        real_replace = os.replace
 
-    def full(self, *args):  # the video's disk fills up: after the first frame, or when the file is finished
-        if fails_in == "close" or self.frames_written >= 1:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(self, *args)
+        def replace(source, target, *args, **kwargs):
+            if str(target).endswith(".mp4"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_replace(source, target, *args, **kwargs)
 
-    monkeypatch.setattr(render.VideoWriter, fails_in, full)
+        monkeypatch.setattr(render.os, "replace", replace)
+    elif fails_in == "empty_file":  # the encoder ran out of space finishing the file and did not say so
+        monkeypatch.setattr(render, "_has_frames", lambda path: False)
+    else:
+        real = getattr(render.VideoWriter, fails_in)
+
+        def full(self, *args):  # the video's disk fills up: after the first frame, or when the file is finished
+            if fails_in == "close" or self.frames_written >= 1:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real(self, *args)
+
+        monkeypatch.setattr(render.VideoWriter, fails_in, full)
     code = main(["infer", str(folder), "--boxes", str(summary.detections_file), "--out", str(out), "--render",
                  "--device", "cpu", "--threads", "1"])
     captured = capsys.readouterr()
     assert code == 1, captured.err  # the poses are kept, but a video that was asked for is missing
     assert "Traceback" not in captured.err
-    assert f"the video was not written to {out / (folder.name + '.mp4')} (no space left on the device)" in captured.err
+    reason = "the finished file holds no readable frame" if fails_in == "empty_file" else "no space left on the device"
+    assert f"the video was not written to {out / (folder.name + '.mp4')} ({reason}" in captured.err
     assert len(json.loads((out / f"{folder.name}.json").read_text())["images"]) == 4  # the poses are kept
     assert sorted(p.name for p in out.iterdir()) == [f"{folder.name}.json"]  # no video, no partial video

@@ -29,7 +29,8 @@ def _reason(err: OSError) -> str:
         return "not writable (permission denied)" if err.errno != errno.EROFS else "on a read-only file system"
     if err.errno == errno.ENOSPC:
         return "no space left on the device"
-    return err.strerror or str(err)
+    # the first line only: some libraries (imageio's ffmpeg writer) put a whole command log in the message
+    return err.strerror or (str(err).splitlines() or [type(err).__name__])[0]
 
 
 _CHECK_ATTEMPTS = 8
@@ -55,7 +56,7 @@ def _probe_writable(folder: Path, option: str, shown: Path) -> None:
 def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
     """Check that ``path`` is (or can be made) a writable folder; returns it as a Path. Creates nothing that stays.
 
-    Under torchrun (``RANK`` / ``WORLD_SIZE``, :func:`tdmi.engine.distributed.dist_info_from_env`) only rank 0
+    Under torchrun (its ``RANK``; :func:`_is_main_rank`) only rank 0
     creates and probes; the other ranks create nothing and only ask the system (``os.access``) whether the folder,
     or the nearest existing folder above it, is writable: the ranks' checks of one place cannot meet in it, so no
     rank's folder survives because another rank's probe was inside when it was removed. Independent processes
@@ -63,9 +64,7 @@ def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
     one, and a check whose folder another process removed meanwhile starts again.
     """
     path = Path(path)
-    from tdmi.engine.distributed import dist_info_from_env
-
-    check = _check_output_dir_once if dist_info_from_env().is_main else _check_output_dir_access
+    check = _check_output_dir_once if _is_main_rank() else _check_output_dir_access
     for attempt in range(_CHECK_ATTEMPTS):
         try:
             return check(path, option)
@@ -73,6 +72,13 @@ def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
             time.sleep(0.02 * (attempt + 1) * (1 + random.random()))
     raise CommandError(f"{option} {path}: the folder kept disappearing while it was checked (another process "
                        f"removes it)")
+
+
+def _is_main_rank() -> bool:
+    """Rank 0 of torchrun's ``RANK``, or no torchrun at all (read here, without importing torch: ``tdmi evaluate``
+    checks its outputs in a fraction of a second). A malformed ``RANK`` counts as rank 0, which checks fully."""
+    rank = os.environ.get("RANK", "0").strip()
+    return not rank.isdigit() or int(rank) == 0
 
 
 def _check_output_dir_access(path: Path, option: str) -> Path:
@@ -208,6 +214,6 @@ def check_report_path(value: str | os.PathLike, *, out_dir: str | os.PathLike | 
             return None
         raise CommandError("--report: give a file name (--report report.html), or --json-out FILE to write the report "
                            "beside it")
-    if json_out and path.absolute() == Path(json_out).absolute():
+    if json_out and os.path.realpath(path) == os.path.realpath(json_out):  # "d/../m.json" and links are one file
         raise CommandError(f"--report {path}: is {json_what} too; give the report its own name")
     return check_output_file(path, "--report")

@@ -25,11 +25,11 @@ import os
 import shutil
 import sys
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from tdmi.atomic import atomic_write_folder
 from tdmi.errors import CommandError
 from tdmi.outputs import _reason
 
@@ -65,43 +65,6 @@ def fallback_roots() -> list[Path]:
     return roots + [Path(tempfile.gettempdir()), Path.home() / ".cache" / "tdmi"]
 
 
-def write_folder(target: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
-    """``write(<hidden temporary folder beside target>)``, then that folder becomes ``target`` (replacing an older
-    ``target``, which is removed); on any error the temporary folder is removed and ``target`` is as it was."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    old: Optional[Path] = None
-    try:
-        write(temp)
-        os.chmod(temp, 0o777 & ~_umask())  # mkdtemp made it 0700
-        if target.exists() or target.is_symlink():  # set aside first: a folder cannot be renamed over a full one
-            old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
-            os.rename(target, old)
-        try:
-            os.rename(temp, target)
-        except BaseException:
-            if old is not None:
-                os.rename(old, target)
-                old = None
-            raise
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
-    return target
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_results(target: str | os.PathLike, write: Callable[[Path], Any], what: Optional[str] = None, *,
                  folder: bool = False) -> Path:
     """``write(target)``, or on :class:`OSError` ``write(<fallback folder>/<target's name>)`` and one line on stderr.
@@ -112,7 +75,7 @@ def save_results(target: str | os.PathLike, write: Callable[[Path], Any], what: 
             cannot; it must not depend on anything under ``target``.
         what: the results in words, for the message (default: the target's name).
         folder: ``target`` is a folder that ``write`` fills file by file: it is written through
-            :func:`write_folder`, so that a failure midway leaves no partial folder.
+            :func:`tdmi.atomic.atomic_write_folder`, so that a failure midway leaves no partial folder.
 
     Returns:
         where the results are: ``target``, or the fallback path.
@@ -125,7 +88,7 @@ def save_results(target: str | os.PathLike, write: Callable[[Path], Any], what: 
     what = what or target.name
     if folder:
         fill = write
-        write = lambda path: write_folder(path, fill)  # noqa: E731
+        write = lambda path: atomic_write_folder(path, fill)  # noqa: E731
     try:
         write(target)
         return target
@@ -139,6 +102,9 @@ def save_results(target: str | os.PathLike, write: Callable[[Path], Any], what: 
             if is_root:  # a fresh folder of our own under this root
                 place.mkdir(parents=True, exist_ok=True)
                 fresh = Path(tempfile.mkdtemp(prefix="tdmi-results-", dir=place))
+            elif (place / target.name).exists() or (place / target.name).is_symlink():
+                # an earlier result of this command has the name (every epoch's results.json): keep both
+                fresh = Path(tempfile.mkdtemp(prefix=f"{target.stem}-", dir=place))
             saved = (fresh or place) / target.name
             write(saved)
         except OSError as err:
@@ -146,7 +112,7 @@ def save_results(target: str | os.PathLike, write: Callable[[Path], Any], what: 
             if fresh is not None:
                 shutil.rmtree(fresh, ignore_errors=True)
             continue
-        _folder = fresh or place  # later results of this command go beside these
+        _folder = fresh if is_root else place  # later results of this command go beside these
         record = SavedElsewhere(what, target, saved, reason, _command)
         _saved_elsewhere.append(record)
         print(record.line, file=sys.stderr, flush=True)

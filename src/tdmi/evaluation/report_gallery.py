@@ -138,12 +138,20 @@ def _image_path(root: Optional[Path], file_name: str) -> Optional[Path]:
     return root / path if root is not None else None
 
 
+def _readable_file(path: Optional[Path]) -> bool:
+    """``path.is_file()``, with a folder that may not be read (``PermissionError``) counting as no image."""
+    try:
+        return path is not None and path.is_file()
+    except OSError:
+        return False
+
+
 def find_image_root(gt_dir: str | os.PathLike, file_names: Sequence[str], levels: int = 3) -> Optional[Path]:
     """The folder the GT's image ``file_name`` entries are relative to: ``gt_dir`` or one of its ``levels`` parents
     (``annotations/val`` sits two below the dataset root), the first under which one of ``file_names`` exists."""
     start = Path(gt_dir).absolute()
     for base in [start, *list(start.parents)[:levels]]:
-        if any((base / name).is_file() for name in file_names[:5]):
+        if any(_readable_file(base / name) for name in file_names[:5]):
             return base
     return None
 
@@ -160,7 +168,7 @@ def build_gallery(frames: Sequence[FrameScore], image_root: Optional[str | os.Pa
     missing: list[Path | str] = []
     for frame in frames:
         path = _image_path(root, frame.file_name)
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path is not None and path.is_file() else None
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR) if _readable_file(path) else None
         if image is None:
             missing.append(path if path is not None else frame.file_name)
             continue

@@ -17,6 +17,7 @@ OpenCV build cannot write that either, to Motion-JPEG in an ``.avi``, and says s
 from __future__ import annotations
 
 import colorsys
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from tdmi.atomic import current_umask
 from tdmi.data.fileio import atomic_write_bytes
 from tdmi.errors import CommandError
 from tdmi.keypoints import POSETRACK17_DRAW_SKELETON
@@ -107,6 +109,15 @@ def draw_people(image_bgr: np.ndarray, boxes: Optional[np.ndarray] = None, track
             cv2.putText(canvas, label, (top_left[0] + 2, ty - base - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
                         (0, 0, 0), font_thickness, cv2.LINE_AA)
     return canvas
+
+
+def _has_frames(path: str | os.PathLike) -> bool:
+    """Whether a finished video file opens and yields its first frame."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return bool(capture.isOpened() and capture.read()[0])
+    finally:
+        capture.release()
 
 
 class VideoWriter:
@@ -210,27 +221,42 @@ class VideoWriter:
             self._writer = None
 
     def close(self) -> Path:
-        """Finish the file and move it to :attr:`path`; returns that path."""
+        """Finish the file and move it to :attr:`path`; returns that path.
+
+        Raises:
+            OSError: the file could not be finished (a full disk), or the finished file holds no readable frame (an
+                encoder that ran out of space while finishing it does not always say so); the temporary file is
+                removed and nothing appears under :attr:`path`.
+        """
         if self._writer is not None or self._ffmpeg is not None:
-            self._release()
-            if self.frames_written == 0:
-                os.unlink(self._tmp)
-                raise CommandError(f"{self.path}: no frames were written; no video was created")
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(self._tmp, 0o666 & ~mask)  # mkstemp made it 0600
-            os.replace(self._tmp, self.path)
+            try:
+                self._release()
+                if self.frames_written == 0:
+                    os.unlink(self._tmp)
+                    raise CommandError(f"{self.path}: no frames were written; no video was created")
+                if not _has_frames(self._tmp):
+                    raise OSError(errno.EIO, "the finished file holds no readable frame (was the disk full?)")
+                os.chmod(self._tmp, 0o666 & ~current_umask())  # mkstemp made it 0600
+                os.replace(self._tmp, self.path)
+            except OSError:
+                self._remove_temporary()
+                raise
         return self.path
 
+    def _remove_temporary(self) -> None:
+        try:
+            os.unlink(self._tmp)
+        except FileNotFoundError:
+            pass
+
     def abort(self) -> None:
-        """Drop the temporary file; nothing appears under :attr:`path`."""
+        """Drop the temporary file; nothing appears under :attr:`path` (also after a failed :meth:`close`)."""
         if self._writer is not None or self._ffmpeg is not None:
             try:
                 self._release()
             except Exception:  # an ffmpeg that already failed: the file goes anyway
                 pass
-            if os.path.exists(self._tmp):
-                os.unlink(self._tmp)
+        self._remove_temporary()
 
     def __enter__(self) -> "VideoWriter":
         return self
