@@ -47,7 +47,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import tdmi
     from tdmi.atomic import atomic_write_json
-    from tdmi.config import load_config
     from tdmi.data.synthetic import SynthOptions, generate_synthtrack
     from tdmi.engine.test import load_model_for_test, run_test, test_protocol
 

@@ -14,9 +14,11 @@ Checks (one row each; ``ok`` false marks a failure, and the exit status is 1 whe
     deterministic  two identical training steps under strict deterministic mode give identical weights (on a
                    GPU the DCN takes its gather path); an op without a deterministic kernel fails the row
     train_<amp>    W48 384x288 batch 16 (quick: W8 128x96 batch 2), N steps: loss finite, s/step, peak memory,
-                   the fp16 scaler's scale. The step's memory is estimated first (one clip at a third of the size,
-                   scaled); where the batch does not fit in the memory left, the row runs the largest batch that
-                   does, or is skipped, with a one-line reason naming the memory needed and available
+                   the fp16 scaler's scale. The step's memory is estimated first (1 and 2 clips at a third of the
+                   size: the difference is one clip's, the rest, autocast's weight copies, counted once;
+                   scripts/gpu_memory.py); where the batch does not fit in the memory left, the row runs the
+                   largest batch that does, or is skipped, with a one-line reason naming the memory needed and
+                   available. A row that fails (out of memory) gives its memory back before the next row
     compile        torch.compile of a small training step: compile time, s/step against eager (not --quick)
     loss_terms     each loss term of one batch under bf16 autocast against float32, on the shipped trained TDMI
     loader         the training data loader alone against the training step rate
@@ -43,7 +45,6 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Optional
 
 # Before torch creates a cuBLAS handle: the deterministic rows need it (as `tdmi train --deterministic` sets it)
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -51,6 +52,12 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (the tests): gpu_memory beside it
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# the training rows' memory: estimate, what is available, the batch that fits
+from gpu_memory import (GIB, MEMORY_HEADROOM, MemoryEstimate, available_memory,  # noqa: E402,F401
+                        estimate_train_memory, fit_batch, random_batch, release_memory)
 # beside the checkout (this machine's layout) or inside it (a copy of the working tree with its shared/)
 SHARED = next((p for p in (REPO.parent / "shared" / "data", REPO / "shared" / "data") if p.is_dir()),
               REPO.parent / "shared" / "data")
@@ -274,137 +281,20 @@ def _tiny_overrides(quick: bool) -> list[str]:
     return ["model.backbone.freeze=false"]  # W48 384x288, the paper's model, trained end to end (worst case)
 
 
-def _batch(cfg, batch_size: int, device):
-    g = torch.Generator().manual_seed(0)
-    w, h = cfg.model.input_size
-    hw, hh = cfg.model.heatmap_size
-    return (torch.randn(batch_size, cfg.model.num_frames, 3, h, w, generator=g).to(device),
-            torch.rand(batch_size, cfg.model.num_joints, hh, hw, generator=g).to(device),
-            torch.ones(batch_size, cfg.model.num_joints).to(device))
-
-
-# ---------------------------------------------------------------------------------------------- memory of a row
-
-GIB = 2**30
-MEMORY_HEADROOM = 0.85
-"""Share of the available memory a row may plan to fill (the rest: allocator slack, the loader, fragmentation)."""
-BACKWARD_FACTOR = 1.5
-"""Peak memory of a step over the activations autograd keeps for backward: activation gradients in flight,
-autocast copies and kernel workspaces come on top (conservative)."""
-
-
-def available_memory(device: torch.device) -> tuple[Optional[int], str]:
-    """``(bytes this process can still allocate on device, where the number comes from)``; None when unknown.
-
-    CUDA: the device's free memory (``torch.cuda.mem_get_info``). CPU: ``MemAvailable`` of /proc/meminfo, or less
-    when a cgroup (a container's memory limit, which is what the kernel kills at) leaves less."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free), "free on the device"
-    found: list[tuple[int, str]] = []
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                found.append((int(line.split()[1]) * 1024, "MemAvailable"))
-    except (OSError, ValueError, IndexError):
-        pass
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        try:
-            limit, usage = Path(limit_file).read_text().strip(), int(Path(usage_file).read_text())
-        except (OSError, ValueError):
-            continue
-        if limit.isdigit() and int(limit) < 2**60:
-            found.append((max(0, int(limit) - usage), "the cgroup's memory limit"))
-    return min(found) if found else (None, "unknown")
-
-
-class MemoryEstimate:
-    """Peak memory of a training step: ``fixed`` (weights, their gradients and Adam's two moments) plus
-    ``per_clip`` (activations kept for backward, times :data:`BACKWARD_FACTOR`) per clip of the batch."""
-
-    def __init__(self, fixed: int, per_clip: int, how: str):
-        self.fixed, self.per_clip, self.how = int(fixed), int(per_clip), how
-
-    def need(self, batch_size: int) -> int:
-        return self.fixed + self.per_clip * int(batch_size)
-
-
-def _probe_divisor(cfg) -> int:
-    """The largest k in 4, 3, 2 that divides the input and heatmap sizes and leaves the input a multiple of 32
-    (HRNet's deepest branch); 1 when none does."""
-    w, h = cfg.model.input_size
-    hw, hh = cfg.model.heatmap_size
-    for k in (4, 3, 2):
-        if all(v % k == 0 for v in (w, h, hw, hh)) and (w // k) % 32 == 0 and (h // k) % 32 == 0:
-            return k
-    return 1
-
-
-def estimate_train_memory(cfg, device: torch.device) -> MemoryEstimate:
-    """:class:`MemoryEstimate` of ``cfg``'s training step, measured without running it at full size: one clip at
-    1/k of the input size (:func:`_probe_divisor`) goes forward under the row's autocast while a saved-tensors hook
-    adds up what autograd keeps (each storage once, the weights not); HRNet's activations scale with the pixels,
-    so that times k^2 is one full-size clip's."""
-    import copy
-    import gc
-
-    from tdmi.engine.train import build_train_step
-
-    k = _probe_divisor(cfg)
-    probe = copy.deepcopy(cfg)
-    probe.model.input_size = [v // k for v in cfg.model.input_size]
-    probe.model.heatmap_size = [v // k for v in cfg.model.heatmap_size]
-    torch.manual_seed(0)
-    module = build_train_step(probe).to(device).train()
-    weights = {p.untyped_storage().data_ptr() for p in module.parameters()}
-    trainable = sum(p.numel() * p.element_size() for p in module.parameters() if p.requires_grad)
-    frozen = sum(p.numel() * p.element_size() for p in module.parameters() if not p.requires_grad)
-    kept: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in weights:
-            kept[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss = module(*_batch(probe, 1, device))["loss"]
-    del loss, module
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    per_clip = sum(kept.values()) * k * k * BACKWARD_FACTOR
-    return MemoryEstimate(frozen + 4 * trainable, per_clip,
-                          f"measured on one clip at 1/{k} of the input size" if k > 1 else "measured on one clip")
-
-
-def fit_batch(batch_size: int, estimate: MemoryEstimate, available: Optional[int],
-              where: str = "available") -> tuple[int, Optional[str]]:
-    """``(batch to run, None)`` when ``batch_size`` fits in :data:`MEMORY_HEADROOM` of ``available`` (or the
-    memory is unknown); ``(smaller batch, reason)`` when only that fits; ``(0, reason)`` when not even one clip
-    does. The reason is one line with the memory needed and available."""
-    if available is None or estimate.need(batch_size) <= MEMORY_HEADROOM * available:
-        return batch_size, None
-    budget = MEMORY_HEADROOM * available
-    fits = min(batch_size - 1, int((budget - estimate.fixed) // max(estimate.per_clip, 1)))
-    needed = (f"batch {batch_size} needs ~{estimate.need(batch_size) / GIB:.1f} GiB, {available / GIB:.1f} GiB "
-              f"{where}")
-    if fits < 1:
-        return 0, f"skipped: {needed}, and even 1 clip needs ~{estimate.need(1) / GIB:.1f} GiB"
-    return fits, f"sized down: {needed}; batch {fits} needs ~{estimate.need(fits) / GIB:.1f} GiB"
+_batch = random_batch  # a training step's inputs (scripts/gpu_memory.py)
 
 
 def check_train(device: torch.device, quick: bool) -> None:
     from tdmi.config import load_config
-    from tdmi.engine.train import build_train_step, configure_backends
+    from tdmi.engine.train import configure_backends
 
     configure_backends(device, deterministic=False)  # cuDNN autotuning and TF32 on CUDA, as `tdmi train`
     batch_size, steps = (2, 2) if quick else (16, 20)
     for amp in ("none", "bf16", "fp16"):
         if device.type == "cpu" and amp == "fp16":
             continue
+        # what an earlier row left (one that failed: its step is freed only once its exception is gone) is free
+        release_memory(device)
         with section(f"train_{amp}"):
             cfg = load_config(None, _tiny_overrides(quick) + [f"train.amp={amp}",
                                                               f"train.channels_last={str(device.type == 'cuda').lower()}"])
@@ -412,40 +302,61 @@ def check_train(device: torch.device, quick: bool) -> None:
             estimate = estimate_train_memory(cfg, device)
             available, where = available_memory(device)
             batch, sizing = fit_batch(batch_size, estimate, available, f"available ({where})")
-            memory = {"estimated_gib": round(estimate.need(batch_size) / GIB, 2), "estimate": estimate.how,
-                      "available_gib": None if available is None else round(available / GIB, 2), "batch_size": batch}
+            memory = train_memory_fields(estimate, batch_size, batch, available)
             if batch == 0:
                 row(f"train_{amp}", True, f"{sizing} ({estimate.how})", skipped=True, **memory)
                 continue
-            torch.manual_seed(0)
-            module = build_train_step(cfg).to(device).train()
-            optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-4)
-            scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
-            frames, heatmaps, weight = _batch(cfg, batch, device)
-            peak_reset(device)
-            losses, start = [], None
-            for step in range(steps + 1):
-                if step == 1:
-                    sync(device)
-                    start = time.perf_counter()
-                loss = module(frames, heatmaps, weight)["loss"]
-                (scaler.scale(loss) if scaler else loss).backward()
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(float(loss.detach()))
-            sync(device)
-            seconds = (time.perf_counter() - start) / steps
-            finite = all(map(lambda v: v == v and abs(v) < float("inf"), losses))
-            scale = scaler.get_scale() if scaler else None
-            row(f"train_{amp}", finite, f"{batch} clips, {steps} steps: {seconds:.3f} s/step, loss "
-                f"{losses[0]:.5f} -> {losses[-1]:.5f}, peak {peak_mib(device)} MiB, scaler {scale}"
-                f"{f'; {sizing}' if sizing else ''}", seconds_per_step=seconds, losses=losses,
-                peak_mib=peak_mib(device), scaler_scale=scale, **memory)
-            del module, optimizer, frames, heatmaps, weight
+            _train_row(cfg, amp, device, batch, steps, sizing, memory)
+
+
+def train_memory_fields(estimate: MemoryEstimate, requested: int, batch: int, available) -> dict:
+    """A train row's memory fields: ``estimated_gib`` is the requested batch's estimate (``requested_batch_size``),
+    ``run_estimated_gib`` the estimate of the batch the row ran (``batch_size``; None when skipped)."""
+    return {"requested_batch_size": requested, "estimated_gib": round(estimate.need(requested) / GIB, 2),
+            "batch_size": batch, "run_estimated_gib": round(estimate.need(batch) / GIB, 2) if batch else None,
+            "fixed_gib": round(estimate.fixed / GIB, 3), "per_clip_gib": round(estimate.per_clip / GIB, 3),
+            "estimate": estimate.how, "available_gib": None if available is None else round(available / GIB, 2)}
+
+
+def _train_row(cfg, amp: str, device: torch.device, batch: int, steps: int, sizing, memory: dict) -> None:
+    """``steps`` timed training steps (after one untimed) of ``batch`` clips; one row. Whatever the step held is
+    dropped and given back (:func:`release_memory`) also when it fails (e.g. out of memory), so that the next row
+    finds the memory free."""
+    from tdmi.engine.train import build_train_step
+
+    module = optimizer = scaler = frames = heatmaps = weight = loss = None
+    try:
+        torch.manual_seed(0)
+        module = build_train_step(cfg).to(device).train()
+        optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-4)
+        scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+        frames, heatmaps, weight = _batch(cfg, batch, device)
+        peak_reset(device)
+        losses, start = [], None
+        for step in range(steps + 1):
+            if step == 1:
+                sync(device)
+                start = time.perf_counter()
+            loss = module(frames, heatmaps, weight)["loss"]
+            (scaler.scale(loss) if scaler else loss).backward()
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+        sync(device)
+        seconds = (time.perf_counter() - start) / steps
+        finite = all(map(lambda v: v == v and abs(v) < float("inf"), losses))
+        scale = scaler.get_scale() if scaler else None
+        row(f"train_{amp}", finite, f"{batch} clips, {steps} steps: {seconds:.3f} s/step, loss "
+            f"{losses[0]:.5f} -> {losses[-1]:.5f}, peak {peak_mib(device)} MiB, scaler {scale}"
+            f"{f'; {sizing}' if sizing else ''}", seconds_per_step=seconds, losses=losses,
+            peak_mib=peak_mib(device), scaler_scale=scale, **memory)
+    finally:
+        del module, optimizer, scaler, frames, heatmaps, weight, loss
+        release_memory(device)
 
 
 def check_compile(device: torch.device, quick: bool) -> None:

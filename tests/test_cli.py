@@ -107,3 +107,31 @@ def test_help_examples_name_shipped_configs_not_repository_paths():
             assert value in names, f"tdmi {command} --help example: --config {value}"
             seen += 1
     assert seen >= 2
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_tdmi_test_checks_its_outputs_on_rank_0_only(tmp_path, monkeypatch, capsys, rank):
+    """Under torchrun only rank 0 of ``tdmi test`` writes: the other ranks do not check --out / --report (on a node
+    where that location is not mounted they used to exit 2); rank 0 still checks before any work."""
+    from tdmi.cli import check_outputs
+    from tdmi.errors import CommandError
+
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    taken = tmp_path / "taken.txt"
+    taken.write_text("x")  # a folder cannot be made under a file: not writable, for root too
+    argv = ["test", "--checkpoint", str(tmp_path / "none.safetensors"), "--out", str(taken / "out"),
+            "--report", str(taken / "report.html")]
+    args = build_parser().parse_args(argv)
+    if rank == "0":
+        with pytest.raises(CommandError, match="--out .*taken.txt is a file"):
+            check_outputs(args)
+    else:
+        check_outputs(args)  # nothing to check: this rank writes nothing
+    # the whole command: rank 0 stops at --out, before any work; rank 1 gets to the checkpoint
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ("--out" in err) == (rank == "0") and ("none.safetensors" in err) == (rank == "1"), err
+    # another command keeps its checks on every rank
+    with pytest.raises(CommandError, match="--out"):
+        check_outputs(build_parser().parse_args(["infer", "x.mp4", "--out", str(taken / "out")]))

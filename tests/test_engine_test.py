@@ -377,3 +377,31 @@ def test_track_under_the_pt21_protocol_reports_the_kits_hota(synth_root, tmp_pat
     assert hota == evaluate_hota_dirs(result.ground_truth, tmp_path / "predictions_track", allow_missing=True).table
     saved = json.loads(result.results_file.read_text())["tracking"]
     assert saved["HOTA"] == pytest.approx(hota["HOTA"]) and saved["settings"]["tracker"] == "pose"
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_only_rank_0_checks_test_out_dir_and_the_report(tmp_path, rank):
+    """``tdmi test`` under torchrun: ``test.out_dir`` and ``--report`` are rank 0's to write, so rank 0 alone checks
+    them (before any work); another rank takes the paths unchecked, where they may not even be mounted."""
+    from argparse import Namespace
+
+    from tdmi.engine.distributed import DistInfo
+    from tdmi.errors import CommandError
+
+    taken = tmp_path / "taken.txt"
+    taken.write_text("x")  # nothing can be created under a file
+    cfg = load_config(None, [f"test.out_dir={taken / 'out'}"])
+    for args in (Namespace(out=None, report=None), Namespace(out=None, report=str(taken / "r.html")),
+                 Namespace(out=str(tmp_path / "ok"), report=str(taken / "r.html"))):
+        ranks = DistInfo(rank, 2, rank)
+        if rank == 0:
+            with pytest.raises(CommandError, match=r"(test\.out_dir|--report) .*taken\.txt"):
+                engine_test.check_test_outputs(args, cfg, ranks)
+        else:
+            out_dir, report = engine_test.check_test_outputs(args, cfg, ranks)
+            assert out_dir == Path(args.out or taken / "out") and report is None
+    # one process checks, and a good place passes
+    out_dir, report = engine_test.check_test_outputs(Namespace(out=str(tmp_path / "ok"), report="<default>"), cfg,
+                                                     DistInfo(0, 1, 0))
+    assert out_dir == tmp_path / "ok" and report == tmp_path / "ok" / "report.html"
+    assert not (tmp_path / "ok").exists()  # checked, nothing left behind

@@ -141,7 +141,7 @@ def test_an_image_folder_that_may_not_be_read_counts_as_no_image(files, tmp_path
 
     monkeypatch.setattr(Path, "is_file", denied)
     gallery = build_gallery(frames, tmp_path)
-    assert gallery.items == [] and gallery.note.startswith(f"No frame images: the 2 worst frames' files are not under")
+    assert gallery.items == [] and gallery.note.startswith("No frame images: the 2 worst frames' files are not under")
     assert find_image_root(tmp_path / "annotations" / "val", [f.file_name for f in frames]) is None
 
 

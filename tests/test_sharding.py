@@ -217,3 +217,188 @@ def test_ranks_checking_the_same_new_out_folder_at_once_all_pass(tmp_path):
     assert all(w.exitcode == 0 for w in workers) and not found, found[:3]
     assert not list(tmp_path.glob("runs/*/out/.tdmi-write-check-*"))  # no probe file left behind
     assert not (tmp_path / "runs").exists()  # and no folder: the checks created nothing that stays
+
+
+# ------------------------------------------------------------------------------- tdmi infer's ranks, without torchrun
+#
+# One process plays rank `rank` of 2: the collectives are fakes that hand it the other rank's share (what torchrun's
+# ranks would exchange), so each rank's side of the exchange is checked on its own.
+
+
+def _images(folder: Path, names: list[str]) -> list[str]:
+    import cv2
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        cv2.imwrite(str(folder / name), np.zeros((32, 32, 3), np.uint8))
+    return [str(folder / name) for name in names]
+
+
+NO_RECORDS = {"saved": [], "lost": []}
+
+
+def _run_infer_as_rank(monkeypatch, tmp_path, rank: int, inputs: list[str], fake_infer_source, *, gathered: list,
+                       other_share=None, main_check=None) -> int:
+    """``tdmi infer INPUTS --out tmp_path/out`` as rank ``rank`` of 2; returns its exit status (before the CLI's
+    own fallback check). ``gathered`` receives what this rank hands to all_gather; ``other_share``: what the other
+    rank hands to it; ``main_check``: rank 0's ``(inputs, failures)`` as broadcast (default: this rank's own)."""
+    import contextlib
+
+    from tdmi import results_fallback, sharding
+    from tdmi.cli import build_parser
+    from tdmi.inference import detectors, infer_command
+    from tdmi.inference.model_loading import LoadedModel
+
+    other = other_share or ([], [], False, NO_RECORDS)
+
+    def all_gather(obj, info):
+        gathered.append(obj)
+        return [obj, other] if rank == 0 else [other, obj]
+
+    monkeypatch.setattr(sharding, "dist_info_from_env", lambda: DistInfo(rank, 2, rank))
+    monkeypatch.setattr(sharding, "process_group", lambda *args, **kwargs: contextlib.nullcontext())
+    monkeypatch.setattr(sharding, "all_gather", all_gather)
+    monkeypatch.setattr(sharding, "broadcast_from_main", lambda obj, info: obj if main_check is None else main_check)
+    monkeypatch.setattr(torch.distributed, "barrier", lambda *args, **kwargs: None)
+    monkeypatch.setattr(infer_command, "load_inference_model", lambda *args, **kwargs: LoadedModel(
+        torch.nn.Identity(), load_config(None, []), "fake model", False, None))
+    monkeypatch.setattr(detectors, "make_detector", lambda *args, **kwargs: (object(), "fake detector"))
+    monkeypatch.setattr(infer_command, "infer_source", fake_infer_source)
+    args = build_parser().parse_args(["infer", *inputs, "--out", str(tmp_path / "out"), "--device", "cpu"])
+    results_fallback.reset("infer")
+    try:
+        return infer_command.infer_command(args)
+    finally:
+        results_fallback.reset()
+
+
+def _done(spec, out_dir, *args, output_stem=None, **kwargs):
+    """A fake infer_source: one frame, one person, nothing written."""
+    from tdmi.inference.infer_command import InferOutcome
+    from tdmi.inference.records import RunStats
+
+    return InferOutcome(Path(out_dir) / f"{output_stem}.json", None,
+                        RunStats(frames=1, person_frames=1, pose_seconds=0.1, encoded_crops=1), 1, 1)
+
+
+def test_a_rank_whose_input_raises_without_a_message_still_tells_rank_0(monkeypatch, tmp_path):
+    """``RuntimeError()`` (or a bare assert) has no first line: the rank's failure is its type, handed to rank 0
+    before the rank stops, instead of an IndexError raised before all_gather, which left the other ranks waiting."""
+    def raises(spec, *args, **kwargs):
+        raise RuntimeError()
+
+    inputs = _images(tmp_path / "in", ["a.jpg", "b.jpg"])
+    gathered: list = []
+    with pytest.raises(RuntimeError) as raised:
+        _run_infer_as_rank(monkeypatch, tmp_path, 1, inputs, raises, gathered=gathered)
+    assert type(raised.value) is RuntimeError  # the rank still stops with its own error, after telling rank 0
+    assert len(gathered) == 1 and gathered[0][1] == ["rank 1 stopped: RuntimeError"]
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_every_rank_exits_1_when_another_rank_saved_results_elsewhere(monkeypatch, tmp_path, capsys, rank):
+    """Results saved in a fallback folder or an output lost on one rank: rank 0's summary says so (with the rank),
+    and every rank's exit status is 1, not only that rank's."""
+    inputs = _images(tmp_path / "in", ["a.jpg", "b.jpg"])
+    other = rank ^ 1
+    records = {"saved": [(f"writing the poses of x to {tmp_path}/out/x.json failed (no space left on the device); "
+                          f"saved it to /tmp/tdmi-results-1/x.json instead")],
+               "lost": [("x: the video was not written to out/x.mp4 (no space left on the device); the poses are "
+                         "kept in the JSON")]}
+    other_share = ([(1, 1, 0.1, 1)], [], False, records)
+    gathered: list = []
+    code = _run_infer_as_rank(monkeypatch, tmp_path, rank, inputs, _done, gathered=gathered, other_share=other_share)
+    assert code == 1
+    assert gathered[0][3] == NO_RECORDS  # this rank had none of its own
+    captured = capsys.readouterr()
+    if rank == 0:
+        assert f"tdmi infer: error: rank {other}: writing the poses of x" in captured.err
+        assert f"tdmi infer: error: rank {other}: x: the video was not written" in captured.err
+        (summary,) = [line for line in captured.out.splitlines() if line.startswith("infer: ")]
+        assert "2 of 2 inputs done" in summary
+        assert "1 saved in a fallback folder; 1 requested output not written" in summary
+    # without the other rank's records: 0
+    gathered.clear()
+    assert _run_infer_as_rank(monkeypatch, tmp_path, rank, inputs, _done, gathered=gathered,
+                              other_share=([(1, 1, 0.1, 1)], [], False, NO_RECORDS)) == 0
+
+
+def test_each_rank_hands_its_own_fallback_records_to_rank_0(monkeypatch, tmp_path):
+    from tdmi import results_fallback
+
+    def loses_the_video(spec, *args, **kwargs):
+        results_fallback.output_lost(f"{Path(spec).name}: the video was not written")
+        return _done(spec, *args, **kwargs)
+
+    inputs = _images(tmp_path / "in", ["a.jpg", "b.jpg"])
+    gathered: list = []
+    assert _run_infer_as_rank(monkeypatch, tmp_path, 1, inputs, loses_the_video, gathered=gathered) == 1
+    assert gathered[0][3] == {"saved": [], "lost": ["b.jpg: the video was not written"]}
+
+
+def test_rank_0s_summary_counts_every_ranks_fallbacks(capsys, tmp_path):
+    from tdmi.config import load_config
+    from tdmi.inference.infer_command import PipelineOptions, _infer_status, _infer_summary
+    from tdmi.inference.model_loading import LoadedModel
+
+    loaded = LoadedModel(torch.nn.Identity(), load_config(None, []), "fake", False, None)
+    clean = ([(4, 8, 1.0, 8)], [], False, NO_RECORDS)
+    line = "writing b to out/b.json failed (no space left on the device); saved it to /tmp/r/b.json instead"
+    saved_on_1 = ([(4, 8, 1.0, 8)], [], False, {"saved": [line], "lost": []})
+    assert _infer_status([clean, clean], []) == 0
+    assert _infer_status([clean, saved_on_1], []) == 1
+    assert _infer_status([clean, ([], ["b: cannot be read"], False, NO_RECORDS)], []) == 1
+    assert _infer_status([([], [], False, NO_RECORDS), ([], ["b: cannot be read"], False, NO_RECORDS)], []) == 2
+    assert _infer_summary([clean, saved_on_1], [], 2, tmp_path, PipelineOptions(), loaded) == 1
+    captured = capsys.readouterr()
+    assert "tdmi infer: error: rank 1: writing b to out/b.json failed" in captured.err
+    assert "infer: 2 of 2 inputs done" in captured.out and "1 saved in a fallback folder" in captured.out
+
+
+def test_every_rank_runs_rank_0s_checked_inputs(monkeypatch, tmp_path, capsys):
+    """An input that passes the check on rank 1 but not on rank 0 (a mount missing on one node, a file still being
+    written): rank 1 runs rank 0's list, so the shares and the output names are the same on every rank."""
+    inputs = _images(tmp_path / "in", ["a.jpg", "b.jpg", "c.jpg"])
+    ran: list[tuple[str, str]] = []
+
+    def record(spec, *args, output_stem=None, **kwargs):
+        ran.append((Path(spec).name, output_stem))
+        return _done(spec, *args, output_stem=output_stem, **kwargs)
+
+    main_check = ([inputs[0], inputs[2]], [f"{inputs[1]}: cannot be read"])  # rank 0 could not read b.jpg
+    gathered: list = []
+    code = _run_infer_as_rank(monkeypatch, tmp_path, 1, inputs, record, gathered=gathered, main_check=main_check,
+                              other_share=([(1, 1, 0.1, 1)], [], False, NO_RECORDS))
+    assert ran == [("c.jpg", "c")]  # position 1 of rank 0's [a, c]; not b.jpg, position 1 of its own [a, b, c]
+    assert code == 1  # rank 0's failure to read b.jpg is the run's: every rank exits 1
+    assert "rank 1: the inputs' check here differs from rank 0's for " + inputs[1] in capsys.readouterr().err
+
+
+def test_agree_on_inputs_takes_rank_0s_list(monkeypatch):
+    from tdmi import sharding
+    from tdmi.inference.infer_command import agree_on_inputs
+
+    sent: list = []
+
+    def broadcast(obj, info):  # rank 0's value, whatever the others pass
+        sent.append(obj)
+        return (["a", "c"], ["b: cannot be read"]) if info.rank else obj
+
+    monkeypatch.setattr(sharding, "broadcast_from_main", broadcast)
+    assert agree_on_inputs(["a", "c"], ["b: cannot be read"], DistInfo(0, 2, 0)) == (["a", "c"],
+                                                                                   ["b: cannot be read"])
+    assert agree_on_inputs(["a", "b", "c"], [], DistInfo(1, 2, 1)) == (["a", "c"], ["b: cannot be read"])
+    assert len(sent) == 2  # every rank takes part in the broadcast
+
+
+def test_broadcast_from_main_is_rank_0s_value(monkeypatch):
+    from tdmi import sharding
+
+    def broadcast_object_list(box, src):
+        assert src == 0
+        box[0] = "rank 0's"
+
+    monkeypatch.setattr(sharding.dist, "broadcast_object_list", broadcast_object_list)
+    assert sharding.broadcast_from_main("mine", DistInfo(1, 2, 1)) == "rank 0's"
+    assert sharding.broadcast_from_main("mine", DistInfo(0, 1, 0)) == "mine"  # one process: nothing sent

@@ -410,9 +410,14 @@ def one_line(err: BaseException) -> str:
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Before any work: ``--out`` (a folder, every command), ``--json-out`` and ``--report`` (files) must be writable or
-    creatable (:mod:`tdmi.outputs`); otherwise one line naming the option, exit 2, nothing written."""
-    from tdmi.outputs import check_output_dir, check_output_file, check_report_path
+    creatable (:mod:`tdmi.outputs`); otherwise one line naming the option, exit 2, nothing written.
 
+    ``tdmi test`` under torchrun: only rank 0 writes (:mod:`tdmi.sharding`), so only rank 0 checks; the other ranks
+    may run where the output location is not even mounted."""
+    from tdmi.outputs import check_output_dir, check_output_file, check_report_path, torchrun_rank
+
+    if args.command == "test" and torchrun_rank() != 0:
+        return
     if getattr(args, "out", None):
         check_output_dir(args.out, "--out")
     if getattr(args, "json_out", None):

@@ -74,11 +74,16 @@ def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
                        f"removes it)")
 
 
-def _is_main_rank() -> bool:
-    """Rank 0 of torchrun's ``RANK``, or no torchrun at all (read here, without importing torch: ``tdmi evaluate``
-    checks its outputs in a fraction of a second). A malformed ``RANK`` counts as rank 0, which checks fully."""
+def torchrun_rank() -> int:
+    """This process's rank under torchrun (its ``RANK``), 0 without torchrun; read here without importing torch, so
+    that ``tdmi evaluate`` checks its outputs in a fraction of a second. A malformed ``RANK`` counts as 0, which
+    checks fully."""
     rank = os.environ.get("RANK", "0").strip()
-    return not rank.isdigit() or int(rank) == 0
+    return int(rank) if rank.isdigit() else 0
+
+
+def _is_main_rank() -> bool:
+    return torchrun_rank() == 0
 
 
 def _check_output_dir_access(path: Path, option: str) -> Path:

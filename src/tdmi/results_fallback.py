@@ -131,6 +131,11 @@ def output_lost(description: str) -> None:
     _lost.append(description)
 
 
+def lost_outputs() -> list[str]:
+    """The requested outputs this process could not write (since :func:`reset`), as :func:`output_lost` recorded."""
+    return list(_lost)
+
+
 def saved_elsewhere() -> list[SavedElsewhere]:
     """The results this process saved in a fallback folder (since :func:`reset`)."""
     return list(_saved_elsewhere)

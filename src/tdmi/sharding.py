@@ -15,12 +15,18 @@ Shares are fixed by position, so every rank computes them alone and they never d
   rank 0 gathers the decoded persons, puts them back in the dataset's order, and alone writes, scores and prints.
   The other ranks write nothing.
 - ``tdmi infer``: input ``i`` (in the order given, after the inputs are checked) on rank ``i % world``; each
-  input's files are written by the rank that ran it, under the names one process gives them.
+  input's files are written by the rank that ran it, under the names one process gives them. The checked list is
+  rank 0's, sent to the others (:func:`broadcast_from_main`) before the shares are taken, so an input whose check
+  fails on one rank only cannot shift the shares or the names.
 
-Inputs, checkpoints and output folders are checked on every rank before the process group starts, so a bad
-argument is the same one-line error everywhere and nothing waits (output folders: rank 0 creates and probes, the
-other ranks ask ``os.access``, so that their checks cannot leave folders behind; :mod:`tdmi.outputs`). A failure during the work is shared: the ranks
-exchange it before any result is gathered, and every rank stops with it.
+Inputs and checkpoints are checked on every rank before the process group starts, so a bad argument is the same
+one-line error everywhere and nothing waits. Output locations are checked before any work where they are written:
+``tdmi infer``'s ``--out`` on every rank (rank 0 creates and probes, the other ranks ask ``os.access``, so that their
+checks cannot leave folders behind; :mod:`tdmi.outputs`), ``tdmi test``'s ``--out`` / ``test.out_dir`` /
+``--report`` on rank 0 only (the other ranks write nothing, and may run where that location is not mounted). A
+failure during the work is shared: the ranks exchange it before any result is gathered, and every rank stops with
+it. ``tdmi infer``'s results saved in a fallback folder or lost (:mod:`tdmi.results_fallback`) on any rank are in
+rank 0's summary, and every rank then exits with status 1.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import torch.distributed as dist
 from tdmi.engine.distributed import DistInfo, dist_info_from_env, init_process_group_for, rank_device
 
 __all__ = ["DistInfo", "dist_info_from_env", "rank_device", "process_group", "batch_share", "input_share",
-           "agree_on_failure", "gather_to_main", "all_gather"]
+           "agree_on_failure", "gather_to_main", "all_gather", "broadcast_from_main"]
 
 T = TypeVar("T")
 
@@ -73,6 +79,15 @@ def all_gather(obj: Any, info: DistInfo) -> list[Any]:
     gathered: list[Any] = [None] * info.world_size
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def broadcast_from_main(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank (what the other ranks pass is ignored; ``obj`` itself for one process)."""
+    if not info.enabled:
+        return obj
+    box = [obj if info.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def gather_to_main(obj: Any, info: DistInfo) -> Optional[list[Any]]:

@@ -404,6 +404,22 @@ def validate_model(model: nn.Module, cfg: ExperimentConfig, epoch: int) -> dict[
 # Command
 
 
+def check_test_outputs(args, cfg: ExperimentConfig, ranks: DistInfo) -> tuple[Path, Optional[Path]]:
+    """``(output folder, report file or None)`` of ``tdmi test``: ``--out`` or ``test.out_dir``, and ``--report``
+    (never over ``results.json``), checked before any work (:mod:`tdmi.outputs`). Under torchrun only rank 0
+    writes, so only rank 0 checks (as the CLI's ``--out`` check); the other ranks take the paths unchecked: they may
+    run on machines where the output location is not mounted."""
+    out_dir = Path(args.out) if args.out else Path(cfg.test.out_dir)
+    if not ranks.is_main:
+        return out_dir, None  # rank 0 writes, scores and reports
+    if not args.out:
+        check_output_dir(out_dir, "test.out_dir")
+    report = (check_report_path(args.report, out_dir=out_dir, json_out=out_dir / "results.json",
+                                json_what="the results table (results.json)")
+              if getattr(args, "report", None) else None)  # --report: never over results.json
+    return out_dir, report
+
+
 def test_command(args) -> int:
     """``tdmi test --checkpoint CKPT [--config YAML] [--set k=v] [--boxes gt|FILE] [--track [pose|iou]] [--out DIR]
     [--device D]``; under torchrun every rank runs a share of the batches (:mod:`tdmi.sharding`)."""
@@ -430,10 +446,7 @@ def test_command(args) -> int:
     else:
         cfg = load_config(args.config, overrides) if args.config else None
         model, cfg, _ = load_model_for_test(args.checkpoint, cfg, device=device, overrides=overrides)
-    out_dir = Path(args.out) if args.out else check_output_dir(cfg.test.out_dir, "test.out_dir")
-    report = (check_report_path(args.report, out_dir=out_dir, json_out=out_dir / "results.json",
-                                json_what="the results table (results.json)")
-              if getattr(args, "report", None) else None)  # --report: never over results.json
+    out_dir, report = check_test_outputs(args, cfg, ranks)
     if ranks.is_main:
         print(f"test: {cfg.model.arch} from {args.checkpoint} on {device}"
               f"{f' (and {ranks.world_size - 1} more ranks)' if ranks.enabled else ''}, split test "

@@ -282,8 +282,9 @@ def infer_command(args) -> int:
     [--render] [--online] [--mode tube|warp|exact] [--window N] [--device cpu|cuda]``.
 
     Under torchrun, input ``i`` runs on rank ``i % world`` (:mod:`tdmi.sharding`); every rank checks all inputs and
-    loads the model first, each input's files are named as one process names them, and rank 0 prints the run's
-    summary."""
+    loads the model first, the inputs run are those rank 0's check passed (:func:`agree_on_inputs`), each input's
+    files are named as one process names them, and rank 0 prints the run's summary, with every rank's failures and
+    results saved elsewhere or lost (:func:`_infer_summary`); every rank exits with the run's status."""
     from tdmi.inference.detectors import HOGPeopleDetector, make_detector
     from tdmi.inference.sources import open_source
     from tdmi.sharding import all_gather, dist_info_from_env, input_share, process_group, rank_device
@@ -337,12 +338,14 @@ def infer_command(args) -> int:
     out_dir = Path(args.out)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    taken: set[str] = set()
-    stems = [_output_stem(spec, taken) for spec in inputs]  # over all inputs: names do not depend on the ranks
     outcomes: list[InferOutcome] = []
     run_failures: list[str] = []
     crash: Optional[BaseException] = None
     with process_group(ranks, device, loaded.config.train.dist_timeout_minutes):
+        # rank 0's checked inputs on every rank: a check that fails on one rank only cannot shift shares or names
+        inputs, failures = agree_on_inputs(inputs, failures, ranks)
+        taken: set[str] = set()
+        stems = [_output_stem(spec, taken) for spec in inputs]  # over all inputs: names do not depend on the ranks
         try:
             for _, (spec, stem) in input_share(list(zip(inputs, stems)), ranks):
                 try:
@@ -367,11 +370,13 @@ def infer_command(args) -> int:
             if not ranks.enabled:
                 raise
             crash = err
-            run_failures.append(f"rank {ranks.rank} stopped: {type(err).__name__}: {str(err).splitlines()[0]}")
+            lines = str(err).splitlines()  # none for a bare assert or RuntimeError()
+            run_failures.append(f"rank {ranks.rank} stopped: {type(err).__name__}{f': {lines[0]}' if lines else ''}")
         counts = [(o.stats.frames, o.stats.person_frames, o.stats.pose_seconds, o.stats.encoded_crops)
                   for o in outcomes]
-        shares = all_gather((counts, run_failures, created), ranks)
-        code = _infer_summary(shares, failures, len(specs), out_dir, options, loaded) if ranks.is_main else 0
+        shares = all_gather((counts, run_failures, created, _not_where_asked()), ranks)
+        code = (_infer_summary(shares, failures, len(specs), out_dir, options, loaded) if ranks.is_main
+                else _infer_status(shares, failures))
         if ranks.enabled:
             torch.distributed.barrier()  # rank 0 has said everything before any rank stops
     if crash is not None:
@@ -379,13 +384,77 @@ def infer_command(args) -> int:
     return code
 
 
+def agree_on_inputs(inputs: list[str], failures: list[str], ranks) -> tuple[list[str], list[str]]:
+    """Rank 0's checked inputs and check failures, on every rank (one process: its own).
+
+    Each rank checks the inputs before the process group starts; a file that fails the check on one rank only (a
+    mount missing on one node, a file still being written) would otherwise make the ranks number the inputs
+    differently, so that inputs were run twice or not at all and files were named differently. Rank 0's list is
+    the run's; a rank whose own check differed says so on its stderr (its share may then fail, as a failure of the
+    run that rank 0 reports)."""
+    from tdmi import sharding
+
+    agreed_inputs, agreed_failures = sharding.broadcast_from_main((list(inputs), list(failures)), ranks)
+    agreed_inputs, agreed_failures = list(agreed_inputs), list(agreed_failures)
+    if not ranks.is_main and agreed_inputs != list(inputs):
+        mine = set(inputs)
+        differ = [spec for spec in agreed_inputs if spec not in mine] + \
+                 [spec for spec in inputs if spec not in set(agreed_inputs)]
+        print(f"tdmi infer: note: rank {ranks.rank}: the inputs' check here differs from rank 0's for "
+              f"{', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''}; running rank 0's list of "
+              f"{len(agreed_inputs)} inputs", file=sys.stderr)
+    return agreed_inputs, agreed_failures
+
+
+def _not_where_asked() -> dict:
+    """This process's results saved in a fallback folder, and its requested outputs that were not written
+    (:mod:`tdmi.results_fallback`), as lines for rank 0's summary."""
+    from tdmi import results_fallback
+
+    saved = [f"writing {r.what} to {r.target} failed ({r.reason}); saved it to {r.saved} instead"
+             for r in results_fallback.saved_elsewhere()]
+    return {"saved": saved, "lost": results_fallback.lost_outputs()}
+
+
+def _share_records(share) -> dict:
+    """A share's fallback records (``{"saved": [...], "lost": [...]}``); none for a share without them."""
+    records = share[3] if len(share) > 3 else None
+    return records or {"saved": [], "lost": []}
+
+
+def _infer_status(shares: list, failures: list[str]) -> int:
+    """The run's exit status from every rank's share (:func:`_infer_summary`), the same on every rank: 2 when no
+    input was done, 1 when some failed or any rank saved results elsewhere or lost an output, else 0."""
+    done = any(share[0] for share in shares)
+    failed = bool(failures) or any(share[1] for share in shares)
+    elsewhere = any(_share_records(share)["saved"] or _share_records(share)["lost"] for share in shares)
+    if failed and not done:
+        return 2
+    return 1 if failed or elsewhere else 0
+
+
 def _infer_summary(shares: list, failures: list[str], total: int, out_dir: Path, options: PipelineOptions,
                    loaded: LoadedModel) -> int:
-    """The run's last line from every rank's ``(per-input counts, failures, out folder was created)``; the exit
-    status (0, 1 when some inputs failed, 2 when none was done)."""
-    counts = [c for share_counts, _, _ in shares for c in share_counts]
-    failures = failures + [f for _, share_failures, _ in shares for f in share_failures]
-    created = any(share_created for _, _, share_created in shares)
+    """The run's last line from every rank's ``(per-input counts, failures, out folder was created, results saved
+    elsewhere or lost)``; the exit status (:func:`_infer_status`: 0, 1 when some inputs failed or some results are
+    not where they were asked for, 2 when none was done).
+
+    The other ranks' results saved in a fallback folder and outputs not written are said again here, one line each
+    with the rank (each rank said its own already, but rank 0's output is the run's)."""
+    status = _infer_status(shares, failures)
+    counts = [c for share in shares for c in share[0]]
+    failures = failures + [f for share in shares for f in share[1]]
+    created = any(share[2] for share in shares)
+    saved = sum(len(_share_records(share)["saved"]) for share in shares)
+    lost = sum(len(_share_records(share)["lost"]) for share in shares)
+    for rank, share in enumerate(shares):
+        if rank == 0:
+            continue  # rank 0's own lines are above, said as they happened
+        records = _share_records(share)
+        for line in records["saved"]:
+            print(f"tdmi infer: error: rank {rank}: {line}", file=sys.stderr)
+        for line in records["lost"]:
+            print(f"tdmi infer: error: rank {rank}: {line}", file=sys.stderr)
     frames = sum(c[0] for c in counts)
     person_frames = sum(c[1] for c in counts)
     pose_seconds = sum(c[2] for c in counts)
@@ -393,16 +462,18 @@ def _infer_summary(shares: list, failures: list[str], total: int, out_dir: Path,
     rate = person_frames / pose_seconds if pose_seconds > 0 else 0.0
     per = encodes / person_frames if person_frames else 0.0
     failed = f", {len(failures)} failed" if failures else ""
-    if failures and not counts:
-        if created and not any(out_dir.iterdir()):
+    if status == 2:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # nothing was written: leave no empty folder behind
         print(f"infer: none of {total} inputs done; nothing written", file=sys.stderr)
-        return 2  # every failure has been printed once already
+        return status  # every failure has been printed once already
+    elsewhere = "".join([f"; {saved} saved in a fallback folder" if saved else "",
+                         f"; {lost} requested output{'s' if lost != 1 else ''} not written" if lost else ""])
     print(f"infer: {len(counts)} of {total} inputs done{failed}, {frames} frames, {person_frames} "
           f"person-frames, {rate:.1f} person-frames/s, {per:.2f} encodes/person-frame ({options.mode}"
           f"{', online' if options.online else ''}){' [RANDOM WEIGHTS]' if loaded.random_init else ''}; "
-          f"wrote {out_dir}")
-    return 1 if failures else 0
+          f"wrote {out_dir}{elsewhere}{' (said above)' if elsewhere else ''}")
+    return status
 
 
 def _input_error(spec, err: BaseException) -> str:
