@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from tdmi.errors import DataFormatError
 from tdmi.evaluation.parallel import map_in_order, reader_processes
-from tdmi.evaluation.posetrack_ap import (APResult, _compute_result, _Prepared, _read_and_prepare, _validate_protocol,
-                                         list_sequence_files)
+from tdmi.evaluation.posetrack_ap import (APResult, _compute_result, _Prepared, _read_and_prepare,
+                                         checked_sequence_files)
 from tdmi.evaluation.posetrack_files import _PT21_TO_POSEVAL
 
 
@@ -103,13 +101,7 @@ def score_sequences(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, prot
                     allow_missing: bool = False, workers: Optional[int] = None) -> list[SequenceScore]:
     """Every GT sequence of ``gt_dir`` scored alone against the same-named file of ``pred_dir``, in
     :func:`~tdmi.evaluation.posetrack_ap.evaluate_dirs`' file order; its errors are the same."""
-    _validate_protocol(protocol)
-    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
-    if not gt_dir.is_dir():
-        raise DataFormatError(f"{gt_dir}: ground-truth folder not found")
-    if not pred_dir.is_dir():
-        raise DataFormatError(f"{pred_dir}: prediction folder not found")
-    files = list_sequence_files(gt_dir, protocol)
+    gt_dir, pred_dir, files = checked_sequence_files(gt_dir, pred_dir, protocol)
     tasks = [(path.stem, str(path), str(pred_dir / path.name), protocol, allow_missing) for path in files]
     return map_in_order(_score_one, tasks, reader_processes(len(tasks), workers))
 

@@ -400,6 +400,19 @@ def list_sequence_files(gt_dir: str | os.PathLike, protocol: Protocol = "poseval
     return sorted(files) if protocol == "pt21" else files
 
 
+def checked_sequence_files(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike,
+                           protocol: str) -> tuple[Path, Path, list[Path]]:
+    """``(gt_dir, pred_dir, the GT sequence files in poseval's order)`` after checking the protocol and both folders
+    (:class:`~tdmi.errors.DataFormatError` naming the one missing)."""
+    _validate_protocol(protocol)
+    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
+    if not gt_dir.is_dir():
+        raise DataFormatError(f"{gt_dir}: ground-truth folder not found")
+    if not pred_dir.is_dir():
+        raise DataFormatError(f"{pred_dir}: prediction folder not found")
+    return gt_dir, pred_dir, list_sequence_files(gt_dir, protocol)
+
+
 def evaluate_dirs(
     gt_dir: str | os.PathLike,
     pred_dir: str | os.PathLike,
@@ -417,13 +430,7 @@ def evaluate_dirs(
     only matters for exact score ties across sequences. Errors (missing folder or file, malformed file, frame
     count mismatch, bad track ids) raise :class:`~tdmi.errors.DataFormatError` naming the file.
     """
-    _validate_protocol(protocol)
-    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
-    if not gt_dir.is_dir():
-        raise DataFormatError(f"{gt_dir}: ground-truth folder not found")
-    if not pred_dir.is_dir():
-        raise DataFormatError(f"{pred_dir}: prediction folder not found")
-    files = list_sequence_files(gt_dir, protocol)
+    gt_dir, pred_dir, files = checked_sequence_files(gt_dir, pred_dir, protocol)
     if not files:
         raise DataFormatError(f"{gt_dir}: no *.json ground-truth files")
     tasks = [(path.stem, str(path), str(pred_dir / path.name), protocol, allow_missing) for path in files]
