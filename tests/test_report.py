@@ -201,6 +201,12 @@ def test_evaluate_report_beside_json_out_and_with_a_path(files, tmp_path, capsys
     assert "gallery-note" in explicit.read_text() and str(tmp_path) in explicit.read_text()
 
 
+def test_image_root_without_a_report_is_refused(files, tmp_path, capsys):
+    _, gt_dir, pred_dir, _, _ = files
+    assert main(["evaluate", "--gt", str(gt_dir), "--pred", str(pred_dir), "--image-root", str(tmp_path)]) == 2
+    assert "--image-root: only the --report page reads images" in capsys.readouterr().err
+
+
 def test_evaluate_report_path_is_checked_before_any_work(files, tmp_path, capsys):
     _, gt_dir, pred_dir, _, _ = files
     assert main(["evaluate", "--gt", str(gt_dir), "--pred", str(pred_dir), "--report"]) == 2

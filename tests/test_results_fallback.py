@@ -262,3 +262,20 @@ def test_infer_render_on_a_full_disk_drops_the_video_and_keeps_the_poses(tmp_pat
     assert f"the video was not written to {out / (folder.name + '.mp4')} ({reason}" in captured.err
     assert len(json.loads((out / f"{folder.name}.json").read_text())["images"]) == 4  # the poses are kept
     assert sorted(p.name for p in out.iterdir()) == [f"{folder.name}.json"]  # no video, no partial video
+
+
+def test_a_failed_write_leaves_no_folder_it_created(tmp_path):
+    """``atomic_write`` and ``atomic_write_folder`` create missing parents; when the write fails, those go again
+    (folders that existed before, or that now hold other files, stay)."""
+    def failing(path: Path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    for write in (atomic.atomic_write, atomic.atomic_write_folder):
+        with pytest.raises(OSError):
+            write(tmp_path / "new" / "deeper" / "results.json", failing)
+        assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(OSError):
+        atomic.atomic_write(tmp_path / "kept" / "sub" / "r.json", failing)
+    assert (tmp_path / "kept").is_dir() and not (tmp_path / "kept" / "sub").exists()
+    assert atomic.atomic_write_bytes(tmp_path / "made" / "r.bin", b"x").read_bytes() == b"x"  # success keeps them

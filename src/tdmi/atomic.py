@@ -25,10 +25,33 @@ def current_umask() -> int:
     return mask
 
 
+def make_parents(path: Path) -> list[Path]:
+    """Create ``path``'s missing parent folders; returns those it created, deepest first (see
+    :func:`remove_empty`)."""
+    created = []
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        created.append(parent)
+        parent = parent.parent
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove the folders :func:`make_parents` created, deepest first, where they are still empty: a failed write
+    leaves no empty folder behind."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another writer's files), or already gone
+            break
+
+
 def atomic_write(target: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(temp_path)`` to create a temporary file beside ``target``, then rename it over ``target``."""
+    """Call ``write(temp_path)`` to create a temporary file beside ``target``, then rename it over ``target``. On
+    failure the temporary file, and any parent folder this call created, are removed."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    created = make_parents(target)
     temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(temp)
@@ -36,6 +59,7 @@ def atomic_write(target: str | os.PathLike, write: Callable[[Path], Any]) -> Pat
         os.replace(temp, target)
     except BaseException:
         temp.unlink(missing_ok=True)
+        remove_empty(created)
         raise
     return target
 
@@ -54,7 +78,7 @@ def atomic_write_folder(target: str | os.PathLike, write: Callable[[Path], Any])
     """``write(<hidden temporary folder beside target>)``, then that folder becomes ``target`` (replacing an older
     ``target``, which is removed); on any error the temporary folder is removed and ``target`` is as it was."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    created = make_parents(target)
     temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     old: Optional[Path] = None
     try:
@@ -72,6 +96,7 @@ def atomic_write_folder(target: str | os.PathLike, write: Callable[[Path], Any])
             raise
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
+        remove_empty(created)
         raise
     if old is not None:
         if old.is_dir() and not old.is_symlink():

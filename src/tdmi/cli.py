@@ -416,6 +416,8 @@ def check_outputs(args: argparse.Namespace) -> None:
     may run where the output location is not even mounted."""
     from tdmi.outputs import check_output_dir, check_output_file, check_report_path, torchrun_rank
 
+    if getattr(args, "image_root", None) and not getattr(args, "report", None):
+        raise CommandError("--image-root: only the --report page reads images; add --report, or leave it out")
     if args.command == "test" and torchrun_rank() != 0:
         return
     if getattr(args, "out", None):
