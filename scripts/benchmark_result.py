@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import json
 import subprocess
 import sys
@@ -136,7 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     cache_manifest = Path(cfg.train.feature_cache or "") / "manifest.json"
     samples = json.loads(cache_manifest.read_text())["num_samples"] if cache_manifest.is_file() else None
     record["steps"] = steps
-    record["epochs_from_steps"] = (round(steps * cfg.train.batch_size / samples, 3) if samples else None)
+    # optimizer steps per epoch as the trainer counts them: ceil(samples / batch) batches (the last one partial),
+    # grouped by train.grad_accum
+    from tdmi.engine.train import steps_per_epoch
+
+    epoch_steps = (steps_per_epoch(math.ceil(samples / cfg.train.batch_size), cfg.train.grad_accum) if samples
+                   else None)
+    record["epochs_from_steps"] = round(steps / epoch_steps, 3) if epoch_steps else None
     cpu_file = args.run / "cpu_time.txt"
     # one "user system" line per training invocation (a resumed run has several)
     record["train_cpu_seconds"] = (round(sum(float(v) for line in cpu_file.read_text().splitlines()

@@ -1,0 +1,59 @@
+"""scripts/benchmark_result.py: one finished benchmark run -> its committed result file (val, subsets, counterfactual
+sets, test-time substitutions, costs, epochs from the run's own step counter)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+from tdmi.cli import main
+from tdmi.data.synthetic import generate_synthtrack
+from tdmi.data.synthetic.writer import generate_counterfactual
+from tdmi.models.checkpoints import save_checkpoint
+from tdmi.models.hrnet import HRNet
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_result.py"
+TINY = ["model.backbone.width=4", "model.input_size=[32,64]", "model.heatmap_size=[8,16]",
+        "model.tde.channels=8", "model.tde.deform_groups=4", "model.tde.blocks_per_stage=[1,1,1,1]",
+        "model.fusion_blocks=1", "data.sigma=1.0", "train.batch_size=3", "train.epochs=2", "train.amp=none",
+        "train.channels_last=false", "train.feature_cache_draws=1", "test.batch_size=16"]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("benchmark_result", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_tiny_run_becomes_a_complete_result_file(tmp_path, capsys):
+    torch.set_num_threads(1)
+    data = tmp_path / "data"
+    generate_synthtrack(data, sequences=1, frames=6, seed=5, size=(128, 96), split="train", progress=False)
+    generate_synthtrack(data, sequences=2, frames=6, seed=6, size=(128, 96), split="val", progress=False)
+    generate_counterfactual(data, sequences=2, frames=6, seed=7, size=(128, 96), progress=False)
+    torch.manual_seed(0)
+    backbone = save_checkpoint(tmp_path / "backbone.safetensors", HRNet(width=4, num_joints=17).state_dict(),
+                               {"config": {}})
+    run = tmp_path / "run"
+    settings = [*TINY, f"data.root={data}", f"model.backbone.pretrained={backbone}",
+                f"train.feature_cache={tmp_path / 'cache'}"]
+    assert main(["train", "--config", "bench_tdmi_w8", "--out", str(run), "--device", "cpu",
+                 *(x for s in settings for x in ("--set", s))]) == 0
+    (run / "cpu_time.txt").write_text("10.5 1.5\n3.0 0.0\n")  # two invocations (a resumed run), as the runner writes
+    out = tmp_path / "result" / "seed0.json"
+    assert _script().main([str(run), "--arm", "tdmi", "--seed", "0", "--data", str(data), "--substitutions",
+                           "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["arm"] == "tdmi" and record["seed"] == 0 and record["config"]["model"]["backbone"]["width"] == 4
+    samples = json.loads((tmp_path / "cache" / "manifest.json").read_text())["num_samples"]
+    assert samples % 3  # the last batch of each epoch is partial ...
+    assert record["epochs_from_steps"] == 2.0  # ... and still the run's steps are two whole epochs
+    assert record["train_cpu_seconds"] == 15.0 and record["trainable_parameters"] > 0
+    assert set(record["counterfactual"]) == {"clean", "distractor", "background"}
+    assert set(record["substitutions"]) == {"key_frame", "other_sequence"}
+    assert set(record["val"]["subsets"]) >= {"none"} and "stats" in record["val"]
+    assert f"val Mean {record['val']['table']['Mean']:.2f}" in capsys.readouterr().out
