@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -52,15 +53,27 @@ def load_runs(folder: Path) -> dict[str, dict[int, dict]]:
 
 
 def stats_of(arm_runs: dict[int, dict], where: tuple[str, ...]) -> dict[int, list]:
+    """Per seed, the matched predictions at ``where`` in each result file, sorted by scene name.
+
+    A counterfactual variant's sequences are named after their split (``000011_bonn_cfclean``,
+    ``000011_bonn_cfdistractor``): the split's suffix is dropped, so that the same scene pairs across variants, and
+    the sequences are sorted, since each set is listed in its folder's own order.
+    """
+    from dataclasses import replace
+
     from tdmi.evaluation.bootstrap import decode_stats
 
+    suffix = re.compile(rf"_[a-z]*{re.escape(where[-1])}$") if where[0] == "counterfactual" else None
     out = {}
     for seed, record in arm_runs.items():
         node = record
         for key in where:
             node = node.get(key, {}) if isinstance(node, dict) else {}
         if "stats" in node:
-            out[seed] = decode_stats(node["stats"])
+            stats = decode_stats(node["stats"])
+            if suffix is not None:
+                stats = [replace(s, name=suffix.sub("", s.name)) for s in stats]
+            out[seed] = sorted(stats, key=lambda s: s.name)
     return out
 
 

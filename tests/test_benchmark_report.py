@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,9 @@ def runs(tmp_path_factory):
             val, clean = stats(val_miss, f"{arm}{seed}v"), stats(val_miss, f"{arm}{seed}c")
             # tdmi ignores the distractor (the same predictions), static loses most of its joints to it
             distracted = clean if distracted_miss is None else stats(distracted_miss, f"{arm}{seed}d")
+            # as in the real sets: each variant's sequences carry its split's name and come in their folder's order
+            clean = [replace(s, name=f"{s.name}_cfclean") for s in clean]
+            distracted = [replace(s, name=f"{s.name}_cfdistractor") for s in reversed(distracted)]
             if arm == "tdmi":  # supporting frames replaced by the key frame at test time: static's quality
                 substituted = stats(0.4, f"{arm}{seed}s")
                 extra = {"substitutions": {"key_frame": {"table": {"Mean": mean_ap(substituted)},
