@@ -203,6 +203,12 @@ def crops_to_uint8(crops: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2)))
 
 
+def channels_last_frames(frames: torch.Tensor) -> torch.Tensor:
+    """``[B, T, 3, H, W]`` with the 3 colour values innermost, so every ``[N, 3, H, W]`` view the model takes of it
+    (``flatten(0, 1)``, the key frame) is channels-last without a copy."""
+    return frames.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+
 def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
     """uint8 RGB ``[..., 3, H, W]`` (from :func:`crops_to_uint8`) -> float32 ImageNet-normalised, on the tensor's
     device, with :func:`normalize_crops`'s arithmetic (so the values are the same bits); float input is returned

@@ -21,7 +21,7 @@ from tdmi.config import ExperimentConfig, to_dict
 from tdmi.errors import CheckpointError
 
 if TYPE_CHECKING:
-    from tdmi.engine.train import TrainStep
+    from tdmi.engine.train_step import TrainStep
 
 
 def rng_state() -> dict[str, Any]:

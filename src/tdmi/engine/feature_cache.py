@@ -148,8 +148,7 @@ def _build(cfg: ExperimentConfig, folder: Path, draws: int, seed: int, device: O
     from tqdm import tqdm
 
     from tdmi.data.dataset import PoseTrackClipDataset, build_dataset, frames_as_uint8, loader_workers
-    from tdmi.data.transforms import normalize_frames
-    from tdmi.engine.train import channels_last_frames
+    from tdmi.data.transforms import channels_last_frames, normalize_frames
     from tdmi.precision import autocast_for
     from tdmi.models.checkpoints import load_hrnet_weights
     from tdmi.models.hrnet import HRNet

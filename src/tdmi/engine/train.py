@@ -41,9 +41,8 @@ from torch import Tensor, nn
 
 from tdmi.atomic import atomic_write_bytes
 from tdmi.config import ExperimentConfig, dump_config, load_config
-from tdmi.data.transforms import normalize_frames
+from tdmi.data.transforms import channels_last_frames, normalize_frames
 from tdmi.errors import CheckpointError, CommandError, TdmiError
-from tdmi.precision import autocast_for, autocast_off
 from tdmi.engine.checkpointing import (  # noqa: F401  (rng_state names re-exported: they were this module's)
     load_training_state, save_training_state)
 from tdmi.engine.checkpointing import rng_state as _rng_state  # noqa: F401
@@ -52,81 +51,11 @@ from tdmi.engine.distributed import DistInfo, agree_across_ranks, any_rank, setu
 from tdmi.engine.metrics_log import MetricsLog
 from tdmi.engine.schedule import (  # noqa: F401  (lr_at_epoch re-exported)
     EpochSampler, lr_at_epoch, lr_multiplier, seed_worker, steps_per_epoch)
+from tdmi.engine.train_step import TrainStep, build_train_step  # noqa: F401  (TrainStep re-exported)
 
 
 class NonFiniteLossError(TdmiError, FloatingPointError):
     """The loss became NaN or inf; the message names the step and every loss term."""
-
-
-# ---------------------------------------------------------------------------------------------------------- losses
-
-
-class TrainStep(nn.Module):
-    """Model + losses in one module, so one DDP wrapper synchronises every trainable parameter (the MI objective's
-    auxiliary head included).
-
-    ``forward(frames [B, T, 3, H, W], heatmaps [B, J, h, w], target_weight [B, J]) -> dict`` of scalar terms,
-    ``loss`` being the total to minimise.
-    """
-
-    def __init__(self, model: nn.Module, heatmap_loss: nn.Module, mi_objective: Optional[nn.Module],
-                 amp: str = "none"):
-        super().__init__()
-        self.model = model
-        self.heatmap_loss = heatmap_loss
-        self.mi_objective = mi_objective
-        self.amp = amp
-
-    def forward(self, inputs, heatmaps: Tensor, target_weight: Tensor) -> dict[str, Tensor]:
-        """``inputs``: clip frames ``[B, T, 3, H, W]``, or cached stage features (a ``StageFeatures`` of
-        ``[B, T, C_j, h, w]``, ``engine/feature_cache.py``) that go straight to ``model.decode``."""
-        device_type = heatmaps.device.type
-        with autocast_for(device_type, self.amp):
-            output = self.model(inputs) if isinstance(inputs, Tensor) else self.model.decode(inputs)
-        # Losses and the MI objective's heads in float32 with autocast off: inside autocast even an explicit
-        # F.conv2d(x.float(), w.float()) comes back in bf16, and the MI terms' temperature (0.05) multiplies
-        # that rounding by 20.
-        with autocast_off(device_type):
-            output = output._replace(**{k: v.float() for k, v in output._asdict().items()
-                                        if isinstance(v, Tensor) and v.is_floating_point()})
-            return self._losses(output, heatmaps.float(), target_weight.float())
-
-    def _losses(self, output, heatmaps: Tensor, target_weight: Tensor) -> dict[str, Tensor]:
-        terms = {"heatmap": self.heatmap_loss(output.heatmaps, heatmaps, target_weight)}
-        loss = terms["heatmap"]
-        if self.mi_objective is not None:
-            mi_terms = self.mi_objective(output, heatmaps, target_weight)
-            for name, value in mi_terms.items():
-                if name != "total":
-                    terms[name] = value
-            terms["mi_total"] = mi_terms["total"]
-            loss = loss + mi_terms["total"]
-        terms["loss"] = loss
-        return terms
-
-
-def build_train_step(cfg: ExperimentConfig) -> TrainStep:
-    from tdmi.models.mi_loss import JointsMSELoss, MIObjective
-    from tdmi.models.tdmi import build_model
-
-    model = build_model(cfg.model)
-    if cfg.model.backbone.pretrained:
-        from tdmi.models.checkpoints import load_hrnet_weights
-
-        report = load_hrnet_weights(model.backbone, cfg.model.backbone.pretrained)
-        print(f"backbone: {report}")
-    mi_objective = None
-    if cfg.model.arch in ("tdmi", "tdmi_st") and cfg.model.mi.enabled:
-        mi_objective = MIObjective.from_config(cfg.model, label_probe=model.backbone.final_layer)
-    elif cfg.model.arch == "fami_pose" and cfg.model.mi.enabled:  # DCPose: the heatmap loss only, as its code
-        from tdmi.models.rivals.fami_pose import FAMIObjective
-
-        mi_objective = FAMIObjective(label_probe=model.backbone.final_layer, temperature=cfg.model.mi.temperature)
-    step = TrainStep(model, JointsMSELoss(factor=cfg.train.heatmap_loss_factor), mi_objective,
-                     amp=cfg.train.amp)
-    if cfg.train.channels_last:
-        step.to(memory_format=torch.channels_last)
-    return step
 
 
 def check_pretrained(cfg: ExperimentConfig) -> None:
@@ -164,12 +93,6 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> tuple[Tensor, Ten
     return (normalize_frames(batch["frames"].to(device, non_blocking=True)),
             batch["heatmaps"].to(device, non_blocking=True),
             batch["target_weight"].to(device, non_blocking=True))
-
-
-def channels_last_frames(frames: Tensor) -> Tensor:
-    """``[B, T, 3, H, W]`` with the 3 colour values innermost, so every ``[N, 3, H, W]`` view the model takes of it
-    (``flatten(0, 1)``, the key frame) is channels-last without a copy."""
-    return frames.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
 
 
 def train(cfg: ExperimentConfig, resume: Optional[str] = None, device: Optional[str] = None,

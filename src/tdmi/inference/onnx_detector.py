@@ -145,7 +145,7 @@ class OnnxPersonDetector:
         return boxes, scores
 
     def detect(self, frame_bgr: np.ndarray, frame_index: Optional[int] = None, frame_name: Optional[str] = None):
-        from tdmi.inference.detectors import Detections
+        from tdmi.inference.boxes import Detections
 
         blob, scale, offset = self._input(np.ascontiguousarray(frame_bgr[:, :, :3]))
         results = self.session.run(None, {self.input_name: blob})

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from tdmi.models.blocks import init_normal_
 from tdmi.models.deform_conv import ModulatedDeformConv2d
-from tdmi.models.tdmi import TDMIOutput, _ClipModel, head_outside_autocast
+from tdmi.models.clip_model import ClipModel, TDMIOutput, head_outside_autocast
 
 DILATIONS = (3, 6, 9, 12, 15)
 KERNEL_TAPS = 9
@@ -114,7 +114,7 @@ class PoseCorrection(nn.Module):
         return torch.stack(warped).mean(dim=0)
 
 
-class DCPose(_ClipModel):
+class DCPose(ClipModel):
     """DCPose over a frozen HRNet backbone (see the module doc).
 
     Args:

@@ -43,7 +43,7 @@ from tdmi.config import ConfigError
 from tdmi.models.blocks import BlockChain
 from tdmi.models.deform_conv import ModulatedDeformConv2d
 from tdmi.models.mi_loss import fami_divergence
-from tdmi.models.tdmi import TDMIOutput, _ClipModel, head_outside_autocast
+from tdmi.models.clip_model import ClipModel, TDMIOutput, head_outside_autocast
 from tdmi.precision import autocast_off
 
 TRANSLATION_WIDTH = 16
@@ -135,7 +135,7 @@ class DeformStep(nn.Module):
         return self.deform(x, self.offset(guide), self.mask(guide))
 
 
-class FAMIPose(_ClipModel):
+class FAMIPose(ClipModel):
     """FAMI-Pose over a frozen HRNet backbone (see the module doc).
 
     Args:
