@@ -35,6 +35,8 @@ def main() -> int:
     parser.add_argument("--val-sequences", type=int, default=30, help="the SynthTrack val split the table is on")
     parser.add_argument("--val-frames", type=int, default=30)
     parser.add_argument("--val-seed", type=int, default=1001)
+    parser.add_argument("--val-generator-version", type=int, default=2, choices=[1, 2],
+                        help="the SynthTrack generator that rendered that split (tdmi synth --generator-version)")
     args = parser.parse_args()
 
     state, metadata = load_checkpoint(args.checkpoint)
@@ -55,7 +57,8 @@ def main() -> int:
         packaged["validation"]["boxes"] = results.get("meta", {}).get("boxes", results.get("boxes", "gt"))
         # what `tdmi synth` makes the split the table was measured on (tests/test_shipped_checkpoint.py rebuilds it)
         packaged["validation"]["synthtrack"] = {"sequences": args.val_sequences, "frames": args.val_frames,
-                                                "seed": args.val_seed, "split": "val"}
+                                                "seed": args.val_seed, "split": "val",
+                                                "generator_version": args.val_generator_version}
     path = save_checkpoint(args.out, weights, packaged)
     size = path.stat().st_size / 2**20
     print(f"wrote {path} ({size:.1f} MiB, {len(weights)} tensors)")

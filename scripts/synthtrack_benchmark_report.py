@@ -52,6 +52,9 @@ def load_runs(folder: Path) -> dict[str, dict[int, dict]]:
     return runs
 
 
+_STATS: dict = {}  # (id of the arm's runs, where) -> per seed stats: the same objects each time, for the AP cache
+
+
 def stats_of(arm_runs: dict[int, dict], where: tuple[str, ...]) -> dict[int, list]:
     """Per seed, the matched predictions at ``where`` in each result file, sorted by scene name.
 
@@ -62,6 +65,10 @@ def stats_of(arm_runs: dict[int, dict], where: tuple[str, ...]) -> dict[int, lis
     from dataclasses import replace
 
     from tdmi.evaluation.bootstrap import decode_stats
+
+    key = (id(arm_runs), where)
+    if key in _STATS:
+        return _STATS[key][1]
 
     suffix = re.compile(rf"_[a-z]*{re.escape(where[-1])}$") if where[0] == "counterfactual" else None
     out = {}
@@ -74,6 +81,7 @@ def stats_of(arm_runs: dict[int, dict], where: tuple[str, ...]) -> dict[int, lis
             if suffix is not None:
                 stats = [replace(s, name=suffix.sub("", s.name)) for s in stats]
             out[seed] = sorted(stats, key=lambda s: s.name)
+    _STATS[key] = (arm_runs, out)  # the runs kept alive, so their id is not reused
     return out
 
 
@@ -102,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from tdmi.evaluation.bootstrap import two_level_contrast
 
     runs = load_runs(args.runs)
+    cache: dict = {}  # each run's resampled mAPs, computed once for every contrast it is in
     report: dict = {"protocol": "docs/results.md, The SynthTrack benchmark (2026-12-06)", "arms": {},
                     "comparisons": {}, "drop_comparisons": {}, "resamples": args.resamples}
     choice = args.runs / "mi_choice.json"
@@ -147,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         if not sa or not sb or not set(sa) & set(sb):
             print(f"| {label} | {a} - {b} | (waiting for runs) | | |")
             continue
-        result = two_level_contrast([(1.0, sa), (-1.0, sb)], resamples=args.resamples)
+        result = two_level_contrast([(1.0, sa), (-1.0, sb)], resamples=args.resamples, cache=cache)
         report["comparisons"][f"{a} - {b}"] = {"label": label, **result}
         per_seed = ", ".join(f"{v:+.2f}" for _, v in sorted(result["per_seed"].items()))
         print(f"| {label} | {a} - {b} | {per_seed} | {interval(result)} | {result['p_not_positive']:.3f} |")
@@ -162,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {label} | (waiting for runs) | | | | |")
             continue
         maps = [runs["tdmi"][k]["substitutions"][name]["table"]["Mean"] for k in sorted(substituted)]
-        result = two_level_contrast([(1.0, trained), (-1.0, substituted)], resamples=args.resamples)
+        result = two_level_contrast([(1.0, trained), (-1.0, substituted)], resamples=args.resamples,
+                                    cache=cache)
         report["substitutions"][name] = {"label": label, "val_mean_ap": dict(zip(map(str, sorted(substituted)),
                                                                                  maps)), "tdmi_minus_this": result}
         per_seed = ", ".join(f"{v:+.2f}" for _, v in sorted(result["per_seed"].items()))
@@ -182,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             if any(not t for _, t in terms) or not set.intersection(*(set(t) for _, t in terms)):
                 print(f"| clean -> {variant}: {a} vs {b} | (waiting for runs) | | |")
                 continue
-            result = two_level_contrast(terms, resamples=args.resamples)
+            result = two_level_contrast(terms, resamples=args.resamples, cache=cache)
             report["drop_comparisons"][variant][f"{a} - {b}"] = result
             per_seed = ", ".join(f"{v:+.2f}" for _, v in sorted(result["per_seed"].items()))
             print(f"| clean -> {variant}: {a} vs {b} | drop({a}) - drop({b}) | {per_seed} | {interval(result)} |")

@@ -75,6 +75,48 @@ def test_two_level_bootstrap_pairs_seeds_and_widens_with_seed_variance(folders):
         two_level_bootstrap({0: g}, {1: b})
 
 
+def test_resampled_ap_equals_poseval_mean_on_the_expanded_sequences(folders):
+    """The vectorised resample AP (weights per sequence) against the reference: concatenating the drawn sequences."""
+    from tdmi.evaluation.bootstrap import ResampledAP, resample_counts
+
+    gt, good, bad, perfect = folders
+    rng = np.random.default_rng(3)
+    for pred in (good, bad, perfect):
+        stats = sequence_stats(gt, pred)
+        counts = resample_counts(rng, 40, len(stats))
+        counts[0] = 1  # the full set
+        counts[1] = 0
+        counts[1, 2] = 3  # one sequence drawn three times
+        fast = ResampledAP(stats).mean_ap(counts, chunk=7)
+        for row, value in zip(counts, fast):
+            indices = [i for i, c in enumerate(row) for _ in range(c)]
+            assert value == pytest.approx(mean_ap(stats, indices), abs=1e-9)
+        assert fast[0] == mean_ap(stats) or fast[0] == pytest.approx(mean_ap(stats), abs=1e-12)
+    with pytest.raises(ValueError, match="counts must be"):
+        ResampledAP(stats).mean_ap(np.ones((2, len(stats) + 1)))
+
+
+def test_resample_counts_draw_n_with_replacement():
+    from tdmi.evaluation.bootstrap import resample_counts
+
+    counts = resample_counts(np.random.default_rng(0), 500, 7)
+    assert counts.shape == (500, 7) and (counts.sum(axis=1) == 7).all()
+    assert abs(counts.mean() - 1.0) < 0.05 and (counts == 0).any() and (counts >= 3).any()
+
+
+def test_contrast_cache_reuses_runs_and_changes_nothing(folders):
+    from tdmi.evaluation.bootstrap import two_level_contrast
+
+    gt, good, bad, _ = folders
+    g, b = sequence_stats(gt, good), sequence_stats(gt, bad)
+    cache: dict = {}
+    first = two_level_contrast([(1.0, {0: g, 1: b}), (-1.0, {0: b, 1: b})], resamples=200, cache=cache)
+    assert len(cache) == 2  # two distinct runs (b is one object)
+    again = two_level_contrast([(1.0, {0: g, 1: b}), (-1.0, {0: b, 1: b})], resamples=200, cache=cache)
+    fresh = two_level_contrast([(1.0, {0: g, 1: b}), (-1.0, {0: b, 1: b})], resamples=200)
+    assert first == again == fresh and len(cache) == 2
+
+
 def test_map_loss_ci_script_includes_run_variance_with_several_runs(tmp_path):
     """``scripts/map_loss_ci.py --runs``: the two-level interval over repeated runs, each run's loss beside it; one run
     says it has no run-to-run variance."""

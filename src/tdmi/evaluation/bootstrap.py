@@ -105,8 +105,65 @@ def paired_bootstrap(a: Sequence[Sequence[SequenceStats]], b: Sequence[Sequence[
             "resamples": int(resamples), "sequences": n}
 
 
+class ResampledAP:
+    """poseval's Mean AP of many sequence resamples at once, for one run's :func:`sequence_stats`.
+
+    A resample is a count per sequence (how often the bootstrap drew it). Repeating a sequence c times repeats each of
+    its detections c times with the same score, so the copies sit together in the ranking: the pooled ranking of any
+    resample is the full set's ranking (sorted once, by poseval's own call) with each detection weighted by its
+    sequence's count. Cumulative weighted hits over cumulative weights give the precision after each detection, and
+    VOC's all-point AP sums each hit's recall step (weight / GT count) times the precision envelope there; a run of c
+    copied hits reaches the same envelope at each copy, so this equals AP on the expanded list (tested against
+    :func:`mean_ap`). Only an exact score tie between *different* detections may order differently than the
+    concatenated list would; the full set (every count 1) is poseval's order exactly.
+    """
+
+    def __init__(self, stats: Sequence[SequenceStats]):
+        self.sequences = len(stats)
+        self.joints = []  # per joint: (sequence index [D], hit [D] as float), in ranking order; GT per sequence
+        for j in range(NUM_JOINTS):
+            scores = np.concatenate([s.scores[j] for s in stats]) if stats else np.zeros(0)
+            hits = np.concatenate([s.hits[j] for s in stats]).astype(np.float64) if stats else np.zeros(0)
+            owner = np.concatenate([np.full(len(s.scores[j]), i) for i, s in enumerate(stats)]).astype(np.int64) \
+                if stats else np.zeros(0, np.int64)
+            order = np.array(scores).argsort()[::-1]  # the call _voc_ap makes
+            self.joints.append((owner[order], hits[order], np.array([s.num_gt[j] for s in stats], np.float64)))
+
+    def mean_ap(self, counts: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """``counts [R, n]`` (draws per sequence) -> Mean AP (x100) of each resample ``[R]``."""
+        counts = np.asarray(counts, np.float64)
+        if counts.ndim != 2 or counts.shape[1] != self.sequences:
+            raise ValueError(f"counts must be [R, {self.sequences}], got {counts.shape}")
+        ap = np.zeros((len(counts), NUM_JOINTS))
+        for j, (owner, hits, num_gt) in enumerate(self.joints):
+            if len(owner) == 0:
+                continue  # no detection of this joint anywhere: AP 0, as _voc_ap returns
+            for start in range(0, len(counts), chunk):
+                weights = counts[start:start + chunk][:, owner]                  # [r, D]
+                true_pos = np.cumsum(weights * hits, axis=1)
+                seen = np.cumsum(weights, axis=1)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    precision = np.where(seen > 0, true_pos / seen, 0.0)
+                envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+                gt = counts[start:start + chunk] @ num_gt
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    value = (weights * hits * envelope).sum(axis=1) / gt * 100
+                # no GT of this joint in the resample: poseval's NaN where it has detections (0/0 recall), else 0
+                ap[start:start + chunk, j] = np.where(gt > 0, value, np.where(seen[:, -1] > 0, np.nan, 0.0))
+        valid = ~np.isnan(ap)
+        with np.errstate(invalid="ignore"):
+            return np.where(valid.any(axis=1), np.where(valid, ap, 0.0).sum(axis=1) / valid.sum(axis=1), np.nan)
+
+
+def resample_counts(rng: np.random.Generator, resamples: int, sequences: int) -> np.ndarray:
+    """``[resamples, sequences]``: how often each sequence is drawn when ``sequences`` are drawn with replacement."""
+    draws = rng.integers(0, sequences, size=(resamples, sequences))
+    flat = draws + sequences * np.arange(resamples)[:, None]
+    return np.bincount(flat.ravel(), minlength=resamples * sequences).reshape(resamples, sequences)
+
+
 def two_level_contrast(terms: Sequence[tuple[float, dict[int, Sequence[SequenceStats]]]], paired: bool = True,
-                       resamples: int = 10000, seed: int = 0) -> dict:
+                       resamples: int = 10000, seed: int = 0, cache: dict | None = None) -> dict:
     """A weighted sum of seed-averaged mAPs, ``sum_i w_i * mean_seeds mAP(arm_i)``, with a 95% interval that resamples
     seeds, then sequences (the same sequence resample for every term).
 
@@ -114,10 +171,13 @@ def two_level_contrast(terms: Sequence[tuple[float, dict[int, Sequence[SequenceS
     ``[(1, a), (-1, b)]``; a difference of counterfactual drops is
     ``[(1, a_clean), (-1, a_distractor), (-1, b_clean), (1, b_distractor)]``. ``paired``: the terms share training
     seeds (same initialisation and data order), so one seed resample serves them all and ``per_seed`` reports the
-    contrast of each common seed; otherwise each term resamples its own seeds.
+    contrast of each common seed; otherwise each term resamples its own seeds. ``cache``: a dict kept across calls
+    (with the same ``resamples`` and ``seed``, hence the same sequence resamples) that holds each run's resampled
+    mAPs, so a report of many contrasts over the same runs computes each run once; the stats objects must stay alive
+    while the cache is used.
 
-    Returns ``value`` (full val set), ``ci95``, ``p_not_positive``, ``seeds`` (per term), ``resamples``, ``sequences``
-    and, when paired, ``per_seed``.
+    Returns ``value`` (full val set, poseval's Mean exactly), ``ci95``, ``p_not_positive``, ``seeds`` (per term),
+    ``resamples``, ``sequences`` and, when paired, ``per_seed``.
     """
     if not terms or any(not arm for _, arm in terms):
         raise ValueError("two_level_contrast: every term needs at least one seed")
@@ -133,34 +193,39 @@ def two_level_contrast(terms: Sequence[tuple[float, dict[int, Sequence[SequenceS
             raise ValueError("two_level_contrast: every seed of every term must cover the same sequences")
     n = len(names)
     rng = np.random.default_rng(seed)
+    counts = resample_counts(rng, resamples, n)  # drawn first: the same for every call with this seed and size
+    cache = {} if cache is None else cache
 
-    def contrast(picks: list, chosen) -> float:
-        return float(sum(w * np.mean([mean_ap(arm[k], chosen) for k in keys])
-                         for (w, arm), keys in zip(terms, picks)))
+    def resampled(stats) -> np.ndarray:
+        key = (id(stats), resamples, seed, n)
+        if key not in cache:
+            cache[key] = (stats, ResampledAP(stats).mean_ap(counts))  # the stats kept: their id stays theirs
+        return cache[key][1]
 
-    value = contrast(seeds, None)
-    draws = np.empty(resamples)
-    for r in range(resamples):
-        chosen = list(rng.integers(0, n, size=n))
-        if paired:
-            pick = list(rng.choice(seeds[0], size=len(seeds[0])))
-            picks = [pick] * len(terms)
-        else:
-            picks = [list(rng.choice(keys, size=len(keys))) for keys in seeds]
-        draws[r] = contrast(picks, chosen)
+    def full(picks: list) -> float:
+        return float(sum(w * np.mean([mean_ap(arm[k]) for k in keys]) for (w, arm), keys in zip(terms, picks)))
+
+    draws = np.zeros(resamples)
+    if paired:
+        picks = rng.integers(0, len(seeds[0]), size=(resamples, len(seeds[0])))  # one seed resample for all terms
+    for i, ((weight, arm), keys) in enumerate(zip(terms, seeds)):
+        if not paired:
+            picks = rng.integers(0, len(keys), size=(resamples, len(keys)))
+        per_seed = np.stack([resampled(arm[k]) for k in keys], axis=1)  # [R, seeds]
+        draws += weight * np.take_along_axis(per_seed, picks, axis=1).mean(axis=1)
     low, high = np.percentile(draws, [2.5, 97.5])
-    out = {"value": value, "ci95": [float(low), float(high)], "p_not_positive": float((draws <= 0).mean()),
+    out = {"value": full(seeds), "ci95": [float(low), float(high)], "p_not_positive": float((draws <= 0).mean()),
            "seeds": [list(map(int, keys)) for keys in seeds], "resamples": int(resamples), "sequences": n}
     if paired:
-        out["per_seed"] = {int(k): contrast([[k]] * len(terms), None) for k in seeds[0]}
+        out["per_seed"] = {int(k): full([[k]] * len(terms)) for k in seeds[0]}
     return out
 
 
 def two_level_bootstrap(a: dict[int, Sequence[SequenceStats]], b: dict[int, Sequence[SequenceStats]],
-                        paired: bool = True, resamples: int = 10000, seed: int = 0) -> dict:
+                        paired: bool = True, resamples: int = 10000, seed: int = 0, cache: dict | None = None) -> dict:
     """The mAP difference ``a - b`` (seed-averaged) by :func:`two_level_contrast`; keys ``difference``, ``ci95``,
     ``p_not_positive``, ``seeds_a``, ``seeds_b``, ``resamples``, ``sequences`` and, paired, ``per_seed``."""
-    out = two_level_contrast([(1.0, a), (-1.0, b)], paired=paired, resamples=resamples, seed=seed)
+    out = two_level_contrast([(1.0, a), (-1.0, b)], paired=paired, resamples=resamples, seed=seed, cache=cache)
     out["difference"] = out.pop("value")
     out["seeds_a"], out["seeds_b"] = out.pop("seeds")
     return out
