@@ -18,6 +18,7 @@
 #   arms     every arm and seed of the protocol, in the order of its questions, then the rival methods FAMI-Pose and
 #            DCPose (issue 24, same protocol and budget); each finished run is scored by
 #            scripts/benchmark_result.py into docs/results/runs/<arm>/seed<k>.json
+#   ship     the best-on-dev tdmi seed and its baseline become the shipped demo pair (scripts/ship_benchmark_demo.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=runs/bench
@@ -151,3 +152,14 @@ export -f run_arm
 done | xargs -P "$jobs" -L 1 bash -c 'run_arm "$@"' _
 
 echo "synthtrack_benchmark: all runs scored under $results (the report: scripts/synthtrack_benchmark_report.py)"
+
+# The shipped pair (protocol addendum 12): the best-on-dev tdmi seed and its baseline, once every tdmi seed is in.
+if [ -z "${ONLY:-}" ]; then
+  python scripts/ship_benchmark_demo.py --work "$work" --data "$data" --results "$results"
+  if [ "${COMMIT:-0}" = 1 ]; then
+    shipped=(src/tdmi/weights/tdmi_demo.* src/tdmi/weights/hrnet_baseline_demo.*)
+    git add "$results/dev" "$results/demo_choice.json" "${shipped[@]}" \
+      && git commit -q -m "the shipped demo pair from the benchmark (docs/results.md addendum 12)" \
+      || echo "could not commit the demo pair" >&2
+  fi
+fi
