@@ -27,10 +27,9 @@ from tdmi.errors import CheckpointError
 from tdmi.evaluation.posetrack_ap import TABLE_KEYS, evaluate_dirs
 from tdmi.models.checkpoints import checkpoint_metadata, save_checkpoint
 from tdmi.models.tdmi import build_model
+from model_helpers import TINY_CLIP_MODEL
 
-TINY_MODEL = ["model.input_size=[96,128]", "model.heatmap_size=[24,32]", "model.delta=1", "model.backbone.width=4",
-              "model.tde.channels=8", "model.tde.deform_groups=4", "model.tde.blocks_per_stage=[1,1,1,1]",
-              "model.fusion_blocks=1", "model.st_blocks=1", "data.sigma=2.0", "data.workers=0", "test.batch_size=16"]
+TINY_MODEL = TINY_CLIP_MODEL + ["data.sigma=2.0", "test.batch_size=16"]
 
 
 @pytest.fixture(scope="module", autouse=True)

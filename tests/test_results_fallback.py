@@ -19,10 +19,9 @@ from tdmi.data.synthetic import generate_synthtrack
 from tdmi.errors import CommandError
 from tdmi.models.checkpoints import checkpoint_metadata, save_checkpoint
 from tdmi.models.tdmi import build_model
+from model_helpers import TINY_CLIP_MODEL
 
-TINY_MODEL = ["model.input_size=[96,128]", "model.heatmap_size=[24,32]", "model.delta=1", "model.backbone.width=4",
-              "model.tde.channels=8", "model.tde.deform_groups=4", "model.tde.blocks_per_stage=[1,1,1,1]",
-              "model.fusion_blocks=1", "model.st_blocks=1", "data.workers=0"]
+TINY_MODEL = TINY_CLIP_MODEL
 
 
 @pytest.fixture(autouse=True)
@@ -99,11 +98,11 @@ def test_two_results_of_one_name_keep_both_in_the_fallback(tmp_path, capsys):
 
 
 def test_a_reason_is_one_line():
-    from tdmi.outputs import _reason
+    from tdmi.outputs import os_error_reason
 
     ffmpeg_log = OSError("[Errno 32] Broken pipe\n\nFFMPEG COMMAND:\nffmpeg -y ...\n\nFFMPEG STDERR OUTPUT:\n...")
-    assert _reason(ffmpeg_log) == "[Errno 32] Broken pipe"
-    assert _reason(OSError()) == "OSError" and _reason(OSError(errno.ENOSPC, "x")) == "no space left on the device"
+    assert os_error_reason(ffmpeg_log) == "[Errno 32] Broken pipe"
+    assert os_error_reason(OSError()) == "OSError" and os_error_reason(OSError(errno.ENOSPC, "x")) == "no space left on the device"
 
 
 def test_a_folder_that_fills_the_disk_midway_is_not_left_half_written(tmp_path, capsys):

@@ -23,11 +23,10 @@ from tdmi.engine.distributed import DistInfo
 from tdmi.models.checkpoints import checkpoint_metadata, save_checkpoint
 from tdmi.models.tdmi import build_model
 from tdmi.sharding import batch_share, input_share
+from model_helpers import TINY_CLIP_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_MODEL = ["model.input_size=[96,128]", "model.heatmap_size=[24,32]", "model.delta=1", "model.backbone.width=4",
-              "model.tde.channels=8", "model.tde.deform_groups=4", "model.tde.blocks_per_stage=[1,1,1,1]",
-              "model.fusion_blocks=1", "model.st_blocks=1", "data.sigma=2.0", "data.workers=0", "test.batch_size=4"]
+TINY_MODEL = TINY_CLIP_MODEL + ["data.sigma=2.0", "test.batch_size=4"]
 TIMING = ("inference_seconds", "evaluation_seconds", "predictions_dir")
 """results.json fields that differ between two runs of the same test: wall times and the output folder."""
 

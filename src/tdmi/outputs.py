@@ -24,7 +24,8 @@ from pathlib import Path
 from tdmi.errors import CommandError
 
 
-def _reason(err: OSError) -> str:
+def os_error_reason(err: OSError) -> str:
+    """An OS error as the short phrase our one-line messages end with ("no space left on the device")."""
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "not writable (permission denied)" if err.errno != errno.EROFS else "on a read-only file system"
     if err.errno == errno.ENOSPC:
@@ -50,7 +51,7 @@ def _probe_writable(folder: Path, option: str, shown: Path) -> None:
     except OSError as err:
         if isinstance(err, FileNotFoundError) and not folder.is_dir():
             raise _Vanished() from None
-        raise CommandError(f"{option} {shown}: cannot write in {folder}: {_reason(err)}") from None
+        raise CommandError(f"{option} {shown}: cannot write in {folder}: {os_error_reason(err)}") from None
 
 
 def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
@@ -138,7 +139,7 @@ def _check_output_dir_once(path: Path, option: str) -> Path:
                 created.insert(0, folder)
     except OSError as err:
         _remove(created)
-        raise CommandError(f"{option} {path}: the folder cannot be created: {_reason(err)}") from None
+        raise CommandError(f"{option} {path}: the folder cannot be created: {os_error_reason(err)}") from None
     except _Vanished:
         _remove(created)
         raise

@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 
 from tdmi.atomic import atomic_write_folder
 from tdmi.errors import CommandError
-from tdmi.outputs import _reason
+from tdmi.outputs import os_error_reason
 
 FALLBACK_ENV = "TDMI_FALLBACK_DIR"
 """Environment variable naming the folder to save results in when their own place cannot be written."""
@@ -93,7 +93,7 @@ def save_results(target: str | os.PathLike, write: Callable[[Path], Any], what: 
         write(target)
         return target
     except OSError as err:
-        reason = _reason(err)
+        reason = os_error_reason(err)
     tried: list[str] = []
     places = ([(_folder, False)] if _folder is not None else []) + [(root, True) for root in fallback_roots()]
     for place, is_root in places:
@@ -108,7 +108,7 @@ def save_results(target: str | os.PathLike, write: Callable[[Path], Any], what: 
             saved = (fresh or place) / target.name
             write(saved)
         except OSError as err:
-            tried.append(f"{place}: {_reason(err)}")
+            tried.append(f"{place}: {os_error_reason(err)}")
             if fresh is not None:
                 shutil.rmtree(fresh, ignore_errors=True)
             continue

@@ -27,7 +27,7 @@ from tdmi.inference.pipeline import VideoPoseEstimator
 from tdmi.inference.pose_tracking import FramePeople, PoseTracker
 from tdmi.inference.tracking import MAX_TRACK_ID
 from tdmi.inference.records import DEFAULT_WINDOW, MAX_NOTES, FramePoses, PipelineOptions, RunStats
-from tdmi.outputs import _reason
+from tdmi.outputs import os_error_reason
 from tdmi.results_fallback import output_lost, save_results
 
 
@@ -142,7 +142,8 @@ def infer_source(spec: str, out_dir: Path, loaded: LoadedModel, detector, detect
             except OSError:  # the partial file could not be removed either: nothing more to do about it
                 pass
             writer = None
-        video_failure = (f"{source.info.name}: the video was not written to {video_target} ({_reason(err)}); the "
+        video_failure = (f"{source.info.name}: the video was not written to {video_target} "
+                         f"({os_error_reason(err)}); the "
                          f"poses are kept in the JSON")
         output_lost(video_failure)  # the command exits 1: a video that was asked for is missing
 
