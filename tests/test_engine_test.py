@@ -361,7 +361,7 @@ def test_oracle_poses_tracked_by_the_pose_tracker_score_a_high_mota(synth_root, 
     saved = json.loads(result.results_file.read_text())["tracking"]
     assert saved["settings"] == {"tracker": "pose", "joint_threshold": 0.3, "person_threshold": 0.0}
     assert saved["MOTA"]["Total"] == pytest.approx(mota)
-    assert (tmp_path / "predictions_track").is_dir()
+    assert (tmp_path / "predictions_track").is_dir() and saved["track_dir"] == str(tmp_path / "predictions_track")
 
 
 def test_track_under_the_pt21_protocol_reports_the_kits_hota(synth_root, tmp_path):

@@ -198,6 +198,7 @@ def test_test_on_a_full_disk_scores_the_saved_predictions(tmp_path, monkeypatch,
     saved = Path(lines[-1].rsplit(" saved it to ", 1)[1].removesuffix(" instead"))
     results = json.loads(saved.read_text())
     assert Path(results["meta"]["predictions_dir"]) == saved.parent / "predictions"
+    assert Path(results["tracking"]["track_dir"]) == saved.parent / "predictions_track"
     assert len(list((saved.parent / "predictions").glob("*.json"))) == 2
     assert len(list((saved.parent / "predictions_track").glob("*.json"))) == 2  # the whole set, not the rest
     assert f"Mean AP {results['Mean']:.1f}" in captured.out and str(saved) in captured.out  # scored and said

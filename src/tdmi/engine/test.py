@@ -108,6 +108,8 @@ class TestResult:
             **self.meta)
         if self.tracking is not None:
             out["tracking"] = {**self.tracking.to_json_dict(), "settings": self.tracking_settings}
+        if self.track_dir is not None:  # where the tracking submission went (a fallback folder when the disk was full)
+            out.setdefault("tracking", {})["track_dir"] = str(self.track_dir)
         return out
 
 
