@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -11,16 +10,13 @@ import numpy as np
 import pytest
 
 from posetrack_gen import make_gt_sequence, make_predictions, sequence_name, write_sequences
+from script_helpers import load_script
 from tdmi.evaluation.bootstrap import encode_stats, mean_ap, sequence_stats
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "synthtrack_benchmark_report.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("synthtrack_benchmark_report", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("synthtrack_benchmark_report")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ sets, test-time substitutions, costs, epochs from the run's own step counter).""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,8 +13,8 @@ from tdmi.data.synthetic import generate_synthtrack
 from tdmi.data.synthetic.writer import generate_counterfactual
 from tdmi.models.checkpoints import save_checkpoint
 from tdmi.models.hrnet import HRNet
+from script_helpers import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_result.py"
 TINY = ["model.backbone.width=4", "model.input_size=[32,64]", "model.heatmap_size=[8,16]",
         "model.tde.channels=8", "model.tde.deform_groups=4", "model.tde.blocks_per_stage=[1,1,1,1]",
         "model.fusion_blocks=1", "data.sigma=1.0", "train.batch_size=3", "train.epochs=2", "train.amp=none",
@@ -23,10 +22,7 @@ TINY = ["model.backbone.width=4", "model.input_size=[32,64]", "model.heatmap_siz
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("benchmark_result", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmark_result")
 
 
 def test_a_tiny_run_becomes_a_complete_result_file(tmp_path, capsys):

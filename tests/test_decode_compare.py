@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "decode_compare.py"
+from script_helpers import load_script
 
 
 def test_decode_compare_scores_every_protocol_on_the_shipped_model(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("decode_compare", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("decode_compare")
     out = tmp_path / "compare.json"
     assert module.main(["--models", "tdmi_demo", "--sequences", "1", "--frames", "8", "--work-dir",
                         str(tmp_path / "work"), "--json-out", str(out)]) == 0

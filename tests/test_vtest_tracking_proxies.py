@@ -1,19 +1,13 @@
 """The GT-free tracking proxies of scripts/vtest_tracking.py, on hand-built tracks with known events."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "vtest_tracking.py"
-
+from script_helpers import load_script
 
 @pytest.fixture(scope="module")
 def vt():
-    spec = importlib.util.spec_from_file_location("vtest_tracking", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("vtest_tracking")
 
 
 def walker(x0, frames, step=2.0, y=100.0, w=40.0, h=100.0):
