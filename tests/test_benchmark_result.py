@@ -4,7 +4,6 @@ sets, test-time substitutions, costs, epochs from the run's own step counter).""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 
