@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from tdmi.atomic import atomic_write_json  # noqa: E402
 from tdmi.config import load_config  # noqa: E402
-from tdmi.engine.train import build_train_step, channels_last_frames  # noqa: E402
+from tdmi.data.transforms import channels_last_frames  # noqa: E402
+from tdmi.engine.train_step import build_train_step  # noqa: E402
 from tdmi.models.deform_conv import prepare_for_compile  # noqa: E402
 
 

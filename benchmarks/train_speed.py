@@ -36,7 +36,8 @@ import torch
 from tdmi.atomic import atomic_write_json
 from tdmi.config import load_config
 from tdmi.data.dataset import build_dataset, collate_clips
-from tdmi.engine.train import build_train_step, channels_last_frames
+from tdmi.data.transforms import channels_last_frames
+from tdmi.engine.train_step import build_train_step
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE1 = REPO / "configs/synthtrack_stage1_hrnet_w8.yaml"

@@ -1,10 +1,14 @@
 """Turn a training checkpoint into a checkpoint shipped in ``src/tdmi/weights/`` (the TDMI demo model and the
 single-frame HRNet baseline it was compared with).
 
-    python scripts/package_demo_checkpoint.py runs/synthtrack_proof/tdmi/seed_0/last.safetensors \
-        --results runs/synthtrack_proof/tdmi_demo_test/results.json --val-sequences 30 --val-frames 30 --val-seed 1001
-    python scripts/package_demo_checkpoint.py runs/synthtrack_proof/baseline_continued/seed_0/last.safetensors \
-        --out src/tdmi/weights/hrnet_demo.safetensors --results ... (same split)
+    python scripts/package_demo_checkpoint.py runs/bench/tdmi/seed_0/last.safetensors \
+        --results runs/bench/tdmi_demo_test/results.json --val-sequences 30 --val-frames 30 --val-seed 1001
+    python scripts/package_demo_checkpoint.py runs/bench/baseline/seed_0/last.safetensors \
+        --out src/tdmi/weights/hrnet_baseline_demo.safetensors --results ... (same split)
+
+(``scripts/ship_benchmark_demo.py`` makes these calls.) The sidecar records the split the table was measured on,
+including the SynthTrack generator that rendered it (``--val-generator-version``, default 2, the current one; the
+tables of the first shipped pair were measured on version 1, which their sidecars say by omitting the field).
 
 Drops the training objective's weights (``mi_objective.*``), stores floating-point tensors as float16 (the file
 halves to a few MB; they load back into float32 models), keeps the training config in the sidecar and, with

@@ -11,12 +11,14 @@ Steps, each reusing what an earlier call left:
    ``docs/results/runs/dev/tdmi/seed<k>.json`` so the choice survives without the run folders;
 2. the rule, fixed before the runs: highest dev Mean AP, ties (under 0.05 mAP) to the lower seed; written with the dev
    tables to ``docs/results/runs/demo_choice.json``;
-3. the chosen TDMI run and the ``baseline`` run of the same seed are packaged as float16
+3. the chosen TDMI run and the ``baseline`` run of the same seed (the benchmark trains baselines for seeds 0-2; its
+   ship step trains the chosen seed's when that is 3-5) are packaged as float16
    (``scripts/package_demo_checkpoint.py``), scored on val on exactly the packaged weights, and packaged again with that
    table in their sidecars: ``src/tdmi/weights/tdmi_demo.safetensors`` and ``hrnet_baseline_demo.safetensors``.
 
 ``hrnet_demo.safetensors`` (stage 1) is never replaced: it is the frozen backbone every benchmark arm reads, and
-replacing it would change the inputs of every run. Nothing in ``src/tdmi/weights`` changes before every score is in.
+replacing it would change the inputs of every run. Nothing in ``src/tdmi/weights`` changes before both files and their
+sidecars are written (to a hidden folder beside them, then renamed in).
 """
 
 from __future__ import annotations
@@ -41,14 +43,16 @@ def choose_seed(dev_means: dict[int, float]) -> int:
     """The shipping rule: the best dev Mean AP, the lowest seed among those within ``TIE`` of it."""
     if not dev_means:
         raise ValueError("no dev scores to choose from")
-    best = max(dev_means.values())
-    return min(seed for seed, mean in dev_means.items() if best - mean < TIE)
+    # in thousandths of a point (the dev tables' precision), so that exactly 0.05 below the best is not a tie
+    thousandths = {seed: round(mean * 1000) for seed, mean in dev_means.items()}
+    best = max(thousandths.values())
+    return min(seed for seed, value in thousandths.items() if best - value < round(TIE * 1000))
 
 
 def tdmi_test(weights: Path, data: Path, annotations: str, out: Path) -> dict:
     """``tdmi test`` with GT boxes on ``annotations`` of the SynthTrack root ``data``; its results.json."""
     results = out / "results.json"
-    if not results.is_file():
+    if not results.is_file() or results.stat().st_mtime < Path(weights).stat().st_mtime:  # none, or of older weights
         command = [sys.executable, "-m", "tdmi", "test", "--checkpoint", str(weights), "--set", f"data.root={data}",
                    "--set", f"data.val_annotations={annotations}", "--set", "data.workers=0", "--boxes", "gt",
                    "--out", str(out)]
@@ -56,10 +60,13 @@ def tdmi_test(weights: Path, data: Path, annotations: str, out: Path) -> dict:
         done = subprocess.run(command, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             raise SystemExit(f"{weights}: tdmi test on {annotations} failed:\n{done.stderr.strip()[-2000:]}")
+        if not results.is_file():
+            raise SystemExit(f"{results}: tdmi test wrote no table here (see its output):\n{done.stdout[-1000:]}")
     return json.loads(results.read_text())
 
 
 def package(checkpoint: Path, out: Path, note: str, results: Path | None = None) -> None:
+    """``scripts/package_demo_checkpoint.py``: float16 weights at ``out`` and their sidecar (``out`` as .json)."""
     command = [sys.executable, str(REPO / "scripts" / "package_demo_checkpoint.py"), str(checkpoint), "--out",
                str(out), "--note", note]
     if results is not None:
@@ -76,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=REPO / "docs" / "results" / "runs")
     parser.add_argument("--partial", action="store_true", help="choose among the TDMI seeds finished so far")
     parser.add_argument("--dev-only", action="store_true", help="score dev and record the choice; ship nothing")
+    parser.add_argument("--weights-dir", type=Path, default=WEIGHTS, help="where the pair goes (default the package's)")
     args = parser.parse_args(argv)
     data = args.data or args.work / "data"
     for path, what in ((data / "annotations" / "dev", "dev annotations"),
@@ -92,10 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.results}/tdmi: no finished TDMI seed")
     if len(finished) < len(SEEDS) and not (args.partial or args.dev_only):
         parser.error(f"only TDMI seeds {finished} of {list(SEEDS)} are finished; wait for the rest or pass --partial")
-    if not args.dev_only:
-        chosen_candidates = [k for k in finished if (args.work / "baseline" / f"seed_{k}" / "last.safetensors").is_file()]
-        if not chosen_candidates:
-            parser.error(f"{args.work}/baseline: no baseline run for any finished TDMI seed")
+    if not args.dev_only and not args.weights_dir.is_dir():
+        parser.error(f"--weights-dir {args.weights_dir}: not a folder")
 
     from tdmi.atomic import atomic_write_json
 
@@ -117,28 +123,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best on dev: TDMI seed {seed} ({dev_means[seed]:.2f} Mean AP; seeds compared {finished})")
     if args.dev_only:
         return 0
-    if not (args.work / "baseline" / f"seed_{seed}" / "last.safetensors").is_file():
-        raise SystemExit(f"{args.work}/baseline/seed_{seed}/last.safetensors: the chosen seed's baseline run is "
-                         "missing; rerun scripts/synthtrack_benchmark.sh")
+    for arm in ("tdmi", "baseline"):
+        if not (args.work / arm / f"seed_{seed}" / "last.safetensors").is_file():
+            # the benchmark trains baselines for seeds 0-2 only; its ship step trains the chosen seed's if missing
+            raise SystemExit(f"{args.work}/{arm}/seed_{seed}/last.safetensors: the chosen seed's {arm} run is missing; "
+                             "scripts/synthtrack_benchmark.sh trains it in its ship step")
 
-    shipped = [("tdmi", WEIGHTS / "tdmi_demo.safetensors",
+    shipped = [("tdmi", "tdmi_demo.safetensors",
                 f"SynthTrack benchmark (docs/results.md), TDMI-W8 seed {seed}, best of seeds {finished} on dev: "
                 "TDE + RDM + the chosen MI objective over the frozen stage-1 HRNet-W8 (hrnet_demo), 8 epochs"),
-               ("baseline", WEIGHTS / "hrnet_baseline_demo.safetensors",
+               ("baseline", "hrnet_baseline_demo.safetensors",
                 f"SynthTrack benchmark (docs/results.md), baseline seed {seed}: the stage-1 HRNet-W8 (hrnet_demo) "
                 "continued on images for the same 8 epochs, the equal-budget single-frame comparison of tdmi_demo")]
-    with tempfile.TemporaryDirectory() as tmp:
-        staged = []
-        for arm, final, note in shipped:
+    with tempfile.TemporaryDirectory() as tmp, \
+            tempfile.TemporaryDirectory(dir=args.weights_dir, prefix=".shipping-") as staging:
+        for arm, name, note in shipped:
             checkpoint = args.work / arm / f"seed_{seed}" / "last.safetensors"
-            rounded = Path(tmp) / f"{arm}.safetensors"
+            rounded = Path(tmp) / name
             package(checkpoint, rounded, note)  # float16: the table must be measured on exactly these weights
             table = tdmi_test(rounded, data, "annotations/val", Path(tmp) / f"{arm}_val")
-            staged.append((checkpoint, final, note, Path(tmp) / f"{arm}_val" / "results.json"))
             print(f"{arm} seed {seed} (float16): val Mean AP {table['Mean']:.2f}")
-        for checkpoint, final, note, results in staged:  # only now, with every score in, touch the package
-            package(checkpoint, final, note, results)
-            print(f"wrote {final}")
+            package(checkpoint, Path(staging) / name, note, Path(tmp) / f"{arm}_val" / "results.json")
+        # only now, with both files and their sidecars written, does the package change (renames on one disk)
+        for _, name, _ in shipped:
+            for file in (Path(name), Path(name).with_suffix(".json")):
+                os.replace(Path(staging) / file, args.weights_dir / file)
+            print(f"wrote {args.weights_dir / name}")
     return 0
 
 

@@ -102,7 +102,8 @@ def test_a_reason_is_one_line():
 
     ffmpeg_log = OSError("[Errno 32] Broken pipe\n\nFFMPEG COMMAND:\nffmpeg -y ...\n\nFFMPEG STDERR OUTPUT:\n...")
     assert os_error_reason(ffmpeg_log) == "[Errno 32] Broken pipe"
-    assert os_error_reason(OSError()) == "OSError" and os_error_reason(OSError(errno.ENOSPC, "x")) == "no space left on the device"
+    assert os_error_reason(OSError()) == "OSError"
+    assert os_error_reason(OSError(errno.ENOSPC, "x")) == "no space left on the device"
 
 
 def test_a_folder_that_fills_the_disk_midway_is_not_left_half_written(tmp_path, capsys):

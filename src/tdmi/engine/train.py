@@ -43,7 +43,7 @@ from tdmi.atomic import atomic_write_bytes
 from tdmi.config import ExperimentConfig, dump_config, load_config
 from tdmi.data.transforms import channels_last_frames, normalize_frames
 from tdmi.errors import CheckpointError, CommandError, TdmiError
-from tdmi.engine.checkpointing import (  # noqa: F401  (rng_state names re-exported: they were this module's)
+from tdmi.engine.checkpointing import (
     load_training_state, save_training_state)
 from tdmi.engine.checkpointing import rng_state as _rng_state  # noqa: F401
 from tdmi.engine.checkpointing import set_rng_state as _set_rng_state  # noqa: F401

@@ -478,15 +478,3 @@ class VideoPoseEstimator:
                 box_score=float(tracked.scores[job.person]), keypoints=coords[i].numpy().astype(np.float32),
                 heatmap_scores=maxvals[i].numpy().astype(np.float32),
                 heatmaps=heatmaps[i].cpu().clone() if self.options.keep_heatmaps else None)
-
-
-_MOVED_TO_INFER_COMMAND = ("infer_source", "infer_command", "InferOutcome", "poses_document")
-
-
-def __getattr__(name: str):
-    """The file-writing half moved to :mod:`tdmi.inference.infer_command`; old imports keep working."""
-    if name in _MOVED_TO_INFER_COMMAND:
-        from tdmi.inference import infer_command
-
-        return getattr(infer_command, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,14 +19,13 @@ onto constructor arguments.
 
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 from tdmi.config import ConfigError, ModelConfig
 from tdmi.models.blocks import BlockChain, init_normal_
-from tdmi.models.clip_model import ClipModel, TDMIOutput, head_outside_autocast  # noqa: F401  (re-exported)
+from tdmi.models.clip_model import ClipModel, TDMIOutput, head_outside_autocast
 from tdmi.models.hrnet import HRNet
 from tdmi.models.rdm import RepresentationDisentanglement
 from tdmi.models.tde import TemporalDifferenceEncoder
