@@ -223,8 +223,8 @@ def _add_test(sub) -> None:
     p.add_argument("--boxes", help="'gt' or a detection file; overrides test.boxes")
     p.add_argument("--track", nargs="?", const="pose", choices=["pose", "iou"],
                    help="also track: give predictions track ids (pose: IoU + OKS tracker, the default; iou: boxes "
-                        "only), write the pruned tracking submission and report poseval's MOTA, or the PT21 kit's HOTA with "
-                        "--set test.protocol=pt21 (test.track*)")
+                        "only), write the pruned tracking submission and report poseval's MOTA, or the PT21 kit's "
+                        "HOTA with --set test.protocol=pt21 (test.track*)")
     p.add_argument("--decode", choices=["argmax", "dark", "dark_published"], default=None,
                    help="heatmap decoding (test.decode): argmax + quarter-pixel shift (DCPose/FAMI, the default), dark "
                         "(distribution-aware sub-pixel, Zhang et al. 2020, with tdmi's guard) or dark_published "
@@ -288,9 +288,9 @@ def _add_infer(sub) -> None:
                                         "DCPose, FAMI; its single-frame HRNet); default: the shipped demo model")
     _add_config_options(p)
     box_source = p.add_mutually_exclusive_group()
-    box_source.add_argument("--boxes", help="person boxes file: COCO results, a DCPose/PoseWarper list, PoseTrack-style "
-                                            "or tdmi-boxes (docs/data.md section 3); boxes scoring below "
-                                            "data.box_score_threshold (0.2) are dropped")
+    box_source.add_argument("--boxes", help="person boxes file: COCO results, a DCPose/PoseWarper list, "
+                                            "PoseTrack-style or tdmi-boxes (docs/data.md section 3); boxes scoring "
+                                            "below data.box_score_threshold (0.2) are dropped")
     box_source.add_argument(
         "--detector", default=None,
         help="person detector: a YOLOX / RTMDet / YOLOv8 .onnx file (needs onnxruntime: tdmi[onnx]; the best "
@@ -321,8 +321,8 @@ def _add_infer(sub) -> None:
                    help="key frames estimated together offline (batching; memory and latency grow with it); in tube "
                         "mode also the most key frames that share one crop box per track (default 12)")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
-                   help="mixed precision of the model: bf16 or fp16 autocast (faster on GPUs; bf16 also on recent CPUs); "
-                        "the heatmap head and keypoint decoding stay float32 (default none)")
+                   help="mixed precision of the model: bf16 or fp16 autocast (faster on GPUs; bf16 also on recent "
+                        "CPUs); the heatmap head and keypoint decoding stay float32 (default none)")
     p.add_argument("--decode", choices=["argmax", "dark", "dark_published"], default=None,
                    help="heatmap decoding: argmax + quarter-pixel shift (HRNet/DCPose/FAMI), dark (distribution-"
                         "aware sub-pixel, Zhang et al. 2020, with tdmi's guard) or dark_published (no guard); "

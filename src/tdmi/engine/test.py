@@ -1,11 +1,11 @@
 """Model over a split -> prediction files -> PoseTrack mAP table (``tdmi test`` and the trainer's validation).
 
 Flow (docs/architecture.md "Layout", ``engine/test.py``): the clip dataset of the val/test split with GT boxes or a
-detection file (``tdmi.data.dataset.build_dataset``) -> batched inference under ``torch.inference_mode`` -> heatmaps decoded
-exactly as DCPose/FAMI decode them (``tdmi.evaluation.decode``, docs/facts/posetrack-facts.md section 6) -> one official
-PoseTrack18 JSON per sequence (``tdmi.evaluation.writers``; joint score = heatmap maximum x box score, the writer
-multiplies) -> poseval-identical AP (``tdmi.evaluation.posetrack_ap``). The table is always printed with the boxes it
-was computed from, since GT-box and detection-box numbers are not comparable (user-needs.md).
+detection file (``tdmi.data.dataset.build_dataset``) -> batched inference under ``torch.inference_mode`` -> heatmaps
+decoded exactly as DCPose/FAMI decode them (``tdmi.evaluation.decode``, docs/facts/posetrack-facts.md section 6) -> one
+official PoseTrack18 JSON per sequence (``tdmi.evaluation.writers``; joint score = heatmap maximum x box score, the
+writer multiplies) -> poseval-identical AP (``tdmi.evaluation.posetrack_ap``). The table is always printed with the
+boxes it was computed from, since GT-box and detection-box numbers are not comparable (user-needs.md).
 
 Optional HRNet flip test (``test.flip_test``, off by default as in DCPose/FAMI): every clip is also run mirrored
 (``frames.flip(-1)``: all T frames flipped along the width), and the decoder fuses the two outputs

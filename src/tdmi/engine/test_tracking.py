@@ -47,8 +47,11 @@ def _frame_people(index: int, people: Sequence[PersonPrediction]) -> FramePeople
                        np.stack([p.joint_scores for p in people]), np.array([p.box_score for p in people]))
 
 
+Poses = dict[Key, list[PersonPrediction]]
+
+
 def track_split(predictions: Mapping[Key, list[PersonPrediction]], sequences: Iterable[DataSequence],
-                settings: TrackingSettings) -> tuple[dict[Key, list[PersonPrediction]], dict[Key, list[PersonPrediction]]]:
+                settings: TrackingSettings) -> tuple[Poses, Poses]:
     """``(all predictions with track ids, the pruned tracking submission)``, both keyed like ``predictions``.
 
     Every sequence is tracked on its own, over its frames in order; frames without predictions count as frames

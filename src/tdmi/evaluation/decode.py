@@ -237,7 +237,8 @@ def flip_back(flipped_heatmaps: torch.Tensor, flip_permutation: Sequence[int], s
     """
     perm = torch.as_tensor(list(flip_permutation), dtype=torch.long, device=flipped_heatmaps.device)
     if perm.numel() != flipped_heatmaps.shape[1]:
-        raise ValueError(f"flip permutation has {perm.numel()} entries, heatmaps have {flipped_heatmaps.shape[1]} joints")
+        raise ValueError(f"flip permutation has {perm.numel()} entries, heatmaps have {flipped_heatmaps.shape[1]} "
+                         "joints")
     restored = flipped_heatmaps.flip(3).index_select(1, perm)
     if shift:
         restored = torch.cat((restored[..., :1], restored[..., :-1]), dim=3)

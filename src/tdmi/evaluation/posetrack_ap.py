@@ -233,7 +233,8 @@ def _check_head_boxes(gt: _People, pred: _People, num_frames: int, frame_sources
 # ------------------------------------------------------------------------------------------------------- metrics
 
 
-def _voc_ap(scores: np.ndarray, labels: np.ndarray, num_gt: float, recall_floor_one: bool) -> tuple[float, float, float]:
+def _voc_ap(scores: np.ndarray, labels: np.ndarray, num_gt: float,
+            recall_floor_one: bool) -> tuple[float, float, float]:
     """VOC all-point AP (x100), precision and recall (x100) at the last detection, for one joint."""
     if len(scores) == 0:
         return 0.0, 0.0, 0.0

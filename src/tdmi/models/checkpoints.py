@@ -286,7 +286,8 @@ def load_hrnet_weights(model: nn.Module, path: str | Path, *, include_final_laye
     if missing_backbone:
         raise CheckpointError(
             f"{path}: not an HRNet-W{getattr(model, 'width', '?')} checkpoint: {len(missing_backbone)} backbone "
-            f"weights are missing, e.g. {_preview(missing_backbone)} (file keys look like {_preview(list(file_state))})")
+            f"weights are missing, e.g. {_preview(missing_backbone)} (file keys look like "
+            f"{_preview(list(file_state))})")
 
     model.load_state_dict(mapped, strict=False)
     report.loaded = [k for k in target if k in source_of]

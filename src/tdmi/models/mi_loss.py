@@ -35,8 +35,8 @@ paper term (eq. 13)    our term (key)                               why this for
 - q_H = softmax(H/T) of the model's heatmaps; q_F = softmax(h_hr(F)/T) with h_hr the frozen backbone
   ``final_layer``, supplied by the model as ``static_heatmaps`` and always detached here.
 - w: joint target weights; they weight L2-L4 (terms against the label's joints). L1 compares two predictions
-  with each other and is not weighted. m3, m4 (``gate_distillation``): detached gates 1[CE(p_y, q^_teacher) < CE(p_y, q^_H)]
-  with p_y = softmax(G/T): distil only where the teacher is better than the fused prediction, which is where the
+  with each other and is not weighted. m3, m4 (``gate_distillation``): detached gates
+  1[CE(p_y, q^_teacher) < CE(p_y, q^_H)] with p_y = softmax(G/T): distil only where the teacher is better than the fused prediction, which is where the
   conditional MI can be positive, and so a diffuse teacher cannot blur H. ``gate_distillation=False`` gives the
   paper-literal VSD use (m = 1).
 - Output: ``total = alpha * (1/N) * (L1 + L2 + L3 + L4) + L_aux``. The 1/N puts the terms on the per-pixel scale of
@@ -203,7 +203,8 @@ def feature_cosine(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
 
 def fami_divergence(teacher_logits: Tensor, student_logits: Tensor, temperature: float,
                     detach_teacher: bool = True) -> Tensor:
-    """FAMI-Pose's estimator: ``mean over [B, K, N] of (q log q - q p)``, p = softmax(sg teacher/T), q = softmax(student/T).
+    """FAMI-Pose's estimator: ``mean over [B, K, N] of (q log q - q p)``, p = softmax(sg teacher/T),
+    q = softmax(student/T).
 
     This is what ``kl_div(input=p, target=q, reduction='mean')`` evaluates when given probabilities as ``input``.
     Maps are ``[B, K, h, w]`` (K = C feature channels or J heatmaps); channel k of teacher pairs with channel k of

@@ -219,8 +219,9 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines.append("-" * (name_width + 42))
         lines.append(f"{row['name']:<{name_width}}  {row['parameters']:>12,}  {row['trainable_parameters']:>12,}  "
                      f"{row['macs'] / 1e9:>12.2f}")
-    lines.append(f"conv/linear MACs per person: {summary['macs']:,} ({summary['gmacs_hrnet_convention']:.2f} in HRNet's "
-                 "README 'GFLOPs' = MACs / 2^30; FLOPs = 2 x MACs)")
+    lines.append(f"conv/linear MACs per person: {summary['macs']:,} "
+                 f"({summary['gmacs_hrnet_convention']:.2f} in HRNet's README 'GFLOPs' = MACs / 2^30; "
+                 "FLOPs = 2 x MACs)")
     return "\n".join(lines)
 
 
