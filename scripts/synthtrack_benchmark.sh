@@ -18,6 +18,7 @@
 #   arms     every arm and seed of the protocol, in the order of its questions, then the rival methods FAMI-Pose and
 #            DCPose (issue 24, same protocol and budget); each finished run is scored by
 #            scripts/benchmark_result.py into docs/results/runs/<arm>/seed<k>.json
+#            then (addendum 13) tdmi_paper_tde: tdmi at the paper's TDE width, 3 seeds
 #   ship     the best-on-dev tdmi seed and its baseline become the shipped demo pair (scripts/ship_benchmark_demo.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -121,7 +122,7 @@ run_arm() {
   [ -f "$out" ] && return 0
   local extra=() name=$arm/seed_$seed
   case $arm in
-    tdmi|static|keyframe|concat) extra=(--set "model.mi.formulation=$fstar") ;;
+    tdmi|static|keyframe|concat|tdmi_paper_tde) extra=(--set "model.mi.formulation=$fstar") ;;
   esac
   if [ "$arm" = tdmi_lineage_mi ] && [ "$fstar" = lineage ] && [ "$seed" -le 2 ]; then
     name=tdmi/seed_$seed   # the same runs as tdmi's (protocol step 4)
@@ -146,6 +147,9 @@ export -f run_arm
   for seed in 3 4 5; do
     echo "tdmi $seed"
     echo "tdmi_no_mi $seed"
+  done
+  for seed in 0 1 2; do
+    echo "tdmi_paper_tde $seed"   # addendum 13: TDMI at the paper's TDE width, near DCPose's parameter count
   done
 } | while read -r arm seed; do
   if [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $arm/$seed "* ]]; then echo "$arm $seed"; fi

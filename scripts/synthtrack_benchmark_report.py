@@ -20,7 +20,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 ARMS = ("tdmi", "tdmi_no_mi", "tdmi_lineage_mi", "static", "keyframe", "concat", "tde_only", "baseline", "fami_pose",
-        "dcpose")
+        "dcpose", "tdmi_paper_tde")
 SUBSETS = ("blurred", "occluded", "fast", "distractor_in_crop", "none")
 #: (label, arm a, arm b): the protocol's comparisons, a - b, paired by seed
 COMPARISONS = (
@@ -33,6 +33,9 @@ COMPARISONS = (
     ("RDM without MI vs TDE only", "tdmi_no_mi", "tde_only"),
     ("TDMI vs FAMI-Pose", "tdmi", "fami_pose"),
     ("TDMI vs DCPose", "tdmi", "dcpose"),
+    ("the paper's TDE width vs the narrow one (addendum 13)", "tdmi_paper_tde", "tdmi"),
+    ("TDMI at the paper's TDE width vs DCPose (like parameter counts)", "tdmi_paper_tde", "dcpose"),
+    ("TDMI at the paper's TDE width vs FAMI-Pose", "tdmi_paper_tde", "fami_pose"),
 )
 #: test-time substitutions on the trained ``tdmi`` seeds (no training): name in the result file -> row label
 SUBSTITUTIONS = (("key_frame", "supporting frames replaced by the key frame"),
@@ -41,7 +44,7 @@ SUBSTITUTIONS = (("key_frame", "supporting frames replaced by the key frame"),
 DROP_VARIANTS = ("distractor", "background")
 #: counterfactual drop comparisons: drop(a) - drop(b) for each variant's drop from clean
 DROP_COMPARISONS = (("tdmi", "tdmi_no_mi"), ("tdmi", "concat"), ("tdmi", "static"), ("tdmi", "fami_pose"),
-                    ("tdmi", "dcpose"))
+                    ("tdmi", "dcpose"), ("tdmi_paper_tde", "dcpose"))
 
 
 def load_runs(folder: Path) -> dict[str, dict[int, dict]]:
