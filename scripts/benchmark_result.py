@@ -145,9 +145,14 @@ def main(argv: list[str] | None = None) -> int:
                    else None)
     record["epochs_from_steps"] = round(steps / epoch_steps, 3) if epoch_steps else None
     cpu_file = args.run / "cpu_time.txt"
-    # one "user system" line per training invocation (a resumed run has several)
-    record["train_cpu_seconds"] = (round(sum(float(v) for line in cpu_file.read_text().splitlines()
-                                             for v in line.split()[:2]), 1) if cpu_file.is_file() else None)
+    if "cpu_seconds" in record["training"]:
+        # the trainer's own count, summed over resumes (a process killed at a session's end never writes its line
+        # to cpu_time.txt, so that file undercounts interrupted runs)
+        record["train_cpu_seconds"], record["train_cpu_source"] = record["training"]["cpu_seconds"], "trainer"
+    else:  # runs trained before the trainer counted: one "user system" line per invocation in cpu_time.txt
+        record["train_cpu_seconds"] = (round(sum(float(v) for line in cpu_file.read_text().splitlines()
+                                                 for v in line.split()[:2]), 1) if cpu_file.is_file() else None)
+        record["train_cpu_source"] = "cpu_time.txt"
     summary = summarise_config(cfg)
     record["trainable_parameters"] = summary["trainable_parameters"]
     record["macs_per_person"] = summary["macs"]

@@ -90,10 +90,16 @@ def test_resume_is_bit_identical(tmp_path):
     straight = load_config(None, TINY + [f"train.out_dir={tmp_path / 'a'}", "train.epochs=2"])
     train(straight, device="cpu", train_dataset=TinyClips())
     first_half = load_config(None, TINY + [f"train.out_dir={tmp_path / 'b'}", "train.epochs=2", "train.max_steps=4"])
-    train(first_half, device="cpu", train_dataset=TinyClips())
+    halfway = train(first_half, device="cpu", train_dataset=TinyClips())
     second_half = load_config(None, TINY + [f"train.out_dir={tmp_path / 'b'}", "train.epochs=2"])
     progress = train(second_half, resume=str(tmp_path / "b"), device="cpu", train_dataset=TinyClips())
     assert progress["step"] == 6 and progress["epoch"] == 2
+    # the CPU seconds of training carry over a resume (the benchmark's cost column reads them)
+    assert 0 < halfway["cpu_seconds"] < progress["cpu_seconds"]
+    from tdmi.models.checkpoints import load_checkpoint
+
+    saved = load_checkpoint(tmp_path / "b" / "last.safetensors")[1]["training"]
+    assert saved["cpu_seconds"] == progress["cpu_seconds"]
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert a.keys() == b.keys()
     for key in a:

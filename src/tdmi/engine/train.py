@@ -10,7 +10,7 @@ alpha * L_MI (eq. 13; ``models/mi_loss.py``); every MI term is logged. Adam with
 epochs 6, 12, 18; 20 epochs). Rank 0 alone logs and writes checkpoints.
 
 Run folder (``train.out_dir`` or ``--out``):
-    last.safetensors / last.json     weights + sidecar (config, epoch, step, metrics), written atomically
+    last.safetensors / last.json     weights + sidecar (config, epoch, step, CPU seconds, metrics), written atomically
     last.state.pt                    optimizer, schedule, grad scaler, RNG and data-order state (weights_only loadable)
     epoch_NNN.safetensors            a snapshot per epoch;  best.safetensors  the best validation mAP
     metrics.jsonl                    one JSON line per logged step / epoch / validation; TensorBoard if installed
@@ -247,6 +247,9 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
     max_steps = cfg.train.max_steps
     if max_steps and progress["step"] >= max_steps:  # a resumed run that already reached its step limit
         return
+    # CPU seconds of the training saved so far, summed over resumes (this process's; rank 0's under torchrun): work
+    # lost to an interruption is redone and counted once, a killed process's time is not lost with it
+    cpu_before, cpu_start = float(progress.get("cpu_seconds", 0.0)), time.process_time()
     for epoch in range(progress["epoch"], cfg.train.epochs):
         start_batch = progress["batch_in_epoch"] if epoch == progress["epoch"] else 0
         sampler.set_epoch(epoch, start_batch)
@@ -357,6 +360,7 @@ def _run_epochs(cfg, info, dev, wrapped, step_module, optimizer, scheduler, scal
                                         dict(progress), snapshot=False)
         if epoch_done and _plateaued(cfg, progress):
             progress["stopped"] = "plateau"  # before the checkpoint, so a resume knows the run is finished
+        progress["cpu_seconds"] = round(cpu_before + time.process_time() - cpu_start, 1)
         if info.is_main:
             save_training_state(run_dir, "last", step_module, optimizer, scheduler, scaler, cfg, dict(progress))
             if epoch_done:
