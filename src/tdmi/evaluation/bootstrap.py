@@ -208,7 +208,7 @@ def two_level_contrast(terms: Sequence[tuple[float, dict[int, Sequence[SequenceS
     draws = np.zeros(resamples)
     if paired:
         picks = rng.integers(0, len(seeds[0]), size=(resamples, len(seeds[0])))  # one seed resample for all terms
-    for i, ((weight, arm), keys) in enumerate(zip(terms, seeds)):
+    for (weight, arm), keys in zip(terms, seeds):
         if not paired:
             picks = rng.integers(0, len(keys), size=(resamples, len(keys)))
         per_seed = np.stack([resampled(arm[k]) for k in keys], axis=1)  # [R, seeds]
