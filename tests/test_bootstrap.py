@@ -96,6 +96,30 @@ def test_resampled_ap_equals_poseval_mean_on_the_expanded_sequences(folders):
         ResampledAP(stats).mean_ap(np.ones((2, len(stats) + 1)))
 
 
+def test_resampled_ap_handles_joints_without_hits_or_detections():
+    """A joint no sequence detects, one detected but never hit, and one whose GT only some sequences hold."""
+    from tdmi.evaluation.bootstrap import NUM_JOINTS, ResampledAP, SequenceStats, resample_counts
+
+    rng = np.random.default_rng(5)
+    stats = []
+    for i in range(4):
+        scores, hits = [], []
+        for j in range(NUM_JOINTS):
+            size = 0 if j == 0 else int(rng.integers(1, 6))
+            scores.append(rng.random(size))
+            hits.append(np.zeros(size, bool) if j == 1 else rng.random(size) < 0.6)
+        num_gt = rng.integers(1, 5, NUM_JOINTS).astype(np.float64)
+        num_gt[2] = 3.0 if i == 0 else 0.0  # joint 2's GT lives in sequence 0 only
+        hits[2] &= i == 0
+        stats.append(SequenceStats(name=f"s{i}", scores=scores, hits=hits, num_gt=num_gt))
+    counts = resample_counts(rng, 60, len(stats))
+    fast = ResampledAP(stats).mean_ap(counts, chunk=16)
+    for row, value in zip(counts, fast):
+        indices = [i for i, c in enumerate(row) for _ in range(c)]
+        assert value == pytest.approx(mean_ap(stats, indices), abs=1e-9, nan_ok=True)
+    assert (counts[:, 0] == 0).any()  # some resamples lack joint 2's GT: its NaN must be excluded as poseval does
+
+
 def test_resample_counts_draw_n_with_replacement():
     from tdmi.evaluation.bootstrap import resample_counts
 

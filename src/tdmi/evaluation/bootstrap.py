@@ -111,45 +111,61 @@ class ResampledAP:
     A resample is a count per sequence (how often the bootstrap drew it). Repeating a sequence c times repeats each of
     its detections c times with the same score, so the copies sit together in the ranking: the pooled ranking of any
     resample is the full set's ranking (sorted once, by poseval's own call) with each detection weighted by its
-    sequence's count. Cumulative weighted hits over cumulative weights give the precision after each detection, and
-    VOC's all-point AP sums each hit's recall step (weight / GT count) times the precision envelope there; a run of c
-    copied hits reaches the same envelope at each copy, so this equals AP on the expanded list (tested against
-    :func:`mean_ap`). Only an exact score tie between *different* detections may order differently than the
-    concatenated list would; the full set (every count 1) is poseval's order exactly.
+    sequence's count. VOC's all-point AP sums each hit's recall step (weight / GT count) times the precision envelope
+    there; a run of c copied hits reaches the same envelope at each copy, so this equals AP on the expanded list
+    (tested against :func:`mean_ap`). Only an exact score tie between *different* detections may order differently
+    than the concatenated list would; the full set (every count 1) is poseval's order exactly.
+
+    Why a matrix product: the weighted true positives and detections seen up to rank d are
+    ``counts @ cumulative_hits[:, d]`` and ``counts @ cumulative_detections[:, d]`` (per sequence, exact integers), and
+    only hit ranks matter: a miss never raises precision, so the envelope at a hit is the largest precision at this or
+    a later *hit*. That replaces cumulative sums over every detection of every resample by one BLAS call over the hits.
     """
 
     def __init__(self, stats: Sequence[SequenceStats]):
-        self.sequences = len(stats)
-        self.joints = []  # per joint: (sequence index [D], hit [D] as float), in ranking order; GT per sequence
+        self.sequences = n = len(stats)
+        # per joint: per-sequence cumulative hits and detections at each hit rank [n, H], the sequence of each hit
+        # [H], detections per sequence [n], GT per sequence [n]
+        self.joints: list[tuple[np.ndarray, ...]] = []
         for j in range(NUM_JOINTS):
             scores = np.concatenate([s.scores[j] for s in stats]) if stats else np.zeros(0)
-            hits = np.concatenate([s.hits[j] for s in stats]).astype(np.float64) if stats else np.zeros(0)
+            hits = np.concatenate([s.hits[j] for s in stats]).astype(bool) if stats else np.zeros(0, bool)
             owner = np.concatenate([np.full(len(s.scores[j]), i) for i, s in enumerate(stats)]).astype(np.int64) \
                 if stats else np.zeros(0, np.int64)
             order = np.array(scores).argsort()[::-1]  # the call _voc_ap makes
-            self.joints.append((owner[order], hits[order], np.array([s.num_gt[j] for s in stats], np.float64)))
+            owner, hits = owner[order], hits[order]
+            one_hot = np.zeros((n, len(owner)))
+            one_hot[owner, np.arange(len(owner))] = 1.0
+            hit_ranks = np.flatnonzero(hits)
+            seen = np.cumsum(one_hot, axis=1)[:, hit_ranks]                  # [n, H]
+            true_pos = np.cumsum(one_hot * hits, axis=1)[:, hit_ranks]       # [n, H]
+            self.joints.append((true_pos, seen, owner[hit_ranks], one_hot.sum(axis=1),
+                                np.array([s.num_gt[j] for s in stats], np.float64)))
 
-    def mean_ap(self, counts: np.ndarray, chunk: int = 256) -> np.ndarray:
+    def mean_ap(self, counts: np.ndarray, chunk: int = 2048) -> np.ndarray:
         """``counts [R, n]`` (draws per sequence) -> Mean AP (x100) of each resample ``[R]``."""
         counts = np.asarray(counts, np.float64)
         if counts.ndim != 2 or counts.shape[1] != self.sequences:
             raise ValueError(f"counts must be [R, {self.sequences}], got {counts.shape}")
         ap = np.zeros((len(counts), NUM_JOINTS))
-        for j, (owner, hits, num_gt) in enumerate(self.joints):
-            if len(owner) == 0:
-                continue  # no detection of this joint anywhere: AP 0, as _voc_ap returns
+        for j, (true_pos, seen, hit_owner, detections, num_gt) in enumerate(self.joints):
             for start in range(0, len(counts), chunk):
-                weights = counts[start:start + chunk][:, owner]                  # [r, D]
-                true_pos = np.cumsum(weights * hits, axis=1)
-                seen = np.cumsum(weights, axis=1)
+                c = counts[start:start + chunk]                                  # [r, n]
+                anywhere = c @ detections                                        # [r]
+                gt = c @ num_gt
+                if true_pos.shape[1]:
+                    weighted_seen = c @ seen                                     # [r, H]
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        precision = np.where(weighted_seen > 0, (c @ true_pos) / weighted_seen, 0.0)
+                    envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+                    # each hit's recall step is its sequence's count (over the resample's GT, below)
+                    recall_weighted = (c[:, hit_owner] * envelope).sum(axis=1)
+                else:
+                    recall_weighted = np.zeros(len(c))
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    precision = np.where(seen > 0, true_pos / seen, 0.0)
-                envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
-                gt = counts[start:start + chunk] @ num_gt
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    value = (weights * hits * envelope).sum(axis=1) / gt * 100
+                    value = recall_weighted / gt * 100
                 # no GT of this joint in the resample: poseval's NaN where it has detections (0/0 recall), else 0
-                ap[start:start + chunk, j] = np.where(gt > 0, value, np.where(seen[:, -1] > 0, np.nan, 0.0))
+                ap[start:start + chunk, j] = np.where(gt > 0, value, np.where(anywhere > 0, np.nan, 0.0))
         valid = ~np.isnan(ap)
         with np.errstate(invalid="ignore"):
             return np.where(valid.any(axis=1), np.where(valid, ap, 0.0).sum(axis=1) / valid.sum(axis=1), np.nan)
