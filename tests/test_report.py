@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from posetrack_gen import gt_as_predictions, make_gt_sequence, make_predictions, write_sequences
+from script_helpers import load_script
 from tdmi.cli import main
 from tdmi.config import load_config, to_dict
 from tdmi.data.synthetic import generate_synthtrack
@@ -266,9 +267,8 @@ def test_tdmi_test_report_in_the_output_folder(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------------------------------- browser
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--enable-logging=stderr", "--v=1"]
+# the screenshot script's flags (one list to keep offline and quiet), plus console logging to read script errors
+CHROMIUM_FLAGS = [*load_script("report_screenshot").CHROMIUM_FLAGS, "--enable-logging=stderr", "--v=1"]
 
 
 def browser_problems(page: Path) -> list[str]:
