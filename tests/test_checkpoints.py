@@ -362,6 +362,17 @@ def test_a_checkpoint_saved_before_the_stage1_field_loads_with_layer1(tmp_path):
     assert load_inference_model(str(path), device="cpu").config.model.tde.stage1_feature == "layer1"
 
 
+def test_a_stored_config_without_the_mi_formulation_means_the_default_it_was_trained_with():
+    """The MI default changed from vsd to balanced (the SynthTrack benchmark's dev choice): a stored config that
+    names no formulation was trained with vsd, while a config written today gets balanced."""
+    from tdmi.config import config_from_dict, load_config, to_dict
+
+    stored = to_dict(load_config(None))
+    assert stored["model"]["mi"]["formulation"] == "balanced"
+    del stored["model"]["mi"]["formulation"]
+    assert config_from_dict(stored).model.mi.formulation == "vsd"
+
+
 def test_weights_of_the_other_stage1_layout_name_the_field_to_set(tmp_path):
     from tdmi.config import load_config
     from tdmi.inference.model_loading import load_inference_model

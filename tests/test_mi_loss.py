@@ -97,7 +97,7 @@ def test_bhattacharyya_is_one_for_equal_and_zero_for_disjoint_distributions():
 @pytest.mark.parametrize("gate", [True, False])
 def test_terms_finite_and_bounded_for_extreme_logits(gate):
     torch.manual_seed(3)
-    objective = MIObjective(C, J, epsilon=EPS, gate_distillation=gate)
+    objective = MIObjective(C, J, epsilon=EPS, gate_distillation=gate, formulation="vsd")
     with torch.no_grad():
         objective.motion_head.weight.normal_()
     out = independent_output(scale=1e4)  # logits of order +-1e4, i.e. +-2e5 after dividing by T
@@ -119,7 +119,7 @@ def test_terms_finite_and_bounded_for_extreme_logits(gate):
 
 def test_fp16_inputs_give_float32_terms_matching_float32_computation():
     torch.manual_seed(4)
-    objective = MIObjective(C, J, gate_distillation=False)
+    objective = MIObjective(C, J, gate_distillation=False, formulation="vsd")
     out16 = independent_output(scale=3.0, dtype=torch.float16)
     out32 = SimpleNamespace(**{k: v.detach().float() for k, v in vars(out16).items()})
     target, weight = targets()
@@ -134,7 +134,7 @@ def test_fp16_inputs_give_float32_terms_matching_float32_computation():
 
 
 def test_fp16_extreme_logits_stay_finite():
-    objective = MIObjective(C, J)
+    objective = MIObjective(C, J, formulation="vsd")
     out = independent_output(dtype=torch.float16)
     for name in ("heatmaps", "static_heatmaps", "motion", "useful", "noisy"):
         t = getattr(out, name)
@@ -151,7 +151,7 @@ def test_fp16_extreme_logits_stay_finite():
 
 def test_each_term_reaches_only_its_student():
     torch.manual_seed(5)
-    objective = MIObjective(C, J, gate_distillation=False)
+    objective = MIObjective(C, J, gate_distillation=False, formulation="vsd")
     out = independent_output()
     target, weight = targets()
     result = objective(out, target, torch.ones_like(weight))
@@ -171,7 +171,7 @@ def test_each_term_reaches_only_its_student():
 
 def test_total_gradient_reaches_gates_motion_fused_and_head_but_not_frozen_parts():
     out, p = model_like_output()
-    objective = MIObjective(C, J, gate_distillation=False)
+    objective = MIObjective(C, J, gate_distillation=False, formulation="vsd")
     target, weight = targets()
     result = objective(out, target, weight)
     leaves = [p.gate_u, p.gate_n, p.motion, p.fuse, p.head, p.final_layer]
@@ -192,7 +192,7 @@ def test_total_gradient_reaches_gates_motion_fused_and_head_but_not_frozen_parts
 
 def _objective_reading_channels(gate=True):
     """h_m: joint 0 = channel 0 + channel 1 (so either channel can predict joint 0), joints 1.. read nothing."""
-    objective = MIObjective(2, 1, epsilon=EPS, gate_distillation=gate)
+    objective = MIObjective(2, 1, epsilon=EPS, gate_distillation=gate, formulation="vsd")
     with torch.no_grad():
         objective.motion_head.weight.zero_()
         objective.motion_head.weight[0, :, 0, 0] = 1.0
@@ -250,7 +250,7 @@ def test_gates_switch_off_where_the_teacher_is_worse():
 
 
 def test_target_weight_zero_removes_label_terms():
-    objective = MIObjective(C, J, gate_distillation=False)
+    objective = MIObjective(C, J, gate_distillation=False, formulation="vsd")
     out = independent_output()
     target, _ = targets()
     result = objective(out, target, torch.zeros(B, J))
@@ -266,10 +266,10 @@ def test_total_is_alpha_over_n_times_terms_plus_aux_and_alpha_scales_it():
     torch.manual_seed(6)
     out = independent_output()
     target, weight = targets()
-    r1 = MIObjective(C, J, alpha=1.0)(out, target, weight)
+    r1 = MIObjective(C, J, alpha=1.0, formulation="vsd")(out, target, weight)
     torch.manual_seed(7)  # different motion-head init must not matter for the comparison below
-    obj2 = MIObjective(C, J, alpha=2.5)
-    obj1 = MIObjective(C, J, alpha=1.0)
+    obj2 = MIObjective(C, J, alpha=2.5, formulation="vsd")
+    obj1 = MIObjective(C, J, alpha=1.0, formulation="vsd")
     obj1.load_state_dict(obj2.state_dict())
     a, b = obj1(out, target, weight), obj2(out, target, weight)
     torch.testing.assert_close(b["total"] - b["aux"], 2.5 * (a["total"] - a["aux"]))
@@ -278,7 +278,7 @@ def test_total_is_alpha_over_n_times_terms_plus_aux_and_alpha_scales_it():
 
 
 def test_noisy_none_and_useful_none():
-    objective = MIObjective(C, J, gate_distillation=False)
+    objective = MIObjective(C, J, gate_distillation=False, formulation="vsd")
     target, weight = targets()
     out = independent_output(noisy=False)
     result = objective(out, target, weight)
@@ -337,11 +337,11 @@ def test_from_config_and_validation():
     with pytest.raises(ValueError, match="formulation"):
         MIObjective(C, J, formulation="kl")
     with pytest.raises(ValueError, match="epsilon"):
-        MIObjective(C, J, epsilon=0.0)
+        MIObjective(C, J, epsilon=0.0, formulation="vsd")
     out = independent_output()
     out.useful = out.useful[:, :2]
     with pytest.raises(ValueError, match="useful"):
-        MIObjective(C, J)(out, *targets())
+        MIObjective(C, J, formulation="vsd")(out, *targets())
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -193,7 +193,8 @@ def dump_config(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-LEGACY_DEFAULTS = {("model", "tde", "stage1_feature"): "layer1"}
+LEGACY_DEFAULTS = {("model", "tde", "stage1_feature"): "layer1",
+                   ("model", "mi", "formulation"): "vsd"}  # the default until 2026-12-06 (now balanced)
 """Fields added after checkpoints were already saved, with the value every earlier checkpoint used: a stored config
 without the field means that value, not today's default."""
 

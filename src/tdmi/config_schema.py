@@ -101,10 +101,11 @@ class MIConfig:
     """False = table 7's "RDM without MI" row (heatmap loss only)."""
     alpha: float = 1.0
     """Weight of L_MI in L = L_H + alpha * L_MI (paper: 1)."""
-    formulation: Literal["vsd", "balanced", "fami", "lineage"] = "vsd"
-    """``vsd``: the bounded Variational Self-Distillation terms (``models/mi_loss.py``; default). ``balanced``: the
-    same terms with the defects measured in the SynthTrack proof corrected (temperature-scaled gradients, accuracy
-    gates, a feature-space overlap; ``models/mi_loss.py``). ``fami``: the literal FAMI-Pose estimators
+    formulation: Literal["vsd", "balanced", "fami", "lineage"] = "balanced"
+    """``balanced`` (default): the bounded Variational Self-Distillation terms with the defects measured in the
+    SynthTrack proof corrected (temperature-scaled gradients, accuracy gates, a feature-space overlap;
+    ``models/mi_loss.py``); the SynthTrack benchmark's pre-registered dev choice (docs/results.md, step 5). ``vsd``:
+    the bounded VSD terms before those corrections (the default until 2026-12-06). ``fami``: the literal FAMI-Pose estimators
     (probabilities passed to kl_div; kept for comparison only). ``lineage``: the four terms exactly as the
     authors' later code computes them (weight 2 on I(Mu; Mn), the frozen HRNet head as the label probe; the same
     kl_div quirk), i.e. TDMI's objective as its authors most likely ran it."""

@@ -4,7 +4,7 @@ Paper eq. 13:  L_MI = I(Mu; Mn) - I(M; Mu) + I(Mu; y | F~) + I(F; y | F~),  and 
 
 Four formulations (``formulation``); the choice and its evidence are in docs/architecture.md:
 
-``"vsd"`` (default): bounded Variational Self-Distillation terms. Every term is >= 0 and minimised, so no term
+``"vsd"``: bounded Variational Self-Distillation terms. Every term is >= 0 and minimised, so no term
 carries a negative weight. Distributions are spatial softmaxes over the N = h*w pixels of one heatmap channel
 (b, j) at temperature T (0.05: at a sigma-3 Gaussian 99.93% of the mass lies within 3 px of the peak). Students
 use the epsilon-floor ``log q^ = logaddexp(log(1-eps) + log_softmax(s/T), log(eps/N))``, which keeps every KL in
@@ -42,8 +42,9 @@ paper term (eq. 13)    our term (key)                               why this for
 - Output: ``total = alpha * (1/N) * (L1 + L2 + L3 + L4) + L_aux``. The 1/N puts the terms on the per-pixel scale of
   FAMI/TDMI's 'mean' reduction and of the pixel-mean MSE, so the paper's alpha = 1 keeps its meaning.
 
-``"balanced"``: the VSD terms with four defects of ``"vsd"`` corrected (measured on a model trained with ``"vsd"``;
-docs/results.md, "The MI objective"); ``"vsd"`` stays selectable for comparison:
+``"balanced"`` (default since the SynthTrack benchmark chose it on dev, docs/results.md step 5): the VSD terms with
+four defects of ``"vsd"`` corrected (measured on a model trained with ``"vsd"``; docs/results.md, "The MI objective");
+``"vsd"`` stays selectable for comparison:
 
 - Gradient scale. d KL(p || softmax(z/T)) / dz = (q - p) / T, so at T = 0.05 every distillation term pushed 20x
   harder than its 1/N-averaged value suggests (6.6x the heatmap gradient on the useful gate, cosine -0.62). Each
@@ -231,8 +232,8 @@ class MIObjective(nn.Module):
         channels: C, the width of M, Mu, Mn (the motion head's input).
         num_joints: J, heatmap channels.
         alpha: weight of L_MI (paper: 1).
-        formulation: ``"vsd"`` (bounded, default), ``"balanced"`` (VSD with its measured defects corrected) or
-            ``"fami"`` (literal FAMI-Pose estimators).
+        formulation: ``"balanced"`` (default: VSD with its measured defects corrected), ``"vsd"`` (bounded),
+            ``"fami"`` (literal FAMI-Pose estimators) or ``"lineage"`` (the authors' later code's terms).
         temperature: T of the spatial softmaxes (FAMI's 0.05).
         epsilon: floor mixed into student distributions (``vsd`` only); every KL is <= log(N / epsilon).
         gate_distillation: gate terms 3 and 4 to joints where the teacher beats H (``vsd`` only).
@@ -242,7 +243,7 @@ class MIObjective(nn.Module):
             objective's state); without it, or where its input width is not C, h_m probes Mu.
     """
 
-    def __init__(self, channels: int, num_joints: int, alpha: float = 1.0, formulation: str = "vsd",
+    def __init__(self, channels: int, num_joints: int, alpha: float = 1.0, formulation: str = "balanced",
                  temperature: float = 0.05, epsilon: float = 1e-4, gate_distillation: bool = True,
                  motion_head_kernel: int = 1, label_probe: nn.Conv2d | None = None):
         super().__init__()
