@@ -5,6 +5,9 @@ mean +- std, subsets, counterfactual drops, costs; per comparison: per-seed pair
 bootstrap interval) and writes them as JSON (default ``docs/results/synthtrack_proof.json``). Arms or seeds not yet
 run are reported as missing, never guessed.
 
+Per joint group, the paired differences of the main comparisons are read against each group's articulated speed
+(``<runs>/val_joint_speed.json``, written once by ``scripts/synthtrack_joint_speed.py`` from val's annotations).
+
     PYTHONPATH=src python scripts/synthtrack_benchmark_report.py [--resamples 10000] [--runs DIR] [--json-out F]
 """
 
@@ -42,6 +45,10 @@ SUBSTITUTIONS = (("key_frame", "supporting frames replaced by the key frame"),
                  ("other_sequence", "supporting frames from another sequence"))
 #: counterfactual variants whose drop from ``clean`` is compared between arms
 DROP_VARIANTS = ("distractor", "background")
+#: per-joint paired differences (a - b, mean over common seeds) read against each joint group's articulated speed
+JOINT_COMPARISONS = (("tdmi", "static"), ("tdmi", "keyframe"), ("tdmi", "concat"), ("tdmi", "baseline"),
+                     ("tdmi", "dcpose"), ("tdmi_paper_tde", "dcpose"))
+JOINT_GROUPS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle")
 #: counterfactual drop comparisons: drop(a) - drop(b) for each variant's drop from clean
 DROP_COMPARISONS = (("tdmi", "tdmi_no_mi"), ("tdmi", "concat"), ("tdmi", "static"), ("tdmi", "fami_pose"),
                     ("tdmi", "dcpose"), ("tdmi_paper_tde", "dcpose"))
@@ -86,6 +93,38 @@ def stats_of(arm_runs: dict[int, dict], where: tuple[str, ...]) -> dict[int, lis
             out[seed] = sorted(stats, key=lambda s: s.name)
     _STATS[key] = (arm_runs, out)  # the runs kept alive, so their id is not reused
     return out
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Rank correlation (no ties expected among 7 group means)."""
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def joint_table(runs: dict, speed_file: Path, report: dict) -> None:
+    """Per joint group: the paired val AP difference of each :data:`JOINT_COMPARISONS` pair (mean over the seeds
+    both arms have), beside the group's articulated speed when ``speed_file`` (scripts/synthtrack_joint_speed.py)
+    is committed; with it, the rank correlation of gain and speed over the 7 groups."""
+    speeds = json.loads(speed_file.read_text())["groups"] if speed_file.is_file() else None
+    print("\n| per joint group (val AP) | " + " | ".join(JOINT_GROUPS) + " | Mean | seeds | rank corr. with speed |")
+    print("| --- " * (len(JOINT_GROUPS) + 4) + "|")
+    if speeds:
+        print("| articulated speed (% height / frame) | "
+              + " | ".join(f"{speeds[g]['speed']:.2f}" for g in JOINT_GROUPS) + " | | | |")
+    report["per_joint"] = {"speed": speeds, "differences": {}}
+    for a, b in JOINT_COMPARISONS:
+        common = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
+        if not common:
+            print(f"| {a} - {b} | (waiting for runs) |" + " |" * (len(JOINT_GROUPS) + 2))
+            continue
+        diff = {g: float(np.mean([runs[a][k]["val"]["table"][g] - runs[b][k]["val"]["table"][g] for k in common]))
+                for g in (*JOINT_GROUPS, "Mean")}
+        corr = spearman([speeds[g]["speed"] for g in JOINT_GROUPS], [diff[g] for g in JOINT_GROUPS]) \
+            if speeds else None
+        report["per_joint"]["differences"][f"{a} - {b}"] = {"seeds": common, "difference": diff,
+                                                             "rank_correlation_with_speed": corr}
+        print(f"| {a} - {b} | " + " | ".join(f"{diff[g]:+.1f}" for g in (*JOINT_GROUPS, "Mean"))
+              + f" | {','.join(map(str, common))} | {'-' if corr is None else f'{corr:+.2f}'} |")
 
 
 def mean_std(values: list[float]) -> str:
@@ -199,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             report["drop_comparisons"][variant][f"{a} - {b}"] = result
             per_seed = ", ".join(f"{v:+.2f}" for _, v in sorted(result["per_seed"].items()))
             print(f"| clean -> {variant}: {a} vs {b} | drop({a}) - drop({b}) | {per_seed} | {interval(result)} |")
+
+    joint_table(runs, args.runs / "val_joint_speed.json", report)
 
     atomic_write_json(args.json_out, report, indent=1)
     print(f"\nsynthtrack_benchmark_report: {sum(len(v) for v in runs.values())} runs; wrote {args.json_out}")

@@ -18,6 +18,15 @@ def _script():
     return load_script("synthtrack_benchmark_report")
 
 
+GROUPS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle")
+SPEEDS = (0.1, 0.3, 0.7, 1.4, 0.2, 0.9, 2.0)  # % height per frame, as on the real val
+
+
+def joint_aps(arm: str, seed: int) -> dict[str, float]:
+    """Per-group APs: tdmi gains over static grow with the group's speed (and by seed 1 one more point each)."""
+    return {g: 50.0 + (10 * v + seed if arm == "tdmi" else 0.0) for g, v in zip(GROUPS, SPEEDS)}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Fake result files: tdmi predicts better than static on val and loses nothing to a distractor."""
@@ -47,7 +56,7 @@ def runs(tmp_path_factory):
                 extra = {}
             record = {"arm": arm, "seed": seed, "trainable_parameters": 1000, "macs_per_person": 2e9, **extra,
                       "train_cpu_seconds": 3600.0, "epochs_from_steps": 8.0,
-                      "val": {"table": {"Mean": mean_ap(val)}, "stats": encode_stats(val),
+                      "val": {"table": {"Mean": mean_ap(val), **joint_aps(arm, seed)}, "stats": encode_stats(val),
                               "subsets": {"blurred": {"Mean": 50.0}, "none": {"Mean": 70.0}}},
                       "counterfactual": {v: {"table": {"Mean": mean_ap(s)}, "stats": encode_stats(s)}
                                          for v, s in (("clean", clean), ("distractor", distracted))}}
@@ -74,6 +83,33 @@ def test_report_compares_paired_arms_and_waits_for_missing_ones(runs, tmp_path, 
     assert "supporting frames from another sequence | (waiting for runs)" in printed
     substituted = report["substitutions"]["key_frame"]
     assert substituted["tdmi_minus_this"]["value"] > 0 and set(substituted["val_mean_ap"]) == {"0", "1"}
+
+
+def test_report_reads_per_joint_gains_against_joint_speed(runs, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    script = _script()
+    assert script.main(["--runs", str(runs), "--resamples", "100", "--json-out", str(out)]) == 0
+    assert "| tdmi - static | +1.5 |" in capsys.readouterr().out  # 10 * 0.1 + mean of seeds 0, 1
+    assert json.loads(out.read_text())["per_joint"]["differences"]["tdmi - static"]["rank_correlation_with_speed"] \
+        is None  # no speed file committed yet
+    speed = {"groups": {g: {"speed": v, "pairs": 10} for g, v in zip(GROUPS, SPEEDS)}}
+    (runs / "val_joint_speed.json").write_text(json.dumps(speed))
+    try:
+        assert script.main(["--runs", str(runs), "--resamples", "100", "--json-out", str(out)]) == 0
+    finally:
+        (runs / "val_joint_speed.json").unlink()
+    printed = capsys.readouterr().out
+    assert "| articulated speed (% height / frame) | 0.10 | 0.30 |" in printed
+    row = json.loads(out.read_text())["per_joint"]["differences"]["tdmi - static"]
+    assert row["seeds"] == [0, 1] and row["rank_correlation_with_speed"] == pytest.approx(1.0)
+    assert row["difference"]["Ankle"] == pytest.approx(20.5) and "| tdmi - concat | (waiting for runs) |" in printed
+
+
+def test_spearman_reads_ranks():
+    spearman = _script().spearman
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, -5]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
 
 
 def test_report_refuses_a_missing_folder(tmp_path, capsys):
