@@ -13,6 +13,7 @@
 #   data     SynthTrack version 2: train 60 x 40 (seed 1), dev 10 x 30 (seed 2), val 30 x 30 (seed 1001), and the
 #            counterfactual val 40 x 20 (seed 2001: cfclean, cfdistractor, cfbackground) under runs/bench/data
 #   cache    the frozen stage-1 backbone's features of 4 augmented draws of every training clip
+#   speeds   val's articulated joint speeds (scripts/synthtrack_joint_speed.py) -> docs/results/runs/val_joint_speed.json
 #   choice   the MI formulation F*: tdmi with vsd, balanced and lineage (seed 100) scored on dev, the protocol's
 #            rule applied -> docs/results/runs/mi_choice.json
 #   arms     every arm and seed of the protocol, in the order of its questions, then the rival methods FAMI-Pose and
@@ -60,6 +61,12 @@ commit() {  # commit one result file at once (COMMIT=1), so a stopped session lo
   fi
 }
 export -f commit
+
+# the val split's articulated joint speeds, which the report reads the per-joint gains against
+if [ ! -f "$results/val_joint_speed.json" ]; then
+  python scripts/synthtrack_joint_speed.py --gt "$data/annotations/val" --out "$results/val_joint_speed.json"
+  commit "$results/val_joint_speed.json"
+fi
 
 # train NAME CONFIG [--set ...]: train into $work/NAME (resuming); CPU seconds of each invocation appended
 train() {
