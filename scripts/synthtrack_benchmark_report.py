@@ -95,10 +95,14 @@ def stats_of(arm_runs: dict[int, dict], where: tuple[str, ...]) -> dict[int, lis
     return out
 
 
-def spearman(x: list[float], y: list[float]) -> float:
-    """Rank correlation (no ties expected among 7 group means)."""
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    return float(np.corrcoef(rx, ry)[0, 1])
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rank correlation (ties share their mean rank); None when a value is missing (NaN) or a side is
+    constant."""
+    from scipy.stats import rankdata
+
+    if np.isnan(x).any() or np.isnan(y).any() or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    return float(np.corrcoef(rankdata(x), rankdata(y))[0, 1])
 
 
 def joint_table(runs: dict, speed_file: Path, report: dict) -> None:
@@ -119,8 +123,8 @@ def joint_table(runs: dict, speed_file: Path, report: dict) -> None:
             continue
         diff = {g: float(np.mean([runs[a][k]["val"]["table"][g] - runs[b][k]["val"]["table"][g] for k in common]))
                 for g in (*JOINT_GROUPS, "Mean")}
-        corr = spearman([speeds[g]["speed"] for g in JOINT_GROUPS], [diff[g] for g in JOINT_GROUPS]) \
-            if speeds else None
+        corr = spearman([speeds[g]["speed"] for g in JOINT_GROUPS], [diff[g] for g in JOINT_GROUPS]) if speeds \
+            else None
         report["per_joint"]["differences"][f"{a} - {b}"] = {"seeds": common, "difference": diff,
                                                              "rank_correlation_with_speed": corr}
         print(f"| {a} - {b} | " + " | ".join(f"{diff[g]:+.1f}" for g in (*JOINT_GROUPS, "Mean"))

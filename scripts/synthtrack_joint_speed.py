@@ -4,7 +4,8 @@ SynthTrack benchmark are read against (docs/results.md; the review's point that 
 Speed of a joint between two consecutive frames of one track: the displacement of the joint *relative to the hip
 midpoint* (so the camera and the walk itself do not count), in % of the person's box height per frame. Pairs where
 the joint or either hip is unlabelled in either frame are skipped. A group's speed is the mean over its joints'
-pairs, in poseval's groups (Head, Shoulder, ..., Ankle).
+pairs, in poseval's groups (Head, Shoulder, ..., Ankle). The hips are measured against their own midpoint, so theirs
+is only the left-right swing: structurally small, which fixes the Hip group's rank in any correlation with speed.
 
     PYTHONPATH=src python scripts/synthtrack_joint_speed.py --gt runs/bench/data/annotations/val \\
         --out docs/results/runs/val_joint_speed.json

@@ -110,6 +110,8 @@ def test_spearman_reads_ranks():
     assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
     assert spearman([1, 2, 3], [3, 2, -5]) == pytest.approx(-1.0)
     assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(np.corrcoef([1, 2.5, 2.5, 4], [1, 2, 3, 4])[0, 1])
+    assert spearman([1, float("nan"), 3], [1, 2, 3]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
 
 
 def test_report_refuses_a_missing_folder(tmp_path, capsys):

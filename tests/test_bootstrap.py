@@ -75,7 +75,8 @@ def test_two_level_bootstrap_pairs_seeds_and_widens_with_seed_variance(folders):
         two_level_bootstrap({0: g}, {1: b})
 
 
-def test_resampled_ap_equals_poseval_mean_on_the_expanded_sequences(folders):
+@pytest.mark.parametrize("method", ["matmul", "cumsum", "auto"])
+def test_resampled_ap_equals_poseval_mean_on_the_expanded_sequences(folders, method):
     """The vectorised resample AP (weights per sequence) against the reference: concatenating the drawn sequences."""
     from tdmi.evaluation.bootstrap import ResampledAP, resample_counts
 
@@ -87,16 +88,19 @@ def test_resampled_ap_equals_poseval_mean_on_the_expanded_sequences(folders):
         counts[0] = 1  # the full set
         counts[1] = 0
         counts[1, 2] = 3  # one sequence drawn three times
-        fast = ResampledAP(stats).mean_ap(counts, chunk=7)
+        fast = ResampledAP(stats, method=method).mean_ap(counts, chunk=7)
         for row, value in zip(counts, fast):
             indices = [i for i, c in enumerate(row) for _ in range(c)]
             assert value == pytest.approx(mean_ap(stats, indices), abs=1e-9)
         assert fast[0] == pytest.approx(mean_ap(stats), abs=1e-12)  # the full set: poseval's own ranking
     with pytest.raises(ValueError, match="counts must be"):
-        ResampledAP(stats).mean_ap(np.ones((2, len(stats) + 1)))
+        ResampledAP(stats, method=method).mean_ap(np.ones((2, len(stats) + 1)))
+    with pytest.raises(ValueError, match="method must be"):
+        ResampledAP(stats, method="blas")
 
 
-def test_resampled_ap_handles_joints_without_hits_or_detections():
+@pytest.mark.parametrize("method", ["matmul", "cumsum"])
+def test_resampled_ap_handles_joints_without_hits_or_detections(method):
     """A joint no sequence detects, one detected but never hit, and one whose GT only some sequences hold."""
     from tdmi.evaluation.bootstrap import NUM_JOINTS, ResampledAP, SequenceStats, resample_counts
 
@@ -108,12 +112,12 @@ def test_resampled_ap_handles_joints_without_hits_or_detections():
             size = 0 if j == 0 else int(rng.integers(1, 6))
             scores.append(rng.random(size))
             hits.append(np.zeros(size, bool) if j == 1 else rng.random(size) < 0.6)
-        num_gt = rng.integers(1, 5, NUM_JOINTS).astype(np.float64)
-        num_gt[2] = 3.0 if i == 0 else 0.0  # joint 2's GT lives in sequence 0 only
         hits[2] &= i == 0
+        num_gt = np.array([h.sum() + rng.integers(0, 3) for h in hits], np.float64)  # never fewer GT than hits
+        num_gt[2] = max(3.0, hits[2].sum()) if i == 0 else 0.0  # joint 2's GT lives in sequence 0 only
         stats.append(SequenceStats(name=f"s{i}", scores=scores, hits=hits, num_gt=num_gt))
     counts = resample_counts(rng, 60, len(stats))
-    fast = ResampledAP(stats).mean_ap(counts, chunk=16)
+    fast = ResampledAP(stats, method=method).mean_ap(counts, chunk=16)
     for row, value in zip(counts, fast):
         indices = [i for i, c in enumerate(row) for _ in range(c)]
         assert value == pytest.approx(mean_ap(stats, indices), abs=1e-9, nan_ok=True)

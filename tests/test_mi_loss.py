@@ -117,9 +117,10 @@ def test_terms_finite_and_bounded_for_extreme_logits(gate):
         assert torch.isfinite(t.grad).all()
 
 
-def test_fp16_inputs_give_float32_terms_matching_float32_computation():
+@pytest.mark.parametrize("formulation", ["vsd", "balanced"])
+def test_fp16_inputs_give_float32_terms_matching_float32_computation(formulation):
     torch.manual_seed(4)
-    objective = MIObjective(C, J, gate_distillation=False, formulation="vsd")
+    objective = MIObjective(C, J, gate_distillation=False, formulation=formulation)
     out16 = independent_output(scale=3.0, dtype=torch.float16)
     out32 = SimpleNamespace(**{k: v.detach().float() for k, v in vars(out16).items()})
     target, weight = targets()
@@ -133,8 +134,9 @@ def test_fp16_inputs_give_float32_terms_matching_float32_computation():
     assert out16.heatmaps.grad.dtype == torch.float16 and torch.isfinite(out16.heatmaps.grad).all()
 
 
-def test_fp16_extreme_logits_stay_finite():
-    objective = MIObjective(C, J, formulation="vsd")
+@pytest.mark.parametrize("formulation", ["vsd", "balanced"])
+def test_fp16_extreme_logits_stay_finite(formulation):
+    objective = MIObjective(C, J, formulation=formulation)
     out = independent_output(dtype=torch.float16)
     for name in ("heatmaps", "static_heatmaps", "motion", "useful", "noisy"):
         t = getattr(out, name)
@@ -149,9 +151,10 @@ def test_fp16_extreme_logits_stay_finite():
 # Gradient routing
 
 
-def test_each_term_reaches_only_its_student():
+@pytest.mark.parametrize("formulation", ["vsd", "balanced"])
+def test_each_term_reaches_only_its_student(formulation):
     torch.manual_seed(5)
-    objective = MIObjective(C, J, gate_distillation=False, formulation="vsd")
+    objective = MIObjective(C, J, gate_distillation=False, formulation=formulation)
     out = independent_output()
     target, weight = targets()
     result = objective(out, target, torch.ones_like(weight))
@@ -327,6 +330,15 @@ def test_fami_formulation_assembles_eq13_with_signs():
     assert all(g is not None for g in gs[:3]) and gs[3] is None and gs[4] is None
 
 
+def test_the_objective_and_the_config_share_one_default_formulation():
+    import inspect
+
+    from tdmi.config_schema import MIConfig
+
+    default = inspect.signature(MIObjective.__init__).parameters["formulation"].default
+    assert default == MIConfig().formulation == "balanced"
+
+
 def test_from_config_and_validation():
     cfg = ModelConfig()
     cfg.mi.alpha, cfg.mi.formulation, cfg.mi.gate_distillation = 0.5, "fami", False
@@ -337,7 +349,7 @@ def test_from_config_and_validation():
     with pytest.raises(ValueError, match="formulation"):
         MIObjective(C, J, formulation="kl")
     with pytest.raises(ValueError, match="epsilon"):
-        MIObjective(C, J, epsilon=0.0, formulation="vsd")
+        MIObjective(C, J, epsilon=0.0)
     out = independent_output()
     out.useful = out.useful[:, :2]
     with pytest.raises(ValueError, match="useful"):

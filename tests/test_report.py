@@ -267,8 +267,11 @@ def test_tdmi_test_report_in_the_output_folder(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------------------------------- browser
 
-# the screenshot script's flags (one list to keep offline and quiet), plus console logging to read script errors
-CHROMIUM_FLAGS = [*load_script("report_screenshot").CHROMIUM_FLAGS, "--enable-logging=stderr", "--v=1"]
+
+def chromium_flags() -> list[str]:
+    """The screenshot script's flags (one list keeps both offline and quiet), plus console logging to read script
+    errors; loaded when a browser test runs, not when this module is collected."""
+    return [*load_script("report_screenshot").CHROMIUM_FLAGS, "--enable-logging=stderr", "--v=1"]
 
 
 def browser_problems(page: Path) -> list[str]:
@@ -277,7 +280,7 @@ def browser_problems(page: Path) -> list[str]:
     the rendered DOM (the script did not run to its end), or any file loaded but the page itself."""
     profile = tempfile.mkdtemp(prefix="tdmi-chromium-")
     try:
-        run = subprocess.run([str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom",
+        run = subprocess.run([str(CHROMIUM), *chromium_flags(), f"--user-data-dir={profile}", "--dump-dom",
                               page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
     finally:
         shutil.rmtree(profile, ignore_errors=True)

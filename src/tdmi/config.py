@@ -195,8 +195,9 @@ def dump_config(cfg: Any) -> str:
 
 LEGACY_DEFAULTS = {("model", "tde", "stage1_feature"): "layer1",
                    ("model", "mi", "formulation"): "vsd"}  # the default until 2026-12-06 (now balanced)
-"""Fields added after checkpoints were already saved, with the value every earlier checkpoint used: a stored config
-without the field means that value, not today's default."""
+"""Fields added, or whose default changed, after checkpoints were already saved, with the value an earlier checkpoint
+used: a stored config without the field means that value, not today's default. (``mi.formulation`` has always been
+stored; its entry guards a hand-trimmed sidecar from silently switching objective.)"""
 
 
 def config_from_dict(raw: dict[str, Any], where: str = "<dict>") -> ExperimentConfig:

@@ -105,17 +105,18 @@ class MIConfig:
     """``balanced`` (default): the bounded Variational Self-Distillation terms with the defects measured in the
     SynthTrack proof corrected (temperature-scaled gradients, accuracy gates, a feature-space overlap;
     ``models/mi_loss.py``); the SynthTrack benchmark's pre-registered dev choice (docs/results.md, step 5). ``vsd``:
-    the bounded VSD terms before those corrections (the default until 2026-12-06). ``fami``: the literal FAMI-Pose estimators
-    (probabilities passed to kl_div; kept for comparison only). ``lineage``: the four terms exactly as the
+    the bounded VSD terms before those corrections (the default until 2026-12-06). ``fami``: the literal FAMI-Pose
+    estimators (probabilities passed to kl_div; kept for comparison only). ``lineage``: the four terms exactly as the
     authors' later code computes them (weight 2 on I(Mu; Mn), the frozen HRNet head as the label probe; the same
     kl_div quirk), i.e. TDMI's objective as its authors most likely ran it."""
     temperature: float = 0.05
     """Softmax temperature over heatmap pixels (FAMI's 0.05)."""
     epsilon: float = 1e-4
-    """Floor mixed into student distributions so every KL is at most log(N / epsilon)."""
+    """Floor mixed into student distributions so every KL is at most log(N / epsilon) (``vsd``, ``balanced``)."""
     gate_distillation: bool = True
-    """Distil the conditional terms only where the teacher beats the fused prediction (docs/facts/model-facts.md (d));
-    false = the paper-literal VSD use on every joint."""
+    """``vsd`` only: distil the conditional terms only where the teacher beats the fused prediction
+    (docs/facts/model-facts.md (d)); false = the paper-literal VSD use on every joint. ``balanced`` always gates, by
+    localisation accuracy."""
     motion_head_kernel: int = 1
     """Kernel of the auxiliary motion head h_m that estimates p(y | M) for the VSD terms (1 or 3; ours: 1)."""
 

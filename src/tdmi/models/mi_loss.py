@@ -235,8 +235,9 @@ class MIObjective(nn.Module):
         formulation: ``"balanced"`` (default: VSD with its measured defects corrected), ``"vsd"`` (bounded),
             ``"fami"`` (literal FAMI-Pose estimators) or ``"lineage"`` (the authors' later code's terms).
         temperature: T of the spatial softmaxes (FAMI's 0.05).
-        epsilon: floor mixed into student distributions (``vsd`` only); every KL is <= log(N / epsilon).
-        gate_distillation: gate terms 3 and 4 to joints where the teacher beats H (``vsd`` only).
+        epsilon: floor mixed into student distributions (``vsd``, ``balanced``); every KL is <= log(N / epsilon).
+        gate_distillation: gate terms 3 and 4 to joints where the teacher beats H (``vsd`` only; ``balanced``
+            always gates, by localisation accuracy).
         motion_head_kernel: kernel of the auxiliary motion head h_m (1 or 3; odd).
         label_probe: ``lineage`` only: the frozen conv that maps a C-channel feature to J heatmaps (the model's
             backbone ``final_layer``). It is not a submodule (its weights belong to the model, not to this
