@@ -336,20 +336,22 @@ def test_atomic_writes_get_normal_permissions_and_leave_nothing_behind(tmp_path)
 
 
 def _pre_issue22_checkpoint(tmp_path):
-    """The shipped demo TDMI with its sidecar as tdmi wrote it before the stage-1 and RDM-width fields existed."""
-    import shutil
+    """A TDMI-W8 checkpoint as tdmi wrote it before the stage-1 and RDM-width fields existed: the stage-1 feature from
+    layer1, gates of width C // 4, and a stored config that names none of the three fields. Built here (random
+    weights), so the test does not depend on which layout the shipped demo has."""
+    from tdmi.config import load_config, to_dict
+    from tdmi.models.tdmi import build_model
 
-    import tdmi
-
-    weights = Path(tdmi.__file__).parent / "weights"
-    shutil.copy(weights / "tdmi_demo.safetensors", tmp_path / "old.safetensors")
-    metadata = json.loads((weights / "tdmi_demo.json").read_text())
-    model = metadata["config"]["model"]
+    cfg = load_config(None, ["model.input_size=[96, 128]", "model.heatmap_size=[24, 32]", "model.backbone.width=8",
+                             "model.tde.channels=16", "model.tde.deform_groups=4", "model.tde.stage1_feature=layer1",
+                             "model.rdm.hidden=4", "model.rdm.reduction=4", "model.rdm.init=normal",
+                             "model.rdm.init_std=0.1", "model.mi.enabled=false"])
+    torch.manual_seed(0)
+    state = build_model(cfg.model).state_dict()
+    stored = to_dict(cfg)
     for section, key in (("tde", "stage1_feature"), ("rdm", "hidden"), ("rdm", "init")):
-        del model[section][key]
-    metadata["weights_file"] = "old.safetensors"
-    (tmp_path / "old.json").write_text(json.dumps(metadata))
-    return tmp_path / "old.safetensors"
+        del stored["model"][section][key]
+    return save_checkpoint(tmp_path / "old", state, {"config": stored})
 
 
 def test_a_checkpoint_saved_before_the_stage1_field_loads_with_layer1(tmp_path):

@@ -63,7 +63,7 @@ def shipped_checkpoint() -> Optional[Path]:
 
 
 SHIPPED_MODEL_NOTE = ("note: the shipped demo model was trained on SynthTrack only (synthetic people); on real "
-                      "video its poses are not meaningful (Mean AP 1.5 on the real PoseTrack18 sample). For real "
+                      "video its poses are not meaningful (Mean AP 1.7 on the real PoseTrack18 sample). For real "
                       "poses pass --checkpoint with a TDMI trained on real data (tdmi train, README).")
 """Printed by `tdmi infer` when it runs the shipped demo model."""
 
