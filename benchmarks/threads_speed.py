@@ -5,9 +5,9 @@
 
 Settings: ``--threads 1``, ``--threads <cores>`` (what PyTorch does by default) and ``auto`` (tdmi's default:
 the cores other processes leave free, from a 0.2 s look at /proc/stat). Conditions: as found (the load average is
-recorded: "idle" is only idle on an otherwise idle machine) and with one extra busy process (a Python busy loop). The target (issue 10):
-the default within 1.2x of the best setting in both conditions. Each run is a fresh process (the command as a
-user types it) without OMP_NUM_THREADS, so the setting under test decides.
+recorded: "idle" is only idle on an otherwise idle machine) and with one extra busy process (a Python busy loop).
+The target (issue 10): the default within 1.2x of the best setting in both conditions. Each run is a fresh process
+(the command as a user types it) without OMP_NUM_THREADS, so the setting under test decides.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ the same run. Sections:
     curve      (--curve-steps N) fp32 against bf16 + channels-last from the same weights and batches: the loss of
                every step, and how far apart they end
 
-    PYTHONPATH=src python benchmarks/train_speed.py --data runs/synthtrack_proof/data --json-out bench-results/train_speed.json
+    PYTHONPATH=src python benchmarks/train_speed.py --data runs/synthtrack_proof/data \
+        --json-out bench-results/train_speed.json
     PYTHONPATH=src python benchmarks/train_speed.py --sections stage1 curve --curve-steps 60
 
 Without ``--data`` a small SynthTrack split is generated in a temporary folder. One thread per process unless a
@@ -131,12 +132,14 @@ def section_loader(data: Path, samples: int, cache: Path | None) -> list[dict]:
         start = time.perf_counter()
         for i in range(samples):
             dataset[(i * 7919) % len(dataset)]  # scattered reads, as a shuffled epoch makes them
-        rows.append({"row": f"cached features ({cache.name})", "samples_per_s": samples / (time.perf_counter() - start)})
+        elapsed = time.perf_counter() - start
+        rows.append({"row": f"cached features ({cache.name})", "samples_per_s": samples / elapsed})
     return rows
 
 
 def _child(data: Path, steps: int, threads: int) -> float:
-    code = (f"import torch; torch.set_num_threads({threads}); import sys; sys.path.insert(0, {str(REPO / 'benchmarks')!r});"
+    code = (f"import torch; torch.set_num_threads({threads}); import sys; "
+            f"sys.path.insert(0, {str(REPO / 'benchmarks')!r});"
             f"import train_speed as t; from pathlib import Path;"
             f"cfg = t._cfg(t.STAGE1, Path({str(data)!r}), 'train.amp=bf16', 'train.channels_last=true');"
             f"print(t.step_rate(cfg, t._batches(cfg, 32, 2), {steps})['samples_per_s'])")

@@ -2,9 +2,10 @@
 
 The shipped demo checkpoints (TDMI and the single-frame HRNet, both W8 on SynthTrack) are scored on the SynthTrack
 validation split they were scored on when shipped (the seed, sequence and frame counts in their sidecars), with GT
-boxes and the poseval protocol, under six test protocols: ``argmax`` (the DCPose/FAMI default), ``dark`` (with tdmi's guard),
-``dark_published`` (without it), each also with the flip test (flip + DARK: the authors' later code). The model's outputs are the same in all four; only
-the flip test (a second, mirrored forward pass) and the decoding differ.
+boxes and the poseval protocol, under six test protocols: ``argmax`` (the DCPose/FAMI default), ``dark`` (with
+tdmi's guard), ``dark_published`` (without it), each also with the flip test (flip + DARK: the authors' later code).
+The model's outputs are the same in all four; only the flip test (a second, mirrored forward pass) and the decoding
+differ.
 
     PYTHONPATH=src python scripts/decode_compare.py                      # -> docs/results/decode_compare.json
     PYTHONPATH=src python scripts/decode_compare.py --sequences 2 --frames 8 --json-out /tmp/d.json   # quick

@@ -296,8 +296,9 @@ def check_train(device: torch.device, quick: bool) -> None:
         # what an earlier row left (one that failed: its step is freed only once its exception is gone) is free
         release_memory(device)
         with section(f"train_{amp}"):
-            cfg = load_config(None, _tiny_overrides(quick) + [f"train.amp={amp}",
-                                                              f"train.channels_last={str(device.type == 'cuda').lower()}"])
+            channels_last = str(device.type == "cuda").lower()
+            overrides = [f"train.amp={amp}", f"train.channels_last={channels_last}"]
+            cfg = load_config(None, _tiny_overrides(quick) + overrides)
             # Before the row runs: does its batch fit in the memory left? (else smaller, or skipped, and said why)
             estimate = estimate_train_memory(cfg, device)
             available, where = available_memory(device)

@@ -104,7 +104,8 @@ def main() -> int:
                                    "switch_ratio": best["pose"]["switches"] / max(best["iou"]["switches"], 1)}
         print(f"{name}: best pose {best['pose']['MOTA']:.1f} (>= {best['pose']['joint_threshold']:g}) vs best iou "
               f"{best['iou']['MOTA']:.1f} (>= {best['iou']['joint_threshold']:g}): "
-              f"{report['sources'][name]['mota_gain']:+.1f} MOTA, switches x{report['sources'][name]['switch_ratio']:.2f}")
+              f"{report['sources'][name]['mota_gain']:+.1f} MOTA, "
+              f"switches x{report['sources'][name]['switch_ratio']:.2f}")
     atomic_write_json(Path(args.json_out), report, indent=2)
     print(f"wrote {args.json_out}")
     return 0

@@ -20,7 +20,8 @@ def render() -> str:
     os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal width; fix it so the page is stable
     parser = build_parser()
     parts = ["# Command line\n",
-             "Generated from the parsers by `python scripts/write_cli_docs.py`; `tdmi <command> --help` prints the same.\n",
+             "Generated from the parsers by `python scripts/write_cli_docs.py`; "
+             "`tdmi <command> --help` prints the same.\n",
              "```text\n" + parser.format_help().rstrip() + "\n```\n"]
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, sub in subparsers.choices.items():

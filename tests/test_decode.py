@@ -137,7 +137,8 @@ def test_flip_back_undoes_a_mirrored_output():
 
 
 def _gaussian_batch(count: int, sigma: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` maps with sub-pixel centres well inside the map, ``[1, count, H, W]``, and the centres ``[count, 2]``."""
+    """``count`` maps with sub-pixel centres well inside the map, ``[1, count, H, W]``, and the centres
+    ``[count, 2]``."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.rand(count, 2, generator=g) * torch.tensor([W - 12.0, H - 12.0]) + 6.0
     maps = torch.stack([gaussian(float(x), float(y), sigma) for x, y in centres])

@@ -479,7 +479,8 @@ def test_lineage_formulation_assembles_the_authors_terms_with_their_weights_and_
     assert g_useful_from_overlap is not None and g_noisy is not None
     assert grads(r["mi_useful_label"] + r["mi_visual_label"], [out.visual, out.static_heatmaps]) == (None, None)
     assert all(p.grad is None for p in probe.parameters())
-    assert "_label_probe" not in dict(objective.named_modules()) and not any("probe" in k for k in objective.state_dict())
+    assert "_label_probe" not in dict(objective.named_modules())
+    assert not any("probe" in k for k in objective.state_dict())
 
 
 def test_lineage_probe_falls_back_to_the_motion_head_when_widths_differ():

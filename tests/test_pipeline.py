@@ -366,7 +366,8 @@ def test_without_checkpoint_the_small_model_is_random_and_said_so(tmp_path, caps
 
 
 def test_random_init_skips_the_shipped_checkpoint_for_a_configs_layout():
-    """benchmarks/infer_speed.py --random-init: today's layout with random weights even where a checkpoint is shipped."""
+    """benchmarks/infer_speed.py --random-init: today's layout with random weights, even where a checkpoint is
+    shipped."""
     loaded = load_inference_model(None, "tdmi_w8_synth_128x96", device="cpu", random_init=True)
     assert loaded.random_init and loaded.checkpoint is None
     assert loaded.config.model.tde.stage1_feature == "transition" and loaded.model.backbone.stage_channels[0] == 8

@@ -1,7 +1,8 @@
 """poseval's tracking metrics (tdmi.evaluation.posetrack_mota): hand-computed cases that always run, and parity
 with the official poseval (+ motmetrics 1.4.0) when it is importable, e.g.::
 
-    pip install motmetrics==1.4.0 pandas && PYTHONPATH=<checkout of poseval> python -m pytest tests/test_posetrack_mota.py
+    pip install motmetrics==1.4.0 pandas
+    PYTHONPATH=<checkout of poseval> python -m pytest tests/test_posetrack_mota.py
 """
 
 from __future__ import annotations

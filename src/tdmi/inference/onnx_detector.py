@@ -3,11 +3,13 @@
 ``tdmi infer clip.mp4 --detector yolox_m.onnx`` uses any such file; nothing is downloaded. The three layouts
 in use (the exports rtmlib and ultralytics ship), with the preprocessing each model was trained with:
 
-| layout | outputs | preprocessing | boxes |
-| --- | --- | --- | --- |
-| ``yolox`` | mmdeploy end2end ``dets [1, N, 5]`` + ``labels [1, N]``, or the official decoded ``[1, A, 5 + C]`` | letterbox to the input size, image at the top left, pad 114; BGR 0-255, no normalisation | end2end: x1 y1 x2 y2 score; decoded: cx cy w h, objectness x class score, then NMS |
-| ``rtmdet`` | mmdeploy end2end ``dets [1, N, 5]`` + ``labels [1, N]`` | the same letterbox; BGR minus mean (103.53, 116.28, 123.675) over std (57.375, 57.12, 58.395) | x1 y1 x2 y2 score |
-| ``yolov8`` | ``[1, 4 + C, A]`` (or transposed) | letterbox centred, pad 114; RGB / 255 | cx cy w h, class scores (no objectness), then NMS |
+- ``yolox``: outputs mmdeploy end2end ``dets [1, N, 5]`` + ``labels [1, N]`` (boxes x1 y1 x2 y2 score), or the
+  official decoded ``[1, A, 5 + C]`` (cx cy w h, objectness x class score, then NMS). Letterbox to the input size,
+  image at the top left, pad 114; BGR 0-255, no normalisation.
+- ``rtmdet``: outputs mmdeploy end2end ``dets [1, N, 5]`` + ``labels [1, N]`` (x1 y1 x2 y2 score). The same
+  letterbox; BGR minus mean (103.53, 116.28, 123.675) over std (57.375, 57.12, 58.395).
+- ``yolov8``: output ``[1, 4 + C, A]`` (or transposed): cx cy w h and class scores (no objectness), then NMS.
+  Letterbox centred, pad 114; RGB / 255.
 
 ``layout="auto"`` reads it from the outputs: two outputs (dets, labels) are end2end. Their normalisation is
 ``rtmdet`` when the file name says so, else ``yolox``. A single output with 84 rows or columns is ``yolov8``

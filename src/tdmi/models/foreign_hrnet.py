@@ -5,12 +5,13 @@ wrapping of it. ``tdmi infer``, ``test``, ``export`` and ``info`` take one with 
 :func:`load_foreign_hrnet` turns it into the ``hrnet`` model (the key frame only, its own ``final_layer`` as the
 heatmap head), reading from the weights what they fix and from the file name what they do not:
 
-| what | from | rule |
-| --- | --- | --- |
-| layout and key names | the file | every naming :func:`tdmi.models.checkpoints.load_hrnet_weights` reads |
-| width C | ``transition1.0.0.weight`` ``[C, 256, 3, 3]`` | the weights decide; a config that says otherwise is overridden, with a note |
-| joints | ``final_layer.weight`` ``[J, C, 1, 1]`` | J must be 17 (COCO's layout, PoseTrack's 17 slots); no head (ImageNet, backbone-only) is refused |
-| input size | the model zoo's ``_HxW`` in the file name (``_256x192`` = 256 high, 192 wide) | else the config's when ``--config`` is given, else :data:`DEFAULT_INPUT_SIZE` for the width, with a note |
+- layout and key names: from the file; every naming :func:`tdmi.models.checkpoints.load_hrnet_weights` reads.
+- width C: from ``transition1.0.0.weight`` ``[C, 256, 3, 3]``; the weights decide, and a config that says otherwise
+  is overridden, with a note.
+- joints: from ``final_layer.weight`` ``[J, C, 1, 1]``; J must be 17 (COCO's layout, PoseTrack's 17 slots). Weights
+  with no head (ImageNet, backbone-only) are refused.
+- input size: from the model zoo's ``_HxW`` in the file name (``_256x192`` = 256 high, 192 wide); else the
+  config's when ``--config`` is given, else :data:`DEFAULT_INPUT_SIZE` for the width, with a note.
 
 A COCO head puts COCO's left/right eyes in slots 1 and 2, where PoseTrack has head_bottom and head_top
 (``keypoints.POSETRACK17``); the joints are right everywhere else. Weights fine-tuned on PoseTrack (DCPose's,

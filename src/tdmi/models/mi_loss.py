@@ -37,8 +37,8 @@ paper term (eq. 13)    our term (key)                               why this for
 - w: joint target weights; they weight L2-L4 (terms against the label's joints). L1 compares two predictions
   with each other and is not weighted. m3, m4 (``gate_distillation``): detached gates
   1[CE(p_y, q^_teacher) < CE(p_y, q^_H)] with p_y = softmax(G/T): distil only where the teacher is better than the
-  fused prediction, which is where the conditional MI can be positive, and so a diffuse teacher cannot blur H. ``gate_distillation=False`` gives the
-  paper-literal VSD use (m = 1).
+  fused prediction, which is where the conditional MI can be positive, and so a diffuse teacher cannot blur H.
+  ``gate_distillation=False`` gives the paper-literal VSD use (m = 1).
 - Output: ``total = alpha * (1/N) * (L1 + L2 + L3 + L4) + L_aux``. The 1/N puts the terms on the per-pixel scale of
   FAMI/TDMI's 'mean' reduction and of the pixel-mean MSE, so the paper's alpha = 1 keeps its meaning.
 
