@@ -4,8 +4,8 @@
 # trainings resume from their last.state.pt).
 #
 #   bash scripts/synthtrack_benchmark.sh                 # everything, 2 training processes of one thread each
-#   JOBS=1 bash scripts/synthtrack_benchmark.sh          # one at a time
-#   DEVICE=cuda JOBS=4 bash scripts/synthtrack_benchmark.sh   # on a GPU (the same runs; minutes in all)
+#   bash scripts/synthtrack_benchmark.sh --jobs 1        # one at a time (or JOBS=1)
+#   bash scripts/synthtrack_benchmark.sh --device cuda --jobs 4   # on a GPU (the same runs; minutes in all)
 #   COMMIT=1 bash scripts/synthtrack_benchmark.sh        # git-commit each result file as soon as it is written
 #   ONLY="tdmi/0 tdmi_no_mi/0" bash scripts/synthtrack_benchmark.sh   # just these runs (after data, cache, MI choice)
 #
@@ -13,7 +13,8 @@
 #   data     SynthTrack version 2: train 60 x 40 (seed 1), dev 10 x 30 (seed 2), val 30 x 30 (seed 1001), and the
 #            counterfactual val 40 x 20 (seed 2001: cfclean, cfdistractor, cfbackground) under runs/bench/data
 #   cache    the frozen stage-1 backbone's features of 4 augmented draws of every training clip
-#   speeds   val's articulated joint speeds (scripts/synthtrack_joint_speed.py) -> docs/results/runs/val_joint_speed.json
+#   speeds   val's articulated joint speeds (scripts/synthtrack_joint_speed.py)
+#            -> docs/results/runs/val_joint_speed.json
 #   choice   the MI formulation F*: tdmi with vsd, balanced and lineage (seed 100) scored on dev, the protocol's
 #            rule applied -> docs/results/runs/mi_choice.json
 #   arms     every arm and seed of the protocol, in the order of its questions, then the rival methods FAMI-Pose and
@@ -28,6 +29,21 @@ data=$work/data
 results=docs/results/runs
 jobs=${JOBS:-2}
 device=${DEVICE:-cpu}
+# options win over the environment; anything else stops here, before any work
+while [ $# -gt 0 ]; do
+  case $1 in
+    --device) [ $# -ge 2 ] || { echo "synthtrack_benchmark.sh: --device needs cpu, cuda or cuda:N" >&2; exit 2; }
+              device=$2; shift 2 ;;
+    --jobs) [ $# -ge 2 ] || { echo "synthtrack_benchmark.sh: --jobs needs a number" >&2; exit 2; }
+            jobs=$2; shift 2 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "synthtrack_benchmark.sh: unknown option '$1' (options: --device DEVICE, --jobs N, --help)" >&2; exit 2 ;;
+  esac
+done
+[[ $jobs =~ ^[1-9][0-9]*$ ]] || {
+  echo "synthtrack_benchmark.sh: --jobs/JOBS must be a positive whole number, not '$jobs'" >&2; exit 2; }
+[[ $device =~ ^(cpu|cuda(:[0-9]+)?)$ ]] || {
+  echo "synthtrack_benchmark.sh: --device/DEVICE must be cpu, cuda or cuda:N, not '$device'" >&2; exit 2; }
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}   # oversubscription: >10x slower
 export work data results device
 mkdir -p "$work" "$results"
