@@ -11,9 +11,9 @@ scores, with GT boxes and the poseval protocol (the config's own test settings: 
 - with ``--substitutions``, val again with every supporting frame replaced by the key frame and by another
   sequence's frames (test-time controls, no training).
 
-It also records the arm, seed, config, commit, training CPU seconds (``<run>/cpu_time.txt`` written by the runner),
-optimizer steps and the epochs they amount to. The file is written atomically; nothing is written when a step
-fails.
+It also records the arm, seed, config, commit (HEAD, and the code commit: see :func:`code_commit`), training CPU
+seconds (``<run>/cpu_time.txt`` written by the runner), optimizer steps and the epochs they amount to. The file is
+written atomically; nothing is written when a step fails.
 
     PYTHONPATH=src python scripts/benchmark_result.py runs/bench/tdmi/seed_0 --arm tdmi --seed 0 \\
         --data runs/bench/data [--substitutions] [--out docs/results/runs/tdmi/seed0.json]
@@ -37,6 +37,17 @@ REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")
 COUNTERFACTUAL = ("clean", "distractor", "background")
 BLURRED_PX, OCCLUDED_JOINTS, FAST_QUANTILE = 3.0, 2, 0.75
+
+
+def code_commit(repo: Path) -> tuple[str, bool | None]:
+    """The newest commit that changed anything outside ``docs/results``, and whether tracked files outside it differ
+    from HEAD. HEAD alone is not enough: with ``COMMIT=1`` the benchmark commits each result file as it lands, so
+    HEAD is a result-only commit on the benchmark's own branch, which may never reach main; the code commit is the
+    one whose code scored the run, and the one a reader can check out. Outside a git checkout: ``("", None)``."""
+    outside = ["--", ".", ":(exclude)docs/results"]
+    found = subprocess.run(["git", "log", "-1", "--format=%H", *outside], cwd=repo, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", *outside], cwd=repo, capture_output=True)
+    return found.stdout.strip(), {0: False, 1: True}.get(dirty.returncode)
 
 
 def _table(result) -> dict:
@@ -133,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                     "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
                                              text=True).stdout.strip(),
                     "config": metadata["config"], "training": metadata.get("training", {})}
+    record["code_commit"], record["code_dirty"] = code_commit(REPO)
     steps = int(record["training"].get("step", 0))
     cache_manifest = Path(cfg.train.feature_cache or "") / "manifest.json"
     samples = json.loads(cache_manifest.read_text())["num_samples"] if cache_manifest.is_file() else None

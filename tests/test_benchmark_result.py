@@ -54,3 +54,29 @@ def test_a_tiny_run_becomes_a_complete_result_file(tmp_path, capsys):
     assert set(record["substitutions"]) == {"key_frame", "other_sequence"}
     assert set(record["val"]["subsets"]) >= {"none"} and "stats" in record["val"]
     assert f"val Mean {record['val']['table']['Mean']:.2f}" in capsys.readouterr().out
+
+
+def test_code_commit_skips_result_only_commits_and_sees_uncommitted_code(tmp_path):
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "model.py").write_text("x = 1\n")
+    git("add", "-A")
+    git("commit", "-q", "-m", "code")
+    code = git("rev-parse", "HEAD")
+    (tmp_path / "docs" / "results" / "runs").mkdir(parents=True)
+    (tmp_path / "docs" / "results" / "runs" / "seed0.json").write_text("{}")
+    git("add", "-A")
+    git("commit", "-q", "-m", "result")
+    assert git("rev-parse", "HEAD") != code
+    assert _script().code_commit(tmp_path) == (code, False)
+    (tmp_path / "model.py").write_text("x = 2\n")
+    assert _script().code_commit(tmp_path) == (code, True)
+
+
+def test_code_commit_outside_a_checkout_is_unknown(tmp_path):
+    assert _script().code_commit(tmp_path) == ("", None)
